@@ -1,0 +1,43 @@
+export { AddressSpace, type LoadResult, type Translation } from './address-space.js';
+export { AliasRegion } from './alias.js';
+export {
+  accessPermission,
+  type Endianness,
+  IOMMUAccessFlags,
+  IOMMUNotifierFlag,
+  MAX_RAM_SIZE,
+  MemTxResult,
+  TARGET_PAGE_SIZE,
+  UINT64_MAX,
+  UINT64_SPAN,
+} from './constants.js';
+export { IommuNotifierRefusedError, MemoryConfigError } from './errors.js';
+export { type FlatRange, FlatView, renderFlatView, sameFlatRange } from './flatview.js';
+export {
+  type IOMMUNotify,
+  IOMMUNotifier,
+  type IOMMUTLBEntry,
+  type IOMMUTLBEvent,
+  IommuMemoryRegion,
+  iommuMiss,
+} from './iommu.js';
+export type { MemoryListener, MemoryRegionSection } from './listener.js';
+export {
+  type AccessConstraints,
+  type AccessSize,
+  loadBytes,
+  type MemoryRegionOps,
+  MmioRegion,
+  storeBytes,
+} from './mmio.js';
+export { type MtreeOptions, mtree, regionTypeName } from './mtree.js';
+export { RAM_CHUNK_SIZE, RamRegion, type RamRegionOptions, SparseRam } from './ram.js';
+export { ContainerRegion, MemoryRegion, type RegionKind, type SubregionOptions } from './region.js';
+export {
+  beginTransaction,
+  commitTransaction,
+  markChanged,
+  type TopologyObserver,
+  transaction,
+  transactionDepth,
+} from './transaction.js';

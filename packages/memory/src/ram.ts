@@ -1,0 +1,130 @@
+import { MAX_RAM_SIZE } from './constants.js';
+import { MemoryConfigError } from './errors.js';
+import { MemoryRegion } from './region.js';
+
+/** log2 of the backing chunk size: 64 KiB, the largest common guest page. */
+export const RAM_CHUNK_SHIFT = 16;
+export const RAM_CHUNK_SIZE = 1 << RAM_CHUNK_SHIFT;
+const CHUNK_MASK = RAM_CHUNK_SIZE - 1;
+
+/**
+ * Sparse backing store for RAM: chunks are allocated on first write and untouched memory reads as
+ * zeros, so a 1 TiB guest costs what it touches. Offsets are plain numbers (sizes are capped at
+ * MAX_RAM_SIZE, so they stay exact).
+ */
+export class SparseRam {
+  readonly #chunks = new Map<number, Uint8Array>();
+
+  constructor(readonly size: number) {}
+
+  /** Bytes actually allocated. */
+  get residentBytes(): number {
+    return this.#chunks.size * RAM_CHUNK_SIZE;
+  }
+
+  get residentChunks(): number {
+    return this.#chunks.size;
+  }
+
+  /** Copies `length` bytes at `offset` into `dst` at `dstOffset`; untouched bytes read as zero. */
+  read(offset: number, dst: Uint8Array, dstOffset: number, length: number): void {
+    let done = 0;
+    while (done < length) {
+      const at = offset + done;
+      const index = Math.floor(at / RAM_CHUNK_SIZE);
+      const inChunk = at & CHUNK_MASK;
+      const n = Math.min(length - done, RAM_CHUNK_SIZE - inChunk);
+      const chunk = this.#chunks.get(index);
+      if (chunk) dst.set(chunk.subarray(inChunk, inChunk + n), dstOffset + done);
+      else dst.fill(0, dstOffset + done, dstOffset + done + n);
+      done += n;
+    }
+  }
+
+  /** Copies `length` bytes of `src` from `srcOffset` to `offset`. */
+  write(offset: number, src: Uint8Array, srcOffset: number, length: number): void {
+    let done = 0;
+    while (done < length) {
+      const at = offset + done;
+      const index = Math.floor(at / RAM_CHUNK_SIZE);
+      const inChunk = at & CHUNK_MASK;
+      const n = Math.min(length - done, RAM_CHUNK_SIZE - inChunk);
+      let chunk = this.#chunks.get(index);
+      if (!chunk) {
+        chunk = new Uint8Array(RAM_CHUNK_SIZE);
+        this.#chunks.set(index, chunk);
+      }
+      chunk.set(src.subarray(srcOffset + done, srcOffset + done + n), inChunk);
+      done += n;
+    }
+  }
+
+  /** Sets `length` bytes at `offset` to `value`; zeroing untouched memory allocates nothing. */
+  fill(offset: number, value: number, length: number): void {
+    let done = 0;
+    while (done < length) {
+      const at = offset + done;
+      const index = Math.floor(at / RAM_CHUNK_SIZE);
+      const inChunk = at & CHUNK_MASK;
+      const n = Math.min(length - done, RAM_CHUNK_SIZE - inChunk);
+      let chunk = this.#chunks.get(index);
+      if (!chunk && value !== 0) {
+        chunk = new Uint8Array(RAM_CHUNK_SIZE);
+        this.#chunks.set(index, chunk);
+      }
+      chunk?.fill(value, inChunk, inChunk + n);
+      done += n;
+    }
+  }
+
+  /** Drops every chunk: all memory reads as zero again. */
+  clear(): void {
+    this.#chunks.clear();
+  }
+
+  /** The allocated chunks in address order, as [offset, bytes] (for snapshots and inspection). */
+  *chunks(): IterableIterator<[number, Uint8Array]> {
+    const indices = [...this.#chunks.keys()].sort((a, b) => a - b);
+    for (const index of indices) yield [index * RAM_CHUNK_SIZE, this.#chunks.get(index)!];
+  }
+}
+
+export interface RamRegionOptions {
+  /** Read-only memory (a ROM): writes are ignored, as QEMU ignores writes to ROM. */
+  readonly?: boolean;
+  /** Upper bound for later setSize(); the backing is sized for it. Defaults to `size`. */
+  maxSize?: bigint;
+}
+
+/** Guest RAM (memory_region_init_ram): reads and writes go straight to sparse backing memory. */
+export class RamRegion extends MemoryRegion {
+  readonly kind = 'ram' as const;
+  readonly ram: SparseRam;
+  readonly maxSize: bigint;
+
+  constructor(name: string, size: bigint, options: RamRegionOptions = {}) {
+    super(name, size);
+    this.maxSize = options.maxSize ?? size;
+    if (this.maxSize > MAX_RAM_SIZE) {
+      throw new MemoryConfigError(
+        name,
+        `RAM of 0x${this.maxSize.toString(16)} bytes is larger than the 2^52 bytes ddw backs`,
+      );
+    }
+    if (this.maxSize < size) {
+      throw new MemoryConfigError(name, 'maxSize is smaller than size');
+    }
+    this.ram = new SparseRam(Number(this.maxSize));
+    this.readonly = options.readonly ?? false;
+  }
+
+  override setSize(size: bigint): void {
+    if (size > this.maxSize) {
+      throw new MemoryConfigError(
+        this.name,
+        `cannot grow to 0x${size.toString(16)}: its maxSize is 0x${this.maxSize.toString(16)}`,
+      );
+    }
+    super.setSize(size);
+  }
+}
