@@ -60,7 +60,10 @@ export class AddressSpace implements TopologyObserver {
    */
   addListener(listener: MemoryListener): void {
     if (this.#listeners.includes(listener)) {
-      throw new MemoryConfigError(this.name, `listener ${listener.name ?? '(unnamed)'} is already registered`);
+      throw new MemoryConfigError(
+        this.name,
+        `listener ${listener.name ?? '(unnamed)'} is already registered`,
+      );
     }
     const priority = listener.priority ?? 0;
     const at = this.#listeners.findIndex((l) => (l.priority ?? 0) > priority);
@@ -204,18 +207,33 @@ export class AddressSpace implements TopologyObserver {
     return true;
   }
 
-  /** Loads a `size`-byte value at `addr` (ldub/lduw/ldl/ldq), big-endian unless told otherwise. */
+  /**
+   * Loads a `size`-byte value at `addr` (ldub/lduw/ldl/ldq), big-endian unless told otherwise.
+   * On MMIO it is one access of that size, which the device may refuse (size, alignment).
+   */
   load(addr: bigint, size: AccessSize, endian: Endianness = 'big'): LoadResult {
     const buf = this.#scratch.subarray(0, size);
-    const result = this.read(addr, buf);
+    const mmio = this.singleMmioAccess(addr, size, false);
+    const result = mmio ? mmio.region.readInto(mmio.offset, size, buf, 0) : this.read(addr, buf);
     return { value: loadBytes(buf, 0, size, endian), result };
   }
 
-  /** Stores the low `size` bytes of `value` at `addr` (stb/stw/stl/stq). */
+  /** Stores the low `size` bytes of `value` at `addr` (stb/stw/stl/stq), as one access on MMIO. */
   store(addr: bigint, size: AccessSize, value: bigint, endian: Endianness = 'big'): MemTxResult {
     const buf = this.#scratch.subarray(0, size);
     storeBytes(buf, 0, size, value, endian);
-    return this.write(addr, buf);
+    const mmio = this.singleMmioAccess(addr, size, true);
+    return mmio ? mmio.region.writeFrom(mmio.offset, size, buf, 0) : this.write(addr, buf);
+  }
+
+  private singleMmioAccess(
+    addr: bigint,
+    size: AccessSize,
+    isWrite: boolean,
+  ): { region: MmioRegion; offset: bigint } | undefined {
+    const t = this.translate(addr, isWrite, BigInt(size));
+    if (t.mr?.kind !== 'mmio' || t.plen < BigInt(size)) return undefined;
+    return { region: t.mr as MmioRegion, offset: t.xlat };
   }
 
   private section(fr: FlatRange): MemoryRegionSection {
@@ -255,7 +273,12 @@ export class AddressSpace implements TopologyObserver {
       while (iOld < a.length || iNew < b.length) {
         const frOld = a[iOld];
         const frNew = b[iNew];
-        if (frOld && (!frNew || frOld.start < frNew.start || (frOld.start === frNew.start && !sameFlatRange(frOld, frNew)))) {
+        if (
+          frOld &&
+          (!frNew ||
+            frOld.start < frNew.start ||
+            (frOld.start === frNew.start && !sameFlatRange(frOld, frNew)))
+        ) {
           if (!adding) {
             const section = this.section(frOld);
             for (let i = listeners.length - 1; i >= 0; i--) {

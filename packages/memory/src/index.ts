@@ -14,8 +14,8 @@ export {
 export { IommuNotifierRefusedError, MemoryConfigError } from './errors.js';
 export { type FlatRange, FlatView, renderFlatView, sameFlatRange } from './flatview.js';
 export {
-  type IOMMUNotify,
   IOMMUNotifier,
+  type IOMMUNotify,
   type IOMMUTLBEntry,
   type IOMMUTLBEvent,
   IommuMemoryRegion,

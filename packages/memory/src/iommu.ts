@@ -35,8 +35,10 @@ export class IOMMUNotifier {
     readonly end = UINT64_MAX,
     readonly iommuIdx = 0,
   ) {
-    if (start > end) throw new MemoryConfigError('IOMMU notifier', `start 0x${start.toString(16)} is above end`);
-    if (flags === IOMMUNotifierFlag.NONE) throw new MemoryConfigError('IOMMU notifier', 'flags must not be NONE');
+    if (start > end)
+      throw new MemoryConfigError('IOMMU notifier', `start 0x${start.toString(16)} is above end`);
+    if (flags === IOMMUNotifierFlag.NONE)
+      throw new MemoryConfigError('IOMMU notifier', 'flags must not be NONE');
   }
 
   /** Whether an event of this type over [iova, iova + mask] is for this notifier. */

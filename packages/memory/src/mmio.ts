@@ -117,7 +117,9 @@ export class MmioRegion extends MemoryRegion {
     const scratch = step > size ? new Uint8Array(step) : null;
     if (scratch) scratch.set(buf.subarray(at, at + size));
     for (let done = 0; done < size; done += step) {
-      const value = scratch ? loadBytes(scratch, 0, step, this.endianness) : loadBytes(buf, at + done, step, this.endianness);
+      const value = scratch
+        ? loadBytes(scratch, 0, step, this.endianness)
+        : loadBytes(buf, at + done, step, this.endianness);
       result |= this.ops.write?.(offset + BigInt(done), value, step) ?? MemTxResult.OK;
     }
     return result;
@@ -135,7 +137,13 @@ function clampSize(size: AccessSize, min: AccessSize, max: AccessSize): AccessSi
 }
 
 /** Writes the low `size` bytes of `value` at `buf[at]` in the given byte order. */
-export function storeBytes(buf: Uint8Array, at: number, size: number, value: bigint, endian: Endianness): void {
+export function storeBytes(
+  buf: Uint8Array,
+  at: number,
+  size: number,
+  value: bigint,
+  endian: Endianness,
+): void {
   let v = value;
   for (let i = 0; i < size; i++) {
     const byte = Number(v & 0xffn);

@@ -56,7 +56,10 @@ export abstract class MemoryRegion {
   /** Maps `sub` at `offset` inside this region (memory_region_add_subregion[_overlap]). */
   addSubregion(offset: bigint, sub: MemoryRegion, options: SubregionOptions = {}): void {
     if (this.kind === 'alias') {
-      throw new MemoryConfigError(this.name, `cannot add subregion "${sub.name}": an alias has no subregions`);
+      throw new MemoryConfigError(
+        this.name,
+        `cannot add subregion "${sub.name}": an alias has no subregions`,
+      );
     }
     if (sub.container) {
       throw new MemoryConfigError(
@@ -64,8 +67,11 @@ export abstract class MemoryRegion {
         `already mapped in "${sub.container.name}"; remove it there first or map an alias of it`,
       );
     }
-    if (sub === this || this.isInside(sub)) {
-      throw new MemoryConfigError(sub.name, `mapping it inside "${this.name}" would make a cycle`);
+    if (reaches(sub, this)) {
+      throw new MemoryConfigError(
+        sub.name,
+        `mapping it inside "${this.name}" would make a cycle (through subregions or alias targets)`,
+      );
     }
     if (offset < 0n || offset >= UINT64_SPAN) {
       throw new MemoryConfigError(sub.name, `offset 0x${offset.toString(16)} is outside the 64-bit space`);
@@ -141,16 +147,27 @@ export abstract class MemoryRegion {
     }
     return { root: r, addr };
   }
-
-  private isInside(other: MemoryRegion): boolean {
-    for (let r = this.container; r; r = r.container) if (r === other) return true;
-    return false;
-  }
 }
 
 /** A pure container: shows its subregions and nothing in the holes between them. */
 export class ContainerRegion extends MemoryRegion {
   readonly kind = 'container' as const;
+}
+
+/** Whether `to` can be reached from `from` through subregions and alias targets. */
+function reaches(from: MemoryRegion, to: MemoryRegion): boolean {
+  const seen = new Set<MemoryRegion>();
+  const stack = [from];
+  while (stack.length > 0) {
+    const r = stack.pop()!;
+    if (r === to) return true;
+    if (seen.has(r)) continue;
+    seen.add(r);
+    stack.push(...r.subregions);
+    const target = (r as { target?: MemoryRegion }).target;
+    if (r.kind === 'alias' && target) stack.push(target);
+  }
+  return false;
 }
 
 function checkSize(name: string, size: bigint): bigint {

@@ -183,10 +183,21 @@ describe('flat view property', () => {
           else {
             const candidates = all.filter((r) => r.kind !== 'alias');
             if (candidates.length === 0) return;
-            region = new AliasRegion(`a${i}`, candidates[i % candidates.length]!, BigInt(s.aliasOffset) * page, size);
+            region = new AliasRegion(
+              `a${i}`,
+              candidates[i % candidates.length]!,
+              BigInt(s.aliasOffset) * page,
+              size,
+            );
           }
           const parent = containers[s.parent % containers.length]!;
-          parent.addSubregion(BigInt(s.offset) * page, region, { priority: s.priority });
+          try {
+            parent.addSubregion(BigInt(s.offset) * page, region, { priority: s.priority });
+          } catch (error) {
+            // An alias inside its own target is a cycle the API must refuse; skip that region.
+            expect(String(error)).toMatch(/would make a cycle/);
+            return;
+          }
           region.setEnabled(s.enabled);
           all.push(region);
           if (s.kind !== 'alias') containers.push(region);
@@ -202,7 +213,7 @@ describe('flat view property', () => {
           }
         }
       }),
-      { numRuns: 300 },
+      { numRuns: 500 },
     );
   });
 });
