@@ -1,0 +1,13 @@
+import { DdwError } from '@ddw/machine';
+import { createProgram } from './program.js';
+
+try {
+  await createProgram().parseAsync(process.argv);
+} catch (error) {
+  // Configuration and host errors are for people: the message, no stack.
+  if (error instanceof DdwError || (error instanceof Error && error.name.endsWith('ConfigError'))) {
+    process.stderr.write(`ddw: ${error.message}\n`);
+    process.exit(2);
+  }
+  throw error;
+}

@@ -1,0 +1,2 @@
+export { buildDemoMachine, demoBus } from './demo.js';
+export { createProgram } from './program.js';

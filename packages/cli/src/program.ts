@@ -1,0 +1,44 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { buildDemoMachine } from './demo.js';
+
+/** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
+export function createProgram(out: (text: string) => void = (t) => process.stdout.write(t)): Command {
+  const program = new Command('ddw')
+    .description('ddw: how a pseries guest gets DMA windows from its hypervisor, modelled')
+    .showHelpAfterError();
+
+  const info = program.command('info').description('inspect a machine, as QEMU monitor `info` commands');
+  info
+    .command('mtree')
+    .description('print the memory tree (`info mtree`), or the flat views with --flat (`info mtree -f`)')
+    .option('-f, --flat', 'print the rendered flat views')
+    .option('-D, --disabled', 'also print disabled regions')
+    .option('-m, --ram <size>', 'guest RAM size, e.g. 2G', checkSize, '2G')
+    .action(async (opts: { flat?: boolean; disabled?: boolean; ram: string }) => {
+      const machine = await buildDemoMachine(opts.ram);
+      try {
+        out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false }));
+      } finally {
+        machine.dispose();
+      }
+    });
+
+  // With no command: the demo machine's memory tree and flat views.
+  program.action(async () => {
+    const machine = await buildDemoMachine();
+    try {
+      out(machine.mtree());
+      out(machine.mtree({ flat: true }));
+    } finally {
+      machine.dispose();
+    }
+  });
+  return program;
+}
+
+function checkSize(value: string): string {
+  if (!/^(0x[0-9a-f]+|\d+)\s*([kmgtpe](i?b)?)?$/i.test(value.trim())) {
+    throw new InvalidArgumentError('expected a size such as 512M or 2G');
+  }
+  return value;
+}

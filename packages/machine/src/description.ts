@@ -1,0 +1,363 @@
+import { z } from 'zod';
+import { injectable } from './di.js';
+import { ConfigError, type ConfigIssue, PluginError } from './errors.js';
+
+/**
+ * Machine descriptions: JSON documents, validated with zod. The kernel owns a few top-level keys
+ * (type, ram, maxmem, name, plugins); each plugin registers its own section. Sizes and 64-bit
+ * values arrive as strings (JSON numbers lose precision past 2^53) and come out as bigint.
+ */
+
+const U64_MAX = (1n << 64n) - 1n;
+const SIZE_FIX = 'write a number with an optional K/M/G/T/P/E suffix, e.g. "2G"';
+const UNIT_SHIFT: Record<string, bigint> = { k: 10n, m: 20n, g: 30n, t: 40n, p: 50n, e: 60n };
+const SIZE_PATTERN = /^(\d+)\s*(?:([kmgtpe])(i?b)?|(b))?$/i;
+const HEX_PATTERN = /^0x[0-9a-f]+$/i;
+
+type Parsed = { value: bigint } | { problem: string; fix: string };
+
+function describeInput(input: unknown): string {
+  return typeof input === 'string'
+    ? JSON.stringify(input)
+    : typeof input === 'bigint'
+      ? `${input}n`
+      : String(input);
+}
+
+function checkU64(value: bigint, input: unknown, fix: string): Parsed {
+  if (value < 0n) return { problem: `${describeInput(input)} is negative`, fix };
+  if (value > U64_MAX) return { problem: `${describeInput(input)} does not fit in 64 bits`, fix };
+  return { value };
+}
+
+function trySize(input: unknown): Parsed {
+  if (typeof input === 'bigint') return checkU64(input, input, SIZE_FIX);
+  if (typeof input === 'number') {
+    if (!Number.isSafeInteger(input)) {
+      return {
+        problem: `${input} is not a whole number of bytes below 2^53`,
+        fix: `${SIZE_FIX}, as a string for large values`,
+      };
+    }
+    return checkU64(BigInt(input), input, SIZE_FIX);
+  }
+  if (typeof input !== 'string') return { problem: `${describeInput(input)} is not a size`, fix: SIZE_FIX };
+  const text = input.trim();
+  if (HEX_PATTERN.test(text)) return checkU64(BigInt(text), input, SIZE_FIX);
+  const match = SIZE_PATTERN.exec(text);
+  if (!match) {
+    const fix = text.startsWith('0x')
+      ? 'write hexadecimal sizes in bytes without a suffix, e.g. "0x80000000"'
+      : SIZE_FIX;
+    return { problem: `${describeInput(input)} is not a size`, fix };
+  }
+  const unit = match[2]?.toLowerCase();
+  const bytes = BigInt(match[1]!) << (unit ? UNIT_SHIFT[unit]! : 0n);
+  return checkU64(bytes, input, SIZE_FIX);
+}
+
+/**
+ * A size in bytes: "2G", "512MiB", "64k", "4096", "0x80000000" (units are powers of 1024,
+ * case-insensitive, with an optional "B"/"iB"; hexadecimal takes no suffix), or a safe integer.
+ * Fractions and negative sizes are refused, and the result must fit in 64 bits.
+ * Throws a ConfigError naming `field`.
+ */
+export function parseSize(input: string | number | bigint, field = 'size'): bigint {
+  const parsed = trySize(input);
+  if ('problem' in parsed) throw new ConfigError(field, parsed.problem, parsed.fix);
+  return parsed.value;
+}
+
+const SIZE_UNITS: readonly [string, bigint][] = [
+  ['EiB', 60n],
+  ['PiB', 50n],
+  ['TiB', 40n],
+  ['GiB', 30n],
+  ['MiB', 20n],
+  ['KiB', 10n],
+];
+
+/** The largest binary unit that divides `bytes` exactly: 2^31 -> "2 GiB", 1536 -> "1536 B". */
+export function formatSize(bytes: bigint): string {
+  if (bytes !== 0n) {
+    for (const [unit, shift] of SIZE_UNITS) {
+      if (bytes % (1n << shift) === 0n) return `${bytes >> shift} ${unit}`;
+    }
+  }
+  return `${bytes} B`;
+}
+
+const HEX_FIX = 'write it as a hexadecimal string, e.g. "0x800000000000000"';
+
+function tryU64(input: unknown): Parsed {
+  if (typeof input === 'bigint') return checkU64(input, input, HEX_FIX);
+  if (typeof input === 'number') {
+    if (!Number.isSafeInteger(input)) return { problem: `${input} is not an exact integer`, fix: HEX_FIX };
+    return checkU64(BigInt(input), input, HEX_FIX);
+  }
+  if (typeof input === 'string' && (HEX_PATTERN.test(input.trim()) || /^\d+$/.test(input.trim()))) {
+    return checkU64(BigInt(input.trim()), input, HEX_FIX);
+  }
+  return { problem: `${describeInput(input)} is not a 64-bit value`, fix: HEX_FIX };
+}
+
+/** `0x` + lowercase hex, how descriptions carry 64-bit values. */
+export function formatHex(value: bigint): string {
+  return `0x${value.toString(16)}`;
+}
+
+function fromParsed(parse: (input: unknown) => Parsed) {
+  return (input: unknown, ctx: z.RefinementCtx<unknown>): bigint => {
+    const parsed = parse(input);
+    if ('value' in parsed) return parsed.value;
+    ctx.addIssue({ code: 'custom', message: parsed.problem, params: { fix: parsed.fix }, input });
+    return z.NEVER;
+  };
+}
+
+const missing = (what: string) => (issue: { input?: unknown }) =>
+  issue.input === undefined ? `is required; give a ${what}` : undefined;
+
+/** A size string (or a safe integer) in, a bigint byte count out. */
+export const sizeSchema = z
+  .union([z.string(), z.number(), z.bigint()], { error: missing('size, e.g. "2G"') })
+  .transform(fromParsed(trySize));
+
+/** A 64-bit value carried as a hex string (or a safe integer), out as an unsigned bigint. */
+export const hexSchema = z
+  .union([z.string(), z.number(), z.bigint()], { error: missing('hexadecimal value, e.g. "0x1000"') })
+  .transform(fromParsed(tryU64));
+
+const baseShape = {
+  /** Machine type, e.g. "pseries-7.2". */
+  type: z.string().optional(),
+  ram: sizeSchema,
+  maxmem: sizeSchema.optional(),
+  name: z.string().optional(),
+  /** Per-plugin options by plugin name. */
+  plugins: z.record(z.string(), z.unknown()).optional(),
+};
+
+const BASE_KEYS = Object.keys(baseShape);
+
+export interface MachineDescription {
+  type?: string;
+  ram: bigint;
+  maxmem?: bigint;
+  name?: string;
+  plugins?: Record<string, unknown>;
+  /** Plugin sections, as their schemas produced them. */
+  [section: string]: unknown;
+}
+
+export interface DescriptionSection {
+  readonly key: string;
+  readonly owner: string;
+  readonly schema: z.ZodType;
+}
+
+/**
+ * The top-level sections plugins add to the description. A section schema sees `undefined` when
+ * the document leaves the section out, so make it `.optional()` or give it a `.default()`.
+ */
+@injectable()
+export class DescriptionSchemaRegistry {
+  private readonly sectionMap = new Map<string, DescriptionSection>();
+
+  registerSection(key: string, schema: z.ZodType, owner: string): void {
+    if (typeof key !== 'string' || !/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key)) {
+      throw new PluginError(
+        owner,
+        'invalid',
+        `plugin "${owner}" registers a description section named ${JSON.stringify(key)}; use an identifier such as "phbs"`,
+      );
+    }
+    if (BASE_KEYS.includes(key)) {
+      throw new PluginError(
+        owner,
+        'conflict',
+        `plugin "${owner}" registers description section "${key}", which the machine itself owns`,
+      );
+    }
+    const existing = this.sectionMap.get(key);
+    if (existing) {
+      throw new PluginError(
+        owner,
+        'conflict',
+        `plugin "${owner}" registers description section "${key}", which plugin "${existing.owner}" already registered`,
+      );
+    }
+    this.sectionMap.set(key, { key, owner, schema });
+  }
+
+  sections(): DescriptionSection[] {
+    return [...this.sectionMap.values()];
+  }
+
+  /** Every top-level key a description may have. */
+  knownKeys(): string[] {
+    return [...BASE_KEYS, ...this.sectionMap.keys()];
+  }
+
+  /** The whole description's schema: the base keys, every section, nothing else. */
+  schema(): z.ZodType<MachineDescription> {
+    const shape: Record<string, z.ZodType> = { ...baseShape };
+    for (const section of this.sectionMap.values()) shape[section.key] = section.schema;
+    return z.strictObject(shape).superRefine((description, ctx) => {
+      const { ram, maxmem } = description as { ram?: bigint; maxmem?: bigint };
+      if (ram !== undefined && maxmem !== undefined && maxmem < ram) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['maxmem'],
+          message: `${formatSize(maxmem)} is less than ram (${formatSize(ram)})`,
+          params: { fix: 'make maxmem at least ram, or leave it out' },
+          input: maxmem,
+        });
+      }
+    }) as unknown as z.ZodType<MachineDescription>;
+  }
+}
+
+/** `phbs[0].dma_win_size` from zod's ['phbs', 0, 'dma_win_size']. */
+export function formatFieldPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out === '' ? '(document)' : out;
+}
+
+function issuesOf(error: z.ZodError, knownKeys: readonly string[]): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  for (const issue of error.issues) {
+    const path = issue.path as PropertyKey[];
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        issues.push(
+          path.length === 0
+            ? {
+                field: key,
+                problem: 'is not a known section',
+                fix: `known sections: ${knownKeys.join(', ')}`,
+              }
+            : {
+                field: formatFieldPath([...path, key]),
+                problem: 'is not a known field',
+                fix: 'check its spelling',
+              },
+        );
+      }
+      continue;
+    }
+    const fix = issue.code === 'custom' ? (issue.params as { fix?: string } | undefined)?.fix : undefined;
+    issues.push({ field: formatFieldPath(path), problem: issue.message, ...(fix ? { fix } : {}) });
+  }
+  return issues;
+}
+
+/**
+ * Validates a description (a JSON string or already-parsed data) against the base keys and the
+ * registered sections. Throws one ConfigError naming every failing field.
+ */
+export function parseDescription(input: unknown, registry: DescriptionSchemaRegistry): MachineDescription {
+  let data = input;
+  if (typeof input === 'string') {
+    try {
+      data = JSON.parse(input);
+    } catch (error) {
+      throw new ConfigError('(document)', `is not valid JSON (${(error as Error).message})`, undefined, {
+        cause: error,
+      });
+    }
+  }
+  if (!isPlainObject(data)) {
+    throw new ConfigError(
+      '(document)',
+      'is not a JSON object',
+      'write the description as { "ram": "2G", ... }',
+    );
+  }
+  const result = registry.schema().safeParse(data);
+  if (!result.success) throw ConfigError.fromIssues(issuesOf(result.error, registry.knownKeys()));
+  return result.data;
+}
+
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+type Identified = Record<string, unknown> & { id: string | number };
+
+function isIdentified(value: unknown): value is Identified {
+  return isPlainObject(value) && (typeof value.id === 'string' || typeof value.id === 'number');
+}
+
+/**
+ * `overlay` applied on top of `preset`, neither modified. Plain objects merge key by key. An
+ * array whose entries all carry an `id` merges entry by entry with the preset's array of the same
+ * kind: a matching id merges into that entry, a new id is appended, and `{ id, remove: true }`
+ * deletes the entry. Any other value, arrays included, replaces.
+ */
+export function mergeDescription<T>(preset: T, overlay: unknown): T {
+  return mergeAt(preset, overlay, []) as T;
+}
+
+function mergeAt(base: unknown, overlay: unknown, path: PropertyKey[]): unknown {
+  if (overlay === undefined) return clone(base);
+  if (isPlainObject(base) && isPlainObject(overlay)) {
+    const merged: Record<string, unknown> = clone(base) as Record<string, unknown>;
+    for (const [key, value] of Object.entries(overlay))
+      merged[key] = mergeAt(base[key], value, [...path, key]);
+    return merged;
+  }
+  if (
+    Array.isArray(base) &&
+    Array.isArray(overlay) &&
+    overlay.length > 0 &&
+    base.every(isIdentified) &&
+    overlay.every(isIdentified)
+  ) {
+    return mergeById(base, overlay, path);
+  }
+  return clone(overlay);
+}
+
+function mergeById(
+  base: readonly Identified[],
+  overlay: readonly Identified[],
+  path: PropertyKey[],
+): Identified[] {
+  const merged = base.map((entry) => clone(entry) as Identified);
+  for (const entry of overlay) {
+    const index = merged.findIndex((candidate) => candidate.id === entry.id);
+    const { remove, ...rest } = entry;
+    if (remove === true) {
+      if (index < 0) {
+        throw new ConfigError(
+          `${formatFieldPath(path)}[id=${JSON.stringify(entry.id)}]`,
+          'is marked remove but the preset has no entry with that id',
+          `use one of the ids ${merged.map((m) => JSON.stringify(m.id)).join(', ') || '(none)'}`,
+        );
+      }
+      merged.splice(index, 1);
+    } else if (index >= 0) {
+      merged[index] = mergeAt(merged[index], rest, [...path, index]) as Identified;
+    } else {
+      merged.push(clone(rest) as Identified);
+    }
+  }
+  return merged;
+}
+
+function clone(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(clone);
+  if (isPlainObject(value)) {
+    const copy: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) copy[key] = clone(inner);
+    return copy;
+  }
+  return value;
+}

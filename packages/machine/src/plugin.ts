@@ -1,0 +1,152 @@
+import type { AddressSpace, ContainerRegion, RamRegion } from '@ddw/memory';
+import type { ZodType } from 'zod';
+import type { MachineDescription } from './description.js';
+import type { DeviceTree } from './devicetree.js';
+import type { DependencyContainer } from './di.js';
+import { PluginError } from './errors.js';
+import type { MachineEventBus } from './events.js';
+import type { HypercallRegistry } from './hcall.js';
+import type { DeviceRegistry } from './lifecycle.js';
+import type { Machine } from './machine.js';
+import type { RtasRegistry } from './rtas.js';
+import type { TraceBus } from './trace.js';
+
+/**
+ * What a plugin gets in register(): the machine, its container and its contribution points. An
+ * interface so packages can widen it by declaration merging.
+ */
+export interface PluginContext {
+  readonly machine: Machine;
+  /** The machine's own DI container (a child of the root; never the global one). */
+  readonly container: DependencyContainer;
+  /** The name of the plugin being registered, for `owner` arguments and messages. */
+  readonly plugin: string;
+  readonly hypercalls: HypercallRegistry;
+  readonly rtas: RtasRegistry;
+  readonly trace: TraceBus;
+  readonly events: MachineEventBus;
+  readonly deviceTree: DeviceTree;
+  readonly devices: DeviceRegistry;
+  /** The validated machine description: the base keys and every plugin's section. */
+  readonly description: MachineDescription;
+  /** Guest physical memory: its root region, the RAM region and the address space over them. */
+  readonly memory: {
+    readonly system: ContainerRegion;
+    readonly ram: RamRegion;
+    readonly addressSpace: AddressSpace;
+  };
+}
+
+export interface Plugin {
+  /** Unique in a machine; what `requires` and error messages use. */
+  readonly name: string;
+  /** Plugins that must register before this one. */
+  readonly requires?: readonly string[];
+  /**
+   * Top-level sections of the machine description this plugin owns, by key, as zod schemas
+   * (`.optional()` or with a `.default()`). They are validated, with the rest of the description,
+   * before any plugin registers; register() finds the result in `ctx.description[key]`.
+   */
+  readonly sections?: Readonly<Record<string, ZodType>>;
+  register(ctx: PluginContext): void | Promise<void>;
+}
+
+/** Callable with no argument when every option is optional. */
+export type PluginFactory<O> = (...options: undefined extends O ? [options?: O] : [options: O]) => Plugin;
+
+/**
+ * Declares a plugin factory. The factory's result is checked on every call, so a malformed plugin
+ * fails where it is built, with its name, not later inside the builder.
+ */
+export function definePlugin<O = undefined>(factory: (options: O) => Plugin): PluginFactory<O> {
+  if (typeof factory !== 'function') {
+    throw new PluginError(
+      '',
+      'invalid',
+      'definePlugin() takes a function that builds the plugin from its options',
+    );
+  }
+  return (...options) => validatePlugin(factory(options[0] as O));
+}
+
+/** Throws a PluginError unless `plugin` has a name, a register function and well-formed requires. */
+export function validatePlugin(plugin: Plugin): Plugin {
+  if (plugin === null || typeof plugin !== 'object') {
+    throw new PluginError(
+      '',
+      'invalid',
+      `a plugin factory returned ${String(plugin)} instead of { name, register }`,
+    );
+  }
+  const { name, requires, register } = plugin;
+  if (typeof name !== 'string' || name.trim() === '') {
+    throw new PluginError('', 'invalid', 'a plugin has no name; give it a non-empty `name`');
+  }
+  if (typeof register !== 'function') {
+    throw new PluginError(name, 'invalid', `plugin "${name}" has no register(ctx) function`);
+  }
+  if (plugin.sections !== undefined && (plugin.sections === null || typeof plugin.sections !== 'object')) {
+    throw new PluginError(
+      name,
+      'invalid',
+      `plugin "${name}" has \`sections\` that is not an object of schemas`,
+    );
+  }
+  if (requires !== undefined) {
+    if (!Array.isArray(requires) || requires.some((r) => typeof r !== 'string' || r.trim() === '')) {
+      throw new PluginError(
+        name,
+        'invalid',
+        `plugin "${name}" has a \`requires\` that is not a list of plugin names`,
+      );
+    }
+  }
+  return plugin;
+}
+
+/**
+ * The order to register `plugins` in: every plugin after the plugins it requires, and otherwise
+ * in the order given (at each step the earliest plugin whose requirements are met goes next).
+ * Throws a PluginError for a duplicate name, a requirement not in the list, or a cycle.
+ */
+export function orderPlugins(plugins: readonly Plugin[]): Plugin[] {
+  const byName = new Map<string, Plugin>();
+  for (const plugin of plugins) {
+    validatePlugin(plugin);
+    if (byName.has(plugin.name)) throw PluginError.duplicate(plugin.name);
+    byName.set(plugin.name, plugin);
+  }
+  for (const plugin of plugins) {
+    for (const required of plugin.requires ?? []) {
+      if (!byName.has(required)) throw PluginError.missingRequirement(plugin.name, required);
+    }
+  }
+
+  const placed = new Set<string>();
+  const ordered: Plugin[] = [];
+  const pending = [...plugins];
+  while (pending.length > 0) {
+    const index = pending.findIndex((p) => (p.requires ?? []).every((r) => placed.has(r)));
+    if (index < 0) throw PluginError.cycle(findCycle(pending, byName));
+    const [next] = pending.splice(index, 1);
+    placed.add(next!.name);
+    ordered.push(next!);
+  }
+  return ordered;
+}
+
+/**
+ * A cycle among `stuck`, none of which can be placed. Every stuck plugin has an unplaced
+ * requirement, so walking unplaced requirements from any of them must revisit a plugin.
+ */
+function findCycle(stuck: readonly Plugin[], byName: ReadonlyMap<string, Plugin>): string[] {
+  const stuckNames = new Set(stuck.map((p) => p.name));
+  const path: string[] = [];
+  let current = stuck[0]!;
+  while (!path.includes(current.name)) {
+    path.push(current.name);
+    const nextName = (current.requires ?? []).find((r) => stuckNames.has(r))!;
+    current = byName.get(nextName)!;
+  }
+  return [...path.slice(path.indexOf(current.name)), current.name];
+}
