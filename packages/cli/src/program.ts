@@ -1,11 +1,14 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { parseSize } from '@ddw/machine';
 import { buildDemoMachine } from './demo.js';
 
 /** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
 export function createProgram(out: (text: string) => void = (t) => process.stdout.write(t)): Command {
   const program = new Command('ddw')
     .description('ddw: how a pseries guest gets DMA windows from its hypervisor, modelled')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Throw instead of exiting, so the program can run inside tests and other tools; bin.ts exits.
+    .exitOverride();
 
   const info = program.command('info').description('inspect a machine, as QEMU monitor `info` commands');
   info
@@ -36,9 +39,12 @@ export function createProgram(out: (text: string) => void = (t) => process.stdou
   return program;
 }
 
+/** Refuses a size the machine description would refuse, with the same message. */
 function checkSize(value: string): string {
-  if (!/^(0x[0-9a-f]+|\d+)\s*([kmgtpe](i?b)?)?$/i.test(value.trim())) {
-    throw new InvalidArgumentError('expected a size such as 512M or 2G');
+  try {
+    parseSize(value, 'ram');
+  } catch (error) {
+    throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
   }
   return value;
 }

@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { createProgram } from '../src/index.js';
+
+async function run(...args: string[]): Promise<string> {
+  let text = '';
+  const program = createProgram((t) => {
+    text += t;
+  });
+  program.configureOutput({ writeErr: () => {} });
+  await program.parseAsync(['node', 'ddw', ...args]);
+  return text;
+}
+
+describe('ddw info mtree', () => {
+  it('prints the memory tree of the demo machine with the RAM size asked for', async () => {
+    const out = await run('info', 'mtree', '--ram', '4G');
+    expect(out).toMatch(/^address-space: memory\n {2}0000000000000000-ffffffffffffffff \(prio 0, i\/o\): system\n/);
+    expect(out).toContain('    0000000000000000-00000000ffffffff (prio 0, ram): ppc_spapr.ram\n');
+    expect(out).toContain('address-space: demo-bus\n');
+  });
+
+  it('prints the flat views with --flat', async () => {
+    const out = await run('info', 'mtree', '-f', '--ram', '512M');
+    expect(out).toContain('FlatView #0\n AS "memory", root: system\n Root memory region: system\n');
+    expect(out).toContain('  0000000000000000-000000001fffffff (prio 0, ram): ppc_spapr.ram\n');
+  });
+
+  it('refuses a malformed size with the description message', async () => {
+    await expect(run('info', 'mtree', '--ram', '2X')).rejects.toThrow(/"2X" is not a size/);
+  });
+
+  it('prints the tree and the flat views with no command', async () => {
+    const out = await run();
+    expect(out).toContain('address-space: memory');
+    expect(out).toContain('FlatView #1');
+  });
+});

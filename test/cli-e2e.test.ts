@@ -1,0 +1,26 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
+
+function ddw(...args: string[]) {
+  return spawnSync(tsx, ['packages/cli/src/bin.ts', ...args], { cwd: root, encoding: 'utf8' });
+}
+
+describe('the ddw command, end to end', () => {
+  it('runs `ddw info mtree` and exits 0', () => {
+    const r = ddw('info', 'mtree', '--ram', '1G');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('(prio 0, ram): ppc_spapr.ram');
+  });
+
+  it('reports a bad option on stderr, without a stack, and exits non-zero', () => {
+    const r = ddw('info', 'mtree', '--ram', 'lots');
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('"lots" is not a size');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(r.stdout).toBe('');
+  });
+});
