@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { type ParsedTraceLine, parseTraceLine, type TraceArg, TraceBus } from '../src/trace.js';
 
@@ -13,7 +14,8 @@ spapr_iommu_ddw_query(uint64_t buid, uint32_t cfgaddr, unsigned wa, uint64_t win
 spapr_iommu_ddw_create(uint64_t buid, uint32_t cfgaddr, uint64_t pg_size, uint64_t req_size, uint64_t start, uint32_t liobn) "buid=0x%"PRIx64" addr=0x%"PRIx32", page size=0x%"PRIx64", requested=0x%"PRIx64", start addr=0x%"PRIx64", liobn=0x%"PRIx32
 `;
 
-const TRACE_DIR = '/work/shared/traces/qemu-7.2';
+// The public QEMU 7.2 sample traces, kept in the repository as test fixtures.
+const TRACE_DIR = fileURLToPath(new URL('../../../test/fixtures/qemu-7.2', import.meta.url));
 
 /** A field that must be present, as a bigint (hex with 0x, or signed decimal). */
 function num(parsed: ParsedTraceLine, key: string): bigint {
