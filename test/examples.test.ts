@@ -1,6 +1,11 @@
 import { createMachine, H_PARAMETER, H_SUCCESS, type Machine } from '@ddw/machine';
 import { afterEach, describe, expect, it } from 'vitest';
-import { H_GET_TERM_CHAR, H_PUT_TERM_CHAR, type VtyDevice, vtyConsole } from '../examples/vty-console/vty-console.js';
+import {
+  H_GET_TERM_CHAR,
+  H_PUT_TERM_CHAR,
+  type VtyDevice,
+  vtyConsole,
+} from '../examples/vty-console/vty-console.js';
 
 const machines: Machine[] = [];
 afterEach(() => {
@@ -25,7 +30,10 @@ describe('example: the vty-console plugin', () => {
     expect(m.guest.hcall(H_PUT_TERM_CHAR, 0x30000000, ...pack('.1\n')).ret).toBe(H_SUCCESS);
     const vty = m.devices.get('hvc0') as VtyDevice;
     expect(vty.output).toBe('Linux version 6.1\n');
-    expect(lines.lines).toEqual(['spapr_vty_put reg=0x30000000 len=15', 'spapr_vty_put reg=0x30000000 len=3']);
+    expect(lines.lines).toEqual([
+      'spapr_vty_put reg=0x30000000 len=15',
+      'spapr_vty_put reg=0x30000000 len=3',
+    ]);
 
     vty.type('root\n');
     const got = m.guest.hcall(H_GET_TERM_CHAR, 0x30000000);

@@ -67,7 +67,9 @@ export const vtyConsole = definePlugin((options: { onOutput?: (id: string, text:
   name: 'vty-console',
   sections: { vty: vtySection },
   register(ctx) {
-    const traceWrite = ctx.trace.define('spapr_vty_put(uint32_t reg, uint32_t len) "reg=0x%"PRIx32" len=%"PRIu32');
+    const traceWrite = ctx.trace.define(
+      'spapr_vty_put(uint32_t reg, uint32_t len) "reg=0x%"PRIx32" len=%"PRIu32',
+    );
     const byReg = new Map<bigint, VtyDevice>();
     ctx.deviceTree.ensureNode('/vdevice');
     for (const { id, reg } of ctx.description.vty as z.infer<typeof vtySection>) {

@@ -1,5 +1,5 @@
-import { Command, InvalidArgumentError } from 'commander';
 import { parseSize } from '@ddw/machine';
+import { Command, InvalidArgumentError } from 'commander';
 import { buildDemoMachine } from './demo.js';
 
 /** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */

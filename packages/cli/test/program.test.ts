@@ -14,7 +14,9 @@ async function run(...args: string[]): Promise<string> {
 describe('ddw info mtree', () => {
   it('prints the memory tree of the demo machine with the RAM size asked for', async () => {
     const out = await run('info', 'mtree', '--ram', '4G');
-    expect(out).toMatch(/^address-space: memory\n {2}0000000000000000-ffffffffffffffff \(prio 0, i\/o\): system\n/);
+    expect(out).toMatch(
+      /^address-space: memory\n {2}0000000000000000-ffffffffffffffff \(prio 0, i\/o\): system\n/,
+    );
     expect(out).toContain('    0000000000000000-00000000ffffffff (prio 0, ram): ppc_spapr.ram\n');
     expect(out).toContain('address-space: demo-bus\n');
   });
