@@ -52,7 +52,13 @@ export interface Plugin {
 }
 
 /** Callable with no argument when every option is optional. */
-export type PluginFactory<O> = (...options: undefined extends O ? [options?: O] : [options: O]) => Plugin;
+export type PluginFactory<O> = (
+  ...options: undefined extends O
+    ? [options?: O]
+    : Record<never, never> extends O
+      ? [options?: O]
+      : [options: O]
+) => Plugin;
 
 /**
  * Declares a plugin factory. The factory's result is checked on every call, so a malformed plugin
@@ -66,7 +72,8 @@ export function definePlugin<O = undefined>(factory: (options: O) => Plugin): Pl
       'definePlugin() takes a function that builds the plugin from its options',
     );
   }
-  return (...options) => validatePlugin(factory(options[0] as O));
+  // Called without options, a factory whose options are all optional gets an empty object.
+  return (...options) => validatePlugin(factory((options[0] ?? {}) as O));
 }
 
 /** Throws a PluginError unless `plugin` has a name, a register function and well-formed requires. */
