@@ -1,21 +1,16 @@
 import { defineConfig } from 'tsup';
+import { libraryBuild } from '../../tsup.base.js';
 
+// Both builds write dist/ at once, so neither cleans it: the build script empties it first.
 export default defineConfig([
+  { ...libraryBuild, clean: false },
+  // The `ddw` executable: ESM only, no declarations.
   {
-    entry: ['src/index.ts'],
-    format: ['esm', 'cjs'],
-    dts: true,
-    sourcemap: true,
-    clean: true,
-    target: 'node20',
-    tsconfig: 'tsconfig.build.json',
-  },
-  {
+    ...libraryBuild,
     entry: ['src/bin.ts'],
     format: ['esm'],
-    sourcemap: true,
-    target: 'node20',
-    tsconfig: 'tsconfig.build.json',
+    dts: false,
+    clean: false,
     banner: { js: '#!/usr/bin/env node' },
   },
 ]);

@@ -22,6 +22,11 @@ export interface Translation {
   readonly: boolean;
 }
 
+/** A translation past the top of the 64-bit space: nothing there. */
+function beyondTop(plen: bigint): Translation {
+  return { mr: null, xlat: 0n, plen, readonly: false };
+}
+
 /** Result of a load: the value and how the access went. */
 export interface LoadResult {
   value: bigint;
@@ -134,56 +139,43 @@ export class AddressSpace implements TopologyObserver {
 
   /** Reads `buf.length` bytes at `addr`; unmapped bytes read as zero and flag a decode error. */
   read(addr: bigint, buf: Uint8Array): MemTxResult {
+    return this.access(addr, buf, false);
+  }
+
+  /** Writes `data` at `addr`; bytes that land nowhere (or on ROM) are dropped and flag an error. */
+  write(addr: bigint, data: Uint8Array): MemTxResult {
+    return this.access(addr, data, true);
+  }
+
+  /**
+   * A byte-range access split into pieces that each translate to one terminal region
+   * (flatview_read/write_continue): RAM is copied, MMIO gets the largest accesses the device
+   * accepts, and a piece that reaches nothing is dropped (read as zeros) with a decode error.
+   */
+  private access(addr: bigint, buf: Uint8Array, isWrite: boolean): MemTxResult {
     let result: MemTxResult = MemTxResult.OK;
     const length = buf.length;
     let done = 0;
     while (done < length) {
       const at = addr + BigInt(done);
-      if (at >= UINT64_SPAN) {
-        buf.fill(0, done);
-        return result | MemTxResult.DECODE_ERROR;
-      }
-      const t = this.translate(at, false, BigInt(length - done));
+      const t =
+        at < UINT64_SPAN
+          ? this.translate(at, isWrite, BigInt(length - done))
+          : beyondTop(BigInt(length - done));
       let n = Number(t.plen);
       const mr = t.mr;
-      if (mr === null) {
-        buf.fill(0, done, done + n);
-        result |= MemTxResult.DECODE_ERROR;
-      } else if (mr.kind === 'ram') {
-        (mr as RamRegion).ram.read(Number(t.xlat), buf, done, n);
-      } else if (mr.kind === 'mmio') {
+      if (mr?.kind === 'ram' && !(isWrite && t.readonly)) {
+        const ram = (mr as RamRegion).ram;
+        if (isWrite) ram.write(Number(t.xlat), buf, done, n);
+        else ram.read(Number(t.xlat), buf, done, n);
+      } else if (mr?.kind === 'mmio') {
         const mmio = mr as MmioRegion;
         n = mmio.accessSizeAt(t.xlat, n);
-        result |= mmio.readInto(t.xlat, n as AccessSize, buf, done);
+        result |= isWrite
+          ? mmio.writeFrom(t.xlat, n as AccessSize, buf, done)
+          : mmio.readInto(t.xlat, n as AccessSize, buf, done);
       } else {
-        buf.fill(0, done, done + n);
-        result |= MemTxResult.DECODE_ERROR;
-      }
-      done += n;
-    }
-    return result;
-  }
-
-  /** Writes `data` at `addr`; bytes that land nowhere (or on ROM) are dropped and flag an error. */
-  write(addr: bigint, data: Uint8Array): MemTxResult {
-    let result: MemTxResult = MemTxResult.OK;
-    const length = data.length;
-    let done = 0;
-    while (done < length) {
-      const at = addr + BigInt(done);
-      if (at >= UINT64_SPAN) return result | MemTxResult.DECODE_ERROR;
-      const t = this.translate(at, true, BigInt(length - done));
-      let n = Number(t.plen);
-      const mr = t.mr;
-      if (mr === null || t.readonly) {
-        result |= MemTxResult.DECODE_ERROR;
-      } else if (mr.kind === 'ram') {
-        (mr as RamRegion).ram.write(Number(t.xlat), data, done, n);
-      } else if (mr.kind === 'mmio') {
-        const mmio = mr as MmioRegion;
-        n = mmio.accessSizeAt(t.xlat, n);
-        result |= mmio.writeFrom(t.xlat, n as AccessSize, data, done);
-      } else {
+        if (!isWrite) buf.fill(0, done, done + n);
         result |= MemTxResult.DECODE_ERROR;
       }
       done += n;

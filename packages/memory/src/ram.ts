@@ -28,53 +28,51 @@ export class SparseRam {
 
   /** Copies `length` bytes at `offset` into `dst` at `dstOffset`; untouched bytes read as zero. */
   read(offset: number, dst: Uint8Array, dstOffset: number, length: number): void {
-    let done = 0;
-    while (done < length) {
-      const at = offset + done;
-      const index = Math.floor(at / RAM_CHUNK_SIZE);
-      const inChunk = at & CHUNK_MASK;
-      const n = Math.min(length - done, RAM_CHUNK_SIZE - inChunk);
+    this.forEachSpan(offset, length, (index, inChunk, n, done) => {
       const chunk = this.#chunks.get(index);
       if (chunk) dst.set(chunk.subarray(inChunk, inChunk + n), dstOffset + done);
       else dst.fill(0, dstOffset + done, dstOffset + done + n);
-      done += n;
-    }
+    });
   }
 
   /** Copies `length` bytes of `src` from `srcOffset` to `offset`. */
   write(offset: number, src: Uint8Array, srcOffset: number, length: number): void {
-    let done = 0;
-    while (done < length) {
-      const at = offset + done;
-      const index = Math.floor(at / RAM_CHUNK_SIZE);
-      const inChunk = at & CHUNK_MASK;
-      const n = Math.min(length - done, RAM_CHUNK_SIZE - inChunk);
-      let chunk = this.#chunks.get(index);
-      if (!chunk) {
-        chunk = new Uint8Array(RAM_CHUNK_SIZE);
-        this.#chunks.set(index, chunk);
-      }
-      chunk.set(src.subarray(srcOffset + done, srcOffset + done + n), inChunk);
-      done += n;
-    }
+    this.forEachSpan(offset, length, (index, inChunk, n, done) => {
+      this.chunkForWrite(index).set(src.subarray(srcOffset + done, srcOffset + done + n), inChunk);
+    });
   }
 
   /** Sets `length` bytes at `offset` to `value`; zeroing untouched memory allocates nothing. */
   fill(offset: number, value: number, length: number): void {
+    this.forEachSpan(offset, length, (index, inChunk, n) => {
+      const chunk = value === 0 ? this.#chunks.get(index) : this.chunkForWrite(index);
+      chunk?.fill(value, inChunk, inChunk + n);
+    });
+  }
+
+  /** Splits [offset, offset + length) at chunk boundaries: (chunk index, offset in it, bytes, bytes before). */
+  private forEachSpan(
+    offset: number,
+    length: number,
+    fn: (index: number, inChunk: number, n: number, done: number) => void,
+  ): void {
     let done = 0;
     while (done < length) {
       const at = offset + done;
-      const index = Math.floor(at / RAM_CHUNK_SIZE);
       const inChunk = at & CHUNK_MASK;
       const n = Math.min(length - done, RAM_CHUNK_SIZE - inChunk);
-      let chunk = this.#chunks.get(index);
-      if (!chunk && value !== 0) {
-        chunk = new Uint8Array(RAM_CHUNK_SIZE);
-        this.#chunks.set(index, chunk);
-      }
-      chunk?.fill(value, inChunk, inChunk + n);
+      fn(Math.floor(at / RAM_CHUNK_SIZE), inChunk, n, done);
       done += n;
     }
+  }
+
+  private chunkForWrite(index: number): Uint8Array {
+    let chunk = this.#chunks.get(index);
+    if (!chunk) {
+      chunk = new Uint8Array(RAM_CHUNK_SIZE);
+      this.#chunks.set(index, chunk);
+    }
+    return chunk;
   }
 
   /** Drops every chunk: all memory reads as zero again. */
