@@ -1,0 +1,13 @@
+export {
+  H_GET_TCE,
+  H_PUT_TCE,
+  H_PUT_TCE_INDIRECT,
+  H_STUFF_TCE,
+  registerTceHypercalls,
+  TCE_LIST_MAX,
+} from './hypercalls.js';
+export { SpaprIommuTokens, spaprIommu } from './plugin.js';
+export { SpaprTceTables } from './tables.js';
+export { TCE_CHUNK_SHIFT, TceStorage } from './tce-storage.js';
+export { isPciLiobn, SpaprIommuRegion, SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
+export { SPAPR_IOMMU_TRACE_EVENTS } from './traces.js';

@@ -1,0 +1,295 @@
+import type { MachineEventBus, TraceBus, TraceEvent } from '@ddw/machine';
+import {
+  type AddressSpace,
+  ContainerRegion,
+  IOMMUAccessFlags,
+  type IOMMUNotifier,
+  IOMMUNotifierFlag,
+  type IOMMUTLBEntry,
+  IommuMemoryRegion,
+  UINT64_MAX,
+} from '@ddw/memory';
+import { TceStorage } from './tce-storage.js';
+import { SPAPR_IOMMU_TRACE_EVENTS } from './traces.js';
+
+export const H_SUCCESS = 0n;
+export const H_PARAMETER = -4n;
+
+/** PCI LIOBNs have bit 31 set (SPAPR_IS_PCI_LIOBN); VIO ones do not. */
+export function isPciLiobn(liobn: number): boolean {
+  return (liobn & 0x80000000) !== 0;
+}
+
+/** The trace events a TCE table emits, defined once per machine. */
+export class SpaprIommuTraces {
+  readonly put: TraceEvent;
+  readonly get: TraceEvent;
+  readonly indirect: TraceEvent;
+  readonly stuff: TraceEvent;
+  readonly pciPut: TraceEvent;
+  readonly pciGet: TraceEvent;
+  readonly pciIndirect: TraceEvent;
+  readonly pciStuff: TraceEvent;
+  readonly xlate: TraceEvent;
+  readonly newTable: TraceEvent;
+
+  constructor(bus: TraceBus) {
+    const ev = new Map(bus.defineAll(SPAPR_IOMMU_TRACE_EVENTS, 'spapr_iommu').map((e) => [e.name, e]));
+    const get = (name: string) => ev.get(name)!;
+    this.put = get('spapr_iommu_put');
+    this.get = get('spapr_iommu_get');
+    this.indirect = get('spapr_iommu_indirect');
+    this.stuff = get('spapr_iommu_stuff');
+    this.pciPut = get('spapr_iommu_pci_put');
+    this.pciGet = get('spapr_iommu_pci_get');
+    this.pciIndirect = get('spapr_iommu_pci_indirect');
+    this.pciStuff = get('spapr_iommu_pci_stuff');
+    this.xlate = get('spapr_iommu_xlate');
+    this.newTable = get('spapr_iommu_new_table');
+  }
+}
+
+/** Host pointers in new_table traces are not reproducible anyway; hand out plausible ones. */
+let nextFakeTablePointer = 0x7f00_0000_0000n;
+
+/**
+ * One TCE table (QEMU's SpaprTceTable): the entries of one DMA window and the IOMMU region that
+ * translates through them. Enabled exactly when nbTable != 0. While enabled, the IOMMU region sits
+ * in `root` at `busOffset`, so listeners on the PHB's address space see the window come and go.
+ */
+export class SpaprTceTable {
+  nbTable = 0;
+  busOffset = 0n;
+  pageShift = 0;
+  /** Used only by VIO devices (migrated, never interpreted here). */
+  bypass = false;
+  /** Some VFIO container listens: TCE updates must reach the emulator (see notifyFlagChanged). */
+  needVfio = false;
+  /** Set while RTAS create enables the table, so VFIO does not walk a brand-new empty table. */
+  skippingReplay = false;
+  /** This is the PHB's default window (set by every PHB DMA reset, never cleared). */
+  defWin = false;
+  /** Where the entries live: -1 for emulator memory (an in-kernel table has an fd). */
+  fd = -1;
+  storage: TceStorage | null = null;
+  /** Container of size 2^64-1 that holds the IOMMU region while enabled (get_iommu returns it). */
+  readonly root: ContainerRegion;
+  readonly iommu: SpaprIommuRegion;
+
+  constructor(
+    readonly liobn: number,
+    /** Guest physical memory: where translations lead. */
+    readonly targetAs: AddressSpace,
+    readonly traces: SpaprIommuTraces,
+    private readonly events: MachineEventBus,
+    /** Who created the table (a PHB, a VIO device), for messages. */
+    readonly owner: string,
+  ) {
+    const hex = liobn.toString(16);
+    this.root = new ContainerRegion(`tce-root-${hex}`, UINT64_MAX);
+    this.iommu = new SpaprIommuRegion(`tce-iommu-${hex}`, this);
+  }
+
+  get enabled(): boolean {
+    return this.nbTable !== 0;
+  }
+
+  get pageSize(): bigint {
+    return 1n << BigInt(this.pageShift);
+  }
+
+  /**
+   * Enables the window (spapr_tce_table_enable). `nbTable` is a uint32 in QEMU: callers pass what
+   * they computed, and a value that truncates to 0 leaves the table disabled (see rtas-ddw).
+   */
+  enable(pageShift: number, busOffset: bigint, nbTable: number): void {
+    if (this.enabled) {
+      this.events.guestError(
+        'spapr-iommu',
+        `trying to enable already enabled TCE table 0x${this.liobn.toString(16)}`,
+      );
+      return;
+    }
+    this.pageShift = pageShift;
+    this.busOffset = busOffset;
+    this.nbTable = nbTable >>> 0;
+    this.allocate();
+    // QEMU inserts the region even when nb_table truncated to 0: a zero-sized leftover, kept here.
+    this.iommu.setSize(BigInt(this.nbTable) << BigInt(pageShift));
+    this.root.addSubregion(busOffset, this.iommu);
+  }
+
+  /** Disables the window and frees its entries (spapr_tce_table_disable). */
+  disable(): void {
+    if (!this.enabled) return;
+    this.root.removeSubregion(this.iommu);
+    this.iommu.setSize(0n);
+    this.storage = null;
+    this.fd = -1;
+    this.busOffset = 0n;
+    this.pageShift = 0;
+    this.nbTable = 0;
+  }
+
+  /** Device reset: zero every entry in place, telling no one (spapr_tce_reset). */
+  reset(): void {
+    this.storage?.clear();
+  }
+
+  /** need_vfio follows whether any IOMMU notifier is registered ([cur] spapr_tce_set_need_vfio). */
+  setNeedVfio(needVfio: boolean): void {
+    this.needVfio = needVfio;
+  }
+
+  /** The entry at `index` as a raw 64-bit TCE (0 outside the window). */
+  entry(index: number): bigint {
+    if (!this.storage || index < 0 || index >= this.nbTable) return 0n;
+    return this.storage.get(index);
+  }
+
+  /**
+   * Stores one TCE at bus address `ioba` (put_tce_emu): the index wraps as unsigned 64-bit, an
+   * index outside the window is H_PARAMETER, and every store sends exactly one notification.
+   */
+  putEntry(ioba: bigint, tce: bigint): bigint {
+    const index = BigInt.asUintN(64, ioba - this.busOffset) >> BigInt(this.pageShift);
+    if (index >= BigInt(this.nbTable) || this.storage === null) {
+      this.events.guestError('spapr-iommu', `spapr_vio_put_tce on out-of-bounds IOBA 0x${ioba.toString(16)}`);
+      return H_PARAMETER;
+    }
+    this.storage.set(Number(index), tce);
+    if (this.iommu.hasNotifiers())
+      this.notifyEntry(Number(index), Number(tce >> 32n) >>> 0, Number(tce & 0xffffffffn) >>> 0);
+    return H_SUCCESS;
+  }
+
+  /**
+   * The batch form of putEntry for H_PUT_TCE_INDIRECT and H_STUFF_TCE: stores `count` entries
+   * from `startIoba` (already page aligned), taking TCE `i` as two halves from `source(i)`. Stops
+   * at the first entry outside the window and returns how many were stored.
+   */
+  putEntries(
+    startIoba: bigint,
+    count: number,
+    highOf: (i: number) => number,
+    lowOf: (i: number) => number,
+  ): number {
+    const storage = this.storage;
+    const first = BigInt.asUintN(64, startIoba - this.busOffset) >> BigInt(this.pageShift);
+    if (storage === null || first >= BigInt(this.nbTable)) return 0;
+    const start = Number(first);
+    const fit = Math.min(count, this.nbTable - start);
+    const notify = this.iommu.hasNotifiers();
+    for (let i = 0; i < fit; i++) {
+      const high = highOf(i);
+      const low = lowOf(i);
+      storage.setHalves(start + i, high, low);
+      if (notify) this.notifyEntry(start + i, high, low);
+    }
+    return fit;
+  }
+
+  private notifyEntry(index: number, high: number, low: number): void {
+    const shift = BigInt(this.pageShift);
+    const mask = (1n << shift) - 1n;
+    const perm = (low & 3) as IOMMUAccessFlags;
+    const entry: IOMMUTLBEntry = {
+      targetAs: this.targetAs,
+      iova: BigInt(index) << shift,
+      translatedAddr: ((BigInt(high) << 32n) | BigInt(low)) & ~mask,
+      addrMask: mask,
+      perm,
+    };
+    this.iommu.notify({ type: perm !== 0 ? IOMMUNotifierFlag.MAP : IOMMUNotifierFlag.UNMAP, entry });
+  }
+
+  private allocate(): void {
+    this.storage = new TceStorage(this.nbTable);
+    this.fd = -1;
+    if (this.traces.newTable.enabled) this.traces.newTable.emit(this.liobn, nextFakeTablePointer, this.fd);
+    nextFakeTablePointer += 0x1000n;
+  }
+}
+
+/** The IOMMU region of a TCE table (QEMU's spapr_iommu_memory_region class). */
+export class SpaprIommuRegion extends IommuMemoryRegion {
+  constructor(
+    name: string,
+    readonly table: SpaprTceTable,
+  ) {
+    super(name, 0n);
+  }
+
+  /** spapr_tce_translate_iommu: `addr` is relative to the window. */
+  override translate(addr: bigint, _flag: IOMMUAccessFlags): IOMMUTLBEntry {
+    const t = this.table;
+    const shift = BigInt(t.pageShift);
+    const index = addr >> shift;
+    let entry: IOMMUTLBEntry;
+    if (t.storage !== null && index < BigInt(t.nbTable)) {
+      const mask = (1n << shift) - 1n;
+      const tce = t.storage.get(Number(index));
+      entry = {
+        targetAs: t.targetAs,
+        iova: addr & ~mask,
+        translatedAddr: tce & ~mask,
+        addrMask: mask,
+        perm: Number(tce & 3n) as IOMMUAccessFlags,
+      };
+    } else {
+      entry = {
+        targetAs: t.targetAs,
+        iova: 0n,
+        translatedAddr: 0n,
+        addrMask: UINT64_MAX,
+        perm: IOMMUAccessFlags.NONE,
+      };
+    }
+    const xlate = t.traces.xlate;
+    if (xlate.enabled) xlate.emit(t.liobn, addr, entry.translatedAddr, entry.perm, entry.addrMask);
+    return entry;
+  }
+
+  /** 1 << page_shift; 1 for a disabled table, as QEMU. */
+  override getMinPageSize(): bigint {
+    return 1n << BigInt(this.table.pageShift);
+  }
+
+  override notifyFlagChanged(oldFlags: number, newFlags: number): string | undefined {
+    if (newFlags & IOMMUNotifierFlag.DEVIOTLB_UNMAP) return 'spart_tce does not support dev-iotlb yet';
+    const was = oldFlags !== IOMMUNotifierFlag.NONE;
+    const now = newFlags !== IOMMUNotifierFlag.NONE;
+    if (was !== now) this.table.setNeedVfio(now);
+    return undefined;
+  }
+
+  /**
+   * The same result as the generic walk (from the window's start, MAP only, window-relative),
+   * visiting only populated entries; suppressed while RTAS create enables a fresh table.
+   */
+  override replay(notifier: IOMMUNotifier): void {
+    const t = this.table;
+    if (t.skippingReplay || t.storage === null) return;
+    // QEMU translates every page, tracing each lookup; only that walk prints the same lines.
+    if (t.traces.xlate.enabled) {
+      super.replay(notifier);
+      return;
+    }
+    const shift = BigInt(t.pageShift);
+    const mask = (1n << shift) - 1n;
+    t.storage.forEachNonZero((index, high, low) => {
+      const perm = (low & 3) as IOMMUAccessFlags;
+      if (perm === IOMMUAccessFlags.NONE) return;
+      notifier.notify(
+        {
+          targetAs: t.targetAs,
+          iova: BigInt(index) << shift,
+          translatedAddr: ((BigInt(high) << 32n) | BigInt(low)) & ~mask,
+          addrMask: mask,
+          perm,
+        },
+        notifier,
+      );
+    });
+  }
+}
