@@ -125,7 +125,7 @@ describe('LIOBN validation (T20)', () => {
 
 describe('H_PUT_TCE_INDIRECT (T18)', () => {
   function writeList(m: Machine, at: bigint, tces: bigint[]) {
-    tces.forEach((tce, i) => m.memory.store(at + BigInt(8 * i), 8, tce));
+    for (const [i, tce] of tces.entries()) m.memory.store(at + BigInt(8 * i), 8, tce);
   }
 
   it('refuses more than 512 pages, a misaligned list and npages 0', async () => {
