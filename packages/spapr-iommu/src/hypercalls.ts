@@ -28,6 +28,7 @@ export function registerTceHypercalls(
   tables: SpaprTceTables,
   guestMemory: AddressSpace,
   owner: string,
+  options: { multiTce: boolean } = { multiTce: true },
 ): void {
   const t = tables.traces;
   // One guest page of TCEs, read at once: the list is 4 KiB aligned and at most 4 KiB long.
@@ -73,6 +74,8 @@ export function registerTceHypercalls(
     },
     owner,
   );
+
+  if (!options.multiTce) return;
 
   hypercalls.register(
     H_PUT_TCE_INDIRECT,

@@ -1,4 +1,4 @@
-import { definePlugin, provideValue, token } from '@ddw/machine';
+import { type DeviceTree, definePlugin, provideValue, token } from '@ddw/machine';
 import { registerTceHypercalls } from './hypercalls.js';
 import { SpaprTceTables } from './tables.js';
 import { SpaprIommuTraces } from './tce-table.js';
@@ -12,11 +12,28 @@ export const SpaprIommuTokens = {
  * sPAPR TCE tables and their hypercalls. Other plugins (a PHB, a VIO device) create the tables
  * through `SpaprIommuTokens.Tables`.
  */
-export const spaprIommu = definePlugin(() => ({
+export const spaprIommu = definePlugin((options: SpaprIommuOptions = {}) => ({
   name: 'spapr-iommu',
   register(ctx) {
     const tables = new SpaprTceTables(ctx.memory.addressSpace, new SpaprIommuTraces(ctx.trace), ctx.events);
     provideValue(ctx.container, SpaprIommuTokens.Tables, tables);
-    registerTceHypercalls(ctx.hypercalls, tables, ctx.memory.addressSpace, ctx.plugin);
+    const multiTce = options.multiTce ?? true;
+    registerTceHypercalls(ctx.hypercalls, tables, ctx.memory.addressSpace, ctx.plugin, { multiTce });
+    if (multiTce) addHypertasFunction(ctx.deviceTree, 'hcall-multi-tce');
   },
 }));
+
+export interface SpaprIommuOptions {
+  /**
+   * Offer H_PUT_TCE_INDIRECT and H_STUFF_TCE, advertised as "hcall-multi-tce" in /rtas
+   * ibm,hypertas-functions (default true, as QEMU). Without it a guest maps with H_PUT_TCE.
+   */
+  multiTce?: boolean;
+}
+
+/** Appends a function set to /rtas ibm,hypertas-functions, a list several plugins add to. */
+export function addHypertasFunction(dt: DeviceTree, name: string): void {
+  dt.ensureNode('/rtas');
+  const current = dt.getPropStrings('/rtas', 'ibm,hypertas-functions') ?? [];
+  if (!current.includes(name)) dt.setPropStrings('/rtas', 'ibm,hypertas-functions', [...current, name]);
+}

@@ -110,6 +110,11 @@ export class SpaprTceTable {
       );
       return;
     }
+    if (this.iommu.container) {
+      // A create whose nb_table truncated to 0 left a zero-sized region in the root; QEMU would
+      // assert when adding it again. ddw removes the leftover first.
+      this.root.removeSubregion(this.iommu);
+    }
     this.pageShift = pageShift;
     this.busOffset = busOffset;
     this.nbTable = nbTable >>> 0;

@@ -118,7 +118,8 @@ describe('LIOBN validation (T20)', () => {
       [H_STUFF_TCE, W1, 0, 0, 1],
       [H_PUT_TCE_INDIRECT, W1, 0, 0x10000, 1],
     ] as const) {
-      expect(m.guest.hcall(...call).ret).toBe(H_PARAMETER);
+      const [opcode, ...args] = call;
+      expect(m.guest.hcall(opcode, ...args).ret).toBe(H_PARAMETER);
     }
   });
 });

@@ -1,0 +1,2 @@
+export { pageMaskToQueryMask, RTAS_DDW_PGSIZE } from './query-mask.js';
+export { QEMU_7_2_DDW, RTAS_DDW_TRACE_EVENTS, type RtasDdwCompat, rtasDdw } from './rtas-ddw.js';

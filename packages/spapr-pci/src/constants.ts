@@ -1,0 +1,34 @@
+/** include/hw/pci-host/spapr.h facts (reference section 1). */
+export const SPAPR_PCI_BASE_BUID = 0x800000020000000n;
+export const SPAPR_PCI_DMA_MAX_WINDOWS = 2;
+export const SPAPR_PCI_MSI_WINDOW = 0x40000000000n;
+/** The MSI region's size under TCG (the host page size under KVM). */
+export const SPAPR_PCI_MSI_SIZE = 0x1000n;
+
+/** SPAPR_PCI_LIOBN(index, window). */
+export function spaprPciLiobn(phbIndex: number, window: number): number {
+  return (0x80000000 | (phbIndex << 8) | window) >>> 0;
+}
+
+export function spaprPciBuid(phbIndex: number): bigint {
+  return SPAPR_PCI_BASE_BUID + BigInt(phbIndex);
+}
+
+/** The PHB properties QEMU exposes for DMA (hw/ppc/spapr_pci.c), as ddw carries them. */
+export interface PhbDmaProperties {
+  dma_win_addr: bigint;
+  dma_win_size: bigint;
+  dma64_win_addr: bigint;
+  /** page_size_mask: a bit per supported IOMMU page size. */
+  pgsz: bigint;
+  ddw: boolean;
+}
+
+/** QEMU 7.2's defaults; presets for other machine types override them. */
+export const QEMU_7_2_PHB_DEFAULTS: PhbDmaProperties = {
+  dma_win_addr: 0n,
+  dma_win_size: 0x40000000n,
+  dma64_win_addr: 0x800000000000000n,
+  pgsz: 0x1211000n,
+  ddw: true,
+};

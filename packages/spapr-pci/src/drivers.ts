@@ -1,0 +1,45 @@
+import { type PciAddress, PciDevice } from './pci-device.js';
+import type { SpaprPhb } from './phb.js';
+
+/** What a `-device DRIVER` needs to become a PCI function on a PHB. */
+export interface PciDriver {
+  readonly name: string;
+  /** Whether the guest's driver for it sets a 64-bit DMA mask (and so asks for a DDW). */
+  readonly dma64: boolean;
+  create(spec: {
+    id: string;
+    phb: SpaprPhb;
+    address: PciAddress;
+    props: Readonly<Record<string, string>>;
+  }): PciDevice;
+}
+
+/** PCI device models by driver name; plugins add theirs (vfio-pci comes from vfio-common). */
+export class PciDriverRegistry {
+  readonly #drivers = new Map<string, PciDriver>();
+
+  register(driver: PciDriver): void {
+    if (this.#drivers.has(driver.name)) throw new Error(`PCI driver "${driver.name}" is registered twice`);
+    this.#drivers.set(driver.name, driver);
+  }
+
+  get(name: string): PciDriver | undefined {
+    return this.#drivers.get(name);
+  }
+
+  names(): string[] {
+    return [...this.#drivers.keys()].sort();
+  }
+}
+
+/**
+ * An emulated device that does bus-master DMA with a 64-bit mask: ddw's own `dma-engine`, and
+ * `e1000e`, which QEMU users name in their command lines (only its DMA behaviour is modelled).
+ */
+export function emulatedDmaDriver(name: string): PciDriver {
+  return {
+    name,
+    dma64: true,
+    create: ({ id, phb, address }) => new PciDevice(id, name, phb, address, true),
+  };
+}

@@ -1,0 +1,52 @@
+import type { Device } from '@ddw/machine';
+import { type AddressSpace, MemTxResult } from '@ddw/memory';
+import type { SpaprPhb } from './phb.js';
+
+/** Where a device sits on its PHB's root bus. */
+export interface PciAddress {
+  slot: number;
+  fn: number;
+}
+
+/**
+ * A PCI function on a PHB. Its DMA goes through the PHB's DMA address space (the TCE windows), and
+ * a DMA that is not wholly mapped with the needed permission fails without touching anything.
+ */
+export class PciDevice implements Device {
+  constructor(
+    readonly id: string,
+    readonly driver: string,
+    readonly phb: SpaprPhb,
+    readonly address: PciAddress,
+    /** Whether the driver sets a 64-bit DMA mask (what makes Linux negotiate a DDW). */
+    readonly dma64: boolean,
+  ) {}
+
+  get devfn(): number {
+    return (this.address.slot << 3) | this.address.fn;
+  }
+
+  /** The RTAS config address: bus << 16 | devfn << 8 (on the root bus, bus 0). */
+  get configAddress(): number {
+    return (0 << 16) | (this.devfn << 8);
+  }
+
+  get dmaAddressSpace(): AddressSpace {
+    return this.phb.dmaAddressSpace;
+  }
+
+  /** Device reads guest memory at bus address `iova` (the guest's TCEs must allow reading). */
+  dmaRead(iova: bigint, length: number): { result: MemTxResult; data: Uint8Array } {
+    const data = new Uint8Array(length);
+    if (!this.dmaAddressSpace.accessValid(iova, BigInt(length), false)) {
+      return { result: MemTxResult.DECODE_ERROR, data };
+    }
+    return { result: this.dmaAddressSpace.read(iova, data), data };
+  }
+
+  /** Device writes guest memory at bus address `iova` (the guest's TCEs must allow writing). */
+  dmaWrite(iova: bigint, data: Uint8Array): MemTxResult {
+    if (!this.dmaAddressSpace.accessValid(iova, BigInt(data.length), true)) return MemTxResult.DECODE_ERROR;
+    return this.dmaAddressSpace.write(iova, data);
+  }
+}

@@ -1,0 +1,146 @@
+import {
+  ConfigError,
+  definePlugin,
+  hexSchema,
+  provideValue,
+  RTAS_IBM_RESET_PE_DMA_WINDOW,
+  resolve,
+  token,
+} from '@ddw/machine';
+import { SpaprIommuTokens } from '@ddw/spapr-iommu';
+import { z } from 'zod';
+import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
+import { emulatedDmaDriver, PciDriverRegistry } from './drivers.js';
+import { SpaprPhb, type SpaprPhbCompat } from './phb.js';
+
+export const SpaprPciTokens = {
+  /** Every PHB of the machine, by index order. */
+  Phbs: token<SpaprPhbs>('spapr-pci', 'Phbs'),
+  Drivers: token<PciDriverRegistry>('spapr-pci', 'Drivers'),
+} as const;
+
+/** The machine's PHBs; RTAS looks them up by BUID. */
+export class SpaprPhbs {
+  readonly list: SpaprPhb[] = [];
+
+  byBuid(buid: bigint): SpaprPhb | undefined {
+    return this.list.find((p) => p.buid === buid);
+  }
+
+  byBus(bus: string): SpaprPhb | undefined {
+    return this.list.find((p) => p.busName === bus);
+  }
+}
+
+const phbSchema = z.strictObject({
+  id: z.string().min(1),
+  index: z.number().int().min(0).max(255),
+  dma_win_addr: hexSchema.optional(),
+  dma_win_size: hexSchema.optional(),
+  dma64_win_addr: hexSchema.optional(),
+  pgsz: hexSchema.optional(),
+  ddw: z.boolean().optional(),
+});
+
+const deviceSchema = z.strictObject({
+  id: z.string().min(1),
+  driver: z.string().min(1),
+  bus: z.string().min(1).default('pci.0'),
+  slot: z.number().int().min(0).max(31).optional(),
+  fn: z.number().int().min(0).max(7).default(0),
+  props: z.record(z.string(), z.string()).default({}),
+});
+
+export type PhbDescription = z.infer<typeof phbSchema>;
+export type PciDeviceDescription = z.infer<typeof deviceSchema>;
+
+export interface SpaprPciOptions {
+  /** PHB property defaults of the machine type (QEMU 7.2's unless a preset says otherwise). */
+  defaults?: PhbDmaProperties;
+  compat?: SpaprPhbCompat;
+}
+
+/**
+ * sPAPR PCI host bridges and the PCI devices on them. Description sections: `phbs` (default: the
+ * PHB "pci" with index 0, as QEMU's pseries creates) and `devices`.
+ */
+export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
+  name: 'spapr-pci',
+  requires: ['spapr-iommu'],
+  sections: {
+    phbs: z.array(phbSchema).default([{ id: 'pci', index: 0 }]),
+    devices: z.array(deviceSchema).default([]),
+  },
+  register(ctx) {
+    const defaults = options.defaults ?? QEMU_7_2_PHB_DEFAULTS;
+    const compat = options.compat ?? { ddwExtensions: [RTAS_IBM_RESET_PE_DMA_WINDOW, 1] };
+    const tables = resolve(ctx.container, SpaprIommuTokens.Tables);
+    const phbs = new SpaprPhbs();
+    const drivers = new PciDriverRegistry();
+    drivers.register(emulatedDmaDriver('dma-engine'));
+    drivers.register(emulatedDmaDriver('e1000e'));
+    provideValue(ctx.container, SpaprPciTokens.Phbs, phbs);
+    provideValue(ctx.container, SpaprPciTokens.Drivers, drivers);
+
+    const described = ctx.description.phbs as PhbDescription[];
+    for (const [i, d] of described.entries()) {
+      for (const [j, other] of described.slice(0, i).entries()) {
+        if (other.index === d.index)
+          throw new ConfigError(`phbs[${i}].index`, `index ${d.index} is already used by phbs[${j}]`);
+        if (other.id === d.id)
+          throw new ConfigError(`phbs[${i}].id`, `id "${d.id}" is already used by phbs[${j}]`);
+      }
+      const phb = new SpaprPhb(
+        {
+          id: d.id,
+          index: d.index,
+          dma_win_addr: d.dma_win_addr ?? defaults.dma_win_addr,
+          dma_win_size: d.dma_win_size ?? defaults.dma_win_size,
+          dma64_win_addr: d.dma64_win_addr ?? defaults.dma64_win_addr,
+          pgsz: d.pgsz ?? defaults.pgsz,
+          ddw: d.ddw ?? defaults.ddw,
+        },
+        compat,
+        tables,
+        ctx.deviceTree,
+      );
+      phbs.list.push(phb);
+      ctx.devices.add(phb);
+      ctx.machine.addAddressSpace(phb.dmaAddressSpace);
+    }
+
+    // PCI functions are created once every plugin has registered its drivers.
+    ctx.devices.add({
+      id: 'spapr-pci.devices',
+      realize: () => {
+        for (const [i, d] of (ctx.description.devices as PciDeviceDescription[]).entries()) {
+          const driver = drivers.get(d.driver);
+          if (!driver) {
+            throw new ConfigError(
+              `devices[${i}].driver`,
+              `unknown device "${d.driver}"`,
+              `known: ${drivers.names().join(', ')}`,
+            );
+          }
+          const phb = phbs.byBus(d.bus);
+          if (!phb) {
+            throw new ConfigError(
+              `devices[${i}].bus`,
+              `no bus "${d.bus}"`,
+              `buses: ${phbs.list.map((p) => p.busName).join(', ')}`,
+            );
+          }
+          const slot = d.slot ?? firstFreeSlot(phb);
+          phb.addDevice(driver.create({ id: d.id, phb, address: { slot, fn: d.fn }, props: d.props }));
+        }
+      },
+    });
+  },
+}));
+
+function firstFreeSlot(phb: SpaprPhb): number {
+  for (let slot = 0; slot < 32; slot++) {
+    if (!phb.devices.some((d) => d.address.slot === slot)) return slot;
+  }
+  throw new ConfigError('devices', `bus ${phb.busName} has no free slot`);
+}
