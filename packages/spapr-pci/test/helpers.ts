@@ -1,0 +1,1 @@
+export { SpaprPciTokens, spaprPci, spaprPciLiobn as spaprLiobnFor } from '../src/index.js';
