@@ -12,9 +12,16 @@ export interface Benchmark {
   /** Minimum acceptable ratio, when the issue sets one (reported, never asserted). */
   readonly target?: { ratio?: number; value?: number };
   /** Builds state once; returns the two measured loops. Each returns its figure for one round. */
-  setup(): { measure(): number; baseline(): number } | Promise<{ measure(): number; baseline(): number }>;
+  setup(): BenchLoops | Promise<BenchLoops>;
   /** Rounds to take the median over (default 7). */
   readonly rounds?: number;
+}
+
+export interface BenchLoops {
+  measure(): number;
+  baseline(): number;
+  /** Figures beside the main one (peak memory, wall time, ...), read once after the rounds. */
+  details?(): Record<string, number | string>;
 }
 
 export interface BenchResult {
@@ -23,6 +30,7 @@ export interface BenchResult {
   unit: string;
   baseline: number;
   ratio: number;
+  details?: Record<string, number | string>;
 }
 
 export function median(values: readonly number[]): number {
@@ -44,7 +52,7 @@ export function throughput(fn: () => number, minMs = 150): number {
 }
 
 export async function runBenchmark(b: Benchmark): Promise<BenchResult> {
-  const { measure, baseline } = await b.setup();
+  const { measure, baseline, details } = await b.setup();
   // Warm both paths so neither round pays for compilation.
   measure();
   baseline();
@@ -57,5 +65,12 @@ export async function runBenchmark(b: Benchmark): Promise<BenchResult> {
   }
   const value = median(values);
   const base = median(baselines);
-  return { name: b.name, value, unit: b.unit, baseline: base, ratio: base === 0 ? 0 : value / base };
+  return {
+    name: b.name,
+    value,
+    unit: b.unit,
+    baseline: base,
+    ratio: base === 0 ? 0 : value / base,
+    ...(details ? { details: details() } : {}),
+  };
 }

@@ -34,6 +34,13 @@ for (const b of selected) {
     console.log(
       `${r.name.padEnd(28)} ${fmt(r.value).padStart(10)} ${r.unit.padEnd(8)} baseline ${fmt(r.baseline).padStart(10)} ${r.unit.padEnd(8)} (${b.baselineLabel})  ratio ${r.ratio.toFixed(3)}${target}`,
     );
+    if (r.details) {
+      console.log(
+        `${''.padEnd(28)} ${Object.entries(r.details)
+          .map(([k, v]) => `${k} ${typeof v === 'number' ? fmt(v) : v}`)
+          .join(', ')}`,
+      );
+    }
   }
 }
 if (options.json) console.log(JSON.stringify(results));

@@ -1,9 +1,16 @@
+import { readFileSync } from 'node:fs';
 import { parseSize } from '@ddw/machine';
-import { Command, InvalidArgumentError } from 'commander';
+import { buildPseries } from '@ddw/pseries';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { buildDemoMachine } from './demo.js';
+import { replayTrace } from './replay.js';
+import { compareTraces } from './trace-diff.js';
 
 /** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
-export function createProgram(out: (text: string) => void = (t) => process.stdout.write(t)): Command {
+export function createProgram(
+  out: (text: string) => void = (t) => process.stdout.write(t),
+  err: (text: string) => void = (t) => process.stderr.write(t),
+): Command {
   const program = new Command('ddw')
     .description('ddw: how a pseries guest gets DMA windows from its hypervisor, modelled')
     .showHelpAfterError()
@@ -24,6 +31,38 @@ export function createProgram(out: (text: string) => void = (t) => process.stdou
       } finally {
         machine.dispose();
       }
+    });
+
+  program
+    .command('replay')
+    .description("replay a QEMU trace (log format) against the model and print the model's own trace lines")
+    .argument('<trace>', 'a QEMU -trace log (with or without -msg timestamp=on)')
+    .option('--qemu-args <options>', 'the QEMU options of the traced run', '-M pseries')
+    .option(
+      '--trace <pattern>',
+      'events to print, as QEMU -trace (repeatable; -PATTERN disables)',
+      collect,
+      [],
+    )
+    .option(
+      '--check',
+      'compare with the input: print a diff and "N compared, M differ"; exit 1 on a difference',
+    )
+    .action(async (file: string, opts: { qemuArgs: string; trace: string[]; check?: boolean }) => {
+      const input = readFileSync(file, 'utf8').split('\n');
+      const patterns = opts.trace.length > 0 ? opts.trace : ['spapr_iommu_*'];
+      const result = await replayTrace((trace) => buildPseries(opts.qemuArgs, { trace }), input, patterns);
+      result.machine.dispose();
+      for (const why of result.skipped) err(`ddw replay: skipped ${why}\n`);
+      if (!opts.check) {
+        out(result.lines.map((l) => `${l}\n`).join(''));
+        return;
+      }
+      const cmp = compareTraces(result.expected, result.lines);
+      if (cmp.diff.length > 0) out(`${cmp.diff.join('\n')}\n`);
+      const summary = `${cmp.compared} compared, ${cmp.differ} differ`;
+      out(`${summary}\n`);
+      if (cmp.differ > 0) throw new CommanderError(1, 'ddw.replay.differ', summary);
     });
 
   // With no command: the demo machine's memory tree and flat views.
@@ -47,4 +86,8 @@ function checkSize(value: string): string {
     throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
   }
   return value;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
 }

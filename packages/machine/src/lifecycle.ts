@@ -27,8 +27,10 @@ interface Slot {
 }
 
 /**
- * The machine's devices in the order they were added, which is the order they realize and reset
- * in (QEMU resets a bus's children in creation order); teardown runs in reverse.
+ * The machine's devices in the order they were added, which is the order they realize in. Reset
+ * runs newest first, as QEMU's does: qdev puts each new child at the head of its bus's list and a
+ * bus resets its children from the head, so a -device PHB resets before the machine's default one.
+ * Teardown runs in reverse add order.
  */
 @injectable()
 export class DeviceRegistry {
@@ -108,10 +110,11 @@ export class DeviceRegistry {
     }
   }
 
-  /** Resets every device in add order; all must be realized. */
+  /** Resets every device, newest first; all must be realized. */
   resetAll(): void {
-    for (const slot of this.slots.values()) this.check(slot, 'reset', ['realized']);
-    for (const slot of this.slots.values()) {
+    const slots = [...this.slots.values()];
+    for (const slot of slots) this.check(slot, 'reset', ['realized']);
+    for (const slot of slots.reverse()) {
       try {
         slot.device.reset?.();
       } catch (error) {

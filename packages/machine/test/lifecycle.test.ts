@@ -19,7 +19,7 @@ function device(id: string, log: string[], fail?: 'realize' | 'reset' | 'unreali
 }
 
 describe('DeviceRegistry', () => {
-  it('runs realize and reset in add order, teardown in reverse', async () => {
+  it('realizes in add order, resets newest first (as QEMU walks a bus), tears down in reverse', async () => {
     const log: string[] = [];
     const devices = new DeviceRegistry();
     for (const id of ['a', 'b', 'c']) devices.add(device(id, log));
@@ -31,9 +31,9 @@ describe('DeviceRegistry', () => {
       'realize a',
       'realize b',
       'realize c',
-      'reset a',
-      'reset b',
       'reset c',
+      'reset b',
+      'reset a',
       'unrealize c',
       'unrealize b',
       'unrealize a',
@@ -115,11 +115,11 @@ describe('DeviceRegistry', () => {
   it('wraps reset failures and stops there', async () => {
     const log: string[] = [];
     const devices = new DeviceRegistry();
-    devices.add(device('a', log, 'reset'));
-    devices.add(device('b', log));
+    devices.add(device('a', log));
+    devices.add(device('b', log, 'reset'));
     await devices.realizeAll();
-    expect(() => devices.resetAll()).toThrow('device "a" failed to reset: a cannot reset');
-    expect(log).not.toContain('reset b');
+    expect(() => devices.resetAll()).toThrow('device "b" failed to reset: b cannot reset');
+    expect(log).not.toContain('reset a');
   });
 
   it('tears down every device even when some fail, then throws the first failure', async () => {
@@ -170,8 +170,8 @@ describe('DeviceRegistry', () => {
     expect(seen.map((e) => `${e.phase} ${e.device}`)).toEqual([
       'realize a',
       'realize b',
-      'reset a',
       'reset b',
+      'reset a',
       'unrealize b',
       'unrealize a',
       'dispose b',

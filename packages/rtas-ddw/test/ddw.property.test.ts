@@ -14,7 +14,6 @@ import { describe, expect, it } from 'vitest';
 import { rtasDdw } from '../src/index.js';
 
 const U64 = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
-const BUID = 0x800000020000000n;
 const liobnArb = fc.oneof(
   { arbitrary: fc.constantFrom(0x80000000n, 0x80000001n), weight: 8 },
   { arbitrary: fc.constantFrom(0x180000000n, 0x80000002n, 0n), weight: 1 },

@@ -22,6 +22,11 @@ export interface SpaprPhbConfig extends PhbDmaProperties {
   /** The PHB's device id; its root bus is `<id>.0` (the default PHB is "pci", bus "pci.0"). */
   id: string;
   index: number;
+  /**
+   * The root bus name when it is not `<id>.0`: QEMU names the bus of a PHB created without an id
+   * `pci.N`, N counting such buses.
+   */
+  bus?: string;
 }
 
 /** What differs between machine types in what a PHB publishes. */
@@ -37,6 +42,8 @@ export interface SpaprPhbCompat {
  */
 export class SpaprPhb implements Device {
   readonly id: string;
+  /** The root bus devices name with `bus=`. */
+  readonly busName: string;
   readonly index: number;
   readonly buid: bigint;
   readonly props: PhbDmaProperties;
@@ -55,8 +62,9 @@ export class SpaprPhb implements Device {
     private readonly tables: SpaprTceTables,
     private readonly deviceTree: DeviceTree,
   ) {
-    const { id, index, ...props } = config;
+    const { id, index, bus, ...props } = config;
     this.id = id;
+    this.busName = bus ?? `${id}.0`;
     this.index = index;
     this.props = props;
     this.buid = spaprPciBuid(index);
@@ -79,10 +87,6 @@ export class SpaprPhb implements Device {
   /** 2 with DDW, 1 without (only the default window exists then). */
   get windowsSupported(): number {
     return this.props.ddw ? SPAPR_PCI_DMA_MAX_WINDOWS : 1;
-  }
-
-  get busName(): string {
-    return `${this.id}.0`;
   }
 
   get nodePath(): string {

@@ -35,6 +35,7 @@ export class SpaprPhbs {
 const phbSchema = z.strictObject({
   id: z.string().min(1),
   index: z.number().int().min(0).max(255),
+  bus: z.string().min(1).optional(),
   dma_win_addr: hexSchema.optional(),
   dma_win_size: hexSchema.optional(),
   dma64_win_addr: hexSchema.optional(),
@@ -89,11 +90,17 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
           throw new ConfigError(`phbs[${i}].index`, `index ${d.index} is already used by phbs[${j}]`);
         if (other.id === d.id)
           throw new ConfigError(`phbs[${i}].id`, `id "${d.id}" is already used by phbs[${j}]`);
+        if ((other.bus ?? `${other.id}.0`) === (d.bus ?? `${d.id}.0`))
+          throw new ConfigError(
+            `phbs[${i}].bus`,
+            `bus "${d.bus ?? `${d.id}.0`}" is already used by phbs[${j}]`,
+          );
       }
       const phb = new SpaprPhb(
         {
           id: d.id,
           index: d.index,
+          ...(d.bus !== undefined ? { bus: d.bus } : {}),
           dma_win_addr: d.dma_win_addr ?? defaults.dma_win_addr,
           dma_win_size: d.dma_win_size ?? defaults.dma_win_size,
           dma64_win_addr: d.dma64_win_addr ?? defaults.dma64_win_addr,

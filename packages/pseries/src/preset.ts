@@ -1,0 +1,119 @@
+import {
+  definePlugin,
+  type Machine,
+  MachineBuilder,
+  type Plugin,
+  provideValue,
+  type TraceBus,
+  token,
+} from '@ddw/machine';
+import { ContainerRegion } from '@ddw/memory';
+import { type RtasDdwCompat, rtasDdw } from '@ddw/rtas-ddw';
+import { spaprIommu } from '@ddw/spapr-iommu';
+import { spaprPci } from '@ddw/spapr-pci';
+import { machineType } from './machine-types.js';
+import { type PseriesMemoryLayout, pseriesMemoryLayout } from './memory-layout.js';
+import { parseQemuArgs, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
+
+/** QEMU names pseries guest RAM so in `info mtree`. */
+export const PSERIES_RAM_REGION = 'ppc_spapr.ram';
+
+export const PseriesTokens = {
+  /** Where RAM and hotpluggable memory live. */
+  MemoryLayout: token<PseriesMemoryLayout>('pseries', 'MemoryLayout'),
+} as const;
+
+/**
+ * The machine-level part of pseries: the hotplug (device-memory) container QEMU places after RAM,
+ * which is empty until memory is plugged but counts for the highest RAM address.
+ */
+export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayout }) => ({
+  name: 'pseries',
+  register(ctx) {
+    provideValue(ctx.container, PseriesTokens.MemoryLayout, options.layout);
+    const dm = options.layout.deviceMemory;
+    if (dm) ctx.memory.system.addSubregion(dm.base, new ContainerRegion('device-memory', dm.size));
+  },
+}));
+
+/**
+ * The plugins of a pseries machine of the given type, configured as that QEMU machine type
+ * behaves (PHB defaults, ddw-extensions, query rules, reset-on-last-remove).
+ */
+export function pseriesPlugins(args: QemuArgs): Plugin[] {
+  const info = machineType(args.type);
+  const layout = pseriesMemoryLayout({
+    ram: args.ram,
+    ...(args.maxmem !== undefined ? { maxmem: args.maxmem } : {}),
+    ...(args.slots !== undefined ? { slots: args.slots } : {}),
+  });
+  const compat: RtasDdwCompat = {
+    queryNret6: info.ddw.queryNret6,
+    pgsize2M: info.ddw.pgsize2M,
+    resetOnLastRemove: info.ddw.resetOnLastRemove,
+    largestBlock:
+      info.ddw.largestBlock === 'max-ram'
+        ? { kind: 'max-ram', maxRamAddress: layout.maxRamAddress }
+        : { kind: 'fixed' },
+  };
+  return [
+    pseriesMachine({ layout }),
+    spaprIommu(),
+    spaprPci({ defaults: info.phbDefaults, compat: { ddwExtensions: info.ddw.extensions } }),
+    rtasDdw({ compat }),
+  ];
+}
+
+/** The machine description QEMU's options amount to: RAM, PHBs with effective properties, devices. */
+export function pseriesDescription(args: QemuArgs): Record<string, unknown> {
+  const counters = new Map<string, number>();
+  return {
+    type: args.type,
+    ram: args.ram,
+    ...(args.maxmem !== undefined ? { maxmem: args.maxmem } : {}),
+    phbs: args.phbs.map((phb) => ({
+      id: phb.id,
+      index: phb.index,
+      ...(phb.bus !== `${phb.id}.0` ? { bus: phb.bus } : {}),
+      ...resolvePhbConfig(args, phb.index),
+    })),
+    devices: args.devices.map((d) => {
+      // QEMU devices need no id; ddw's registry does, so id-less ones get driver-N.
+      const n = counters.get(d.driver) ?? 0;
+      counters.set(d.driver, n + 1);
+      return {
+        id: d.id ?? `${d.driver}-${n}`,
+        driver: d.driver,
+        bus: d.bus,
+        ...(d.slot !== undefined ? { slot: d.slot } : {}),
+        fn: d.fn ?? 0,
+        props: d.props,
+      };
+    }),
+  };
+}
+
+export interface BuildPseriesOptions {
+  /** A trace bus already configured (patterns, sinks), so the boot itself is traced. */
+  trace?: TraceBus;
+  /** Extra plugins (devices from other packages). */
+  plugins?: readonly Plugin[];
+}
+
+/** Builds, realizes and resets the pseries machine QEMU's command line describes. */
+export function buildPseries(
+  qemuArgs: string | readonly string[] | QemuArgs,
+  options: BuildPseriesOptions = {},
+): Promise<Machine> {
+  const args =
+    typeof qemuArgs === 'object' && !Array.isArray(qemuArgs)
+      ? (qemuArgs as QemuArgs)
+      : parseQemuArgs(qemuArgs as string | readonly string[]);
+  return new MachineBuilder({
+    ramRegionName: PSERIES_RAM_REGION,
+    ...(options.trace ? { trace: options.trace } : {}),
+  })
+    .use(...pseriesPlugins(args), ...(options.plugins ?? []))
+    .describe(pseriesDescription(args))
+    .build();
+}
