@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { parseSize } from '@ddw/machine';
-import { buildPseries } from '@ddw/pseries';
+import type { Machine } from '@ddw/machine';
+import { buildPseries, parseQemuSize } from '@ddw/pseries';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { buildDemoMachine } from './demo.js';
 import { replayTrace } from './replay.js';
 import { compareTraces } from './trace-diff.js';
+
+/** The machine `ddw` shows when told nothing: QEMU's default pseries with 2 GiB and one NIC. */
+export const DEFAULT_QEMU_ARGS = '-M pseries -m 2G -device e1000e';
 
 /** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
 export function createProgram(
@@ -23,14 +25,13 @@ export function createProgram(
     .description('print the memory tree (`info mtree`), or the flat views with --flat (`info mtree -f`)')
     .option('-f, --flat', 'print the rendered flat views')
     .option('-D, --disabled', 'also print disabled regions')
-    .option('-m, --ram <size>', 'guest RAM size, e.g. 2G', checkSize, '2G')
-    .action(async (opts: { flat?: boolean; disabled?: boolean; ram: string }) => {
-      const machine = await buildDemoMachine(opts.ram);
-      try {
-        out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false }));
-      } finally {
-        machine.dispose();
-      }
+    .option('--qemu-args <options>', 'the QEMU options of the machine', DEFAULT_QEMU_ARGS)
+    .option('-m, --ram <size>', 'guest RAM size, as QEMU -m (a bare number is MiB)', checkSize)
+    .action(async (opts: { flat?: boolean; disabled?: boolean; qemuArgs: string; ram?: string }) => {
+      const args = opts.ram === undefined ? opts.qemuArgs : `${opts.qemuArgs} -m ${opts.ram}`;
+      await withMachine(await buildPseries(args), (machine) =>
+        out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false })),
+      );
     });
 
   program
@@ -65,23 +66,28 @@ export function createProgram(
       if (cmp.differ > 0) throw new CommanderError(1, 'ddw.replay.differ', summary);
     });
 
-  // With no command: the demo machine's memory tree and flat views.
+  // With no command: the default machine's memory tree and flat views.
   program.action(async () => {
-    const machine = await buildDemoMachine();
-    try {
+    await withMachine(await buildPseries(DEFAULT_QEMU_ARGS), (machine) => {
       out(machine.mtree());
       out(machine.mtree({ flat: true }));
-    } finally {
-      machine.dispose();
-    }
+    });
   });
   return program;
 }
 
-/** Refuses a size the machine description would refuse, with the same message. */
+async function withMachine(machine: Machine, use: (machine: Machine) => void): Promise<void> {
+  try {
+    use(machine);
+  } finally {
+    machine.dispose();
+  }
+}
+
+/** Refuses a size QEMU's -m would refuse, with the same message. */
 function checkSize(value: string): string {
   try {
-    parseSize(value, 'ram');
+    parseQemuSize(value, '-m size', 20n);
   } catch (error) {
     throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
   }

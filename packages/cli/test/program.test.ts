@@ -12,13 +12,25 @@ async function run(...args: string[]): Promise<string> {
 }
 
 describe('ddw info mtree', () => {
-  it('prints the memory tree of the demo machine with the RAM size asked for', async () => {
+  it('prints the memory tree of the pseries machine with the RAM size asked for', async () => {
     const out = await run('info', 'mtree', '--ram', '4G');
     expect(out).toMatch(
       /^address-space: memory\n {2}0000000000000000-ffffffffffffffff \(prio 0, i\/o\): system\n/,
     );
     expect(out).toContain('    0000000000000000-00000000ffffffff (prio 0, ram): ppc_spapr.ram\n');
-    expect(out).toContain('address-space: demo-bus\n');
+    expect(out).toContain('address-space: pci@800000020000000\n');
+    expect(out).toContain('      0000000000000000-000000003fffffff (prio 0, i/o): tce-iommu-80000000\n');
+  });
+
+  it('builds the machine QEMU options describe', async () => {
+    const out = await run(
+      'info',
+      'mtree',
+      '--qemu-args',
+      '-M pseries-2.7 -m 2G,maxmem=8G,slots=4 -device spapr-pci-host-bridge,index=1',
+    );
+    expect(out).toContain('    0000000080000000-00000001ffffffff (prio 0, i/o): device-memory\n');
+    expect(out).toContain('address-space: pci@800000020000001\n');
   });
 
   it('prints the flat views with --flat', async () => {
