@@ -91,6 +91,14 @@ const ddw1t: Benchmark = {
     let busOffset = ddw.busOffset;
     const times: number[] = [];
     const plainTable = new Uint32Array(entries * 2);
+    /** List `c`: TCEs (page << 16) | 3 for its 512 pages, as two 32-bit halves (pages reach 2^40). */
+    const fillList = (c: number) => {
+      for (let k = 0; k < PER_CALL; k++) {
+        const page = c * PER_CALL + k;
+        listView.setUint32(k * 8, Math.floor(page / 0x10000));
+        listView.setUint32(k * 8 + 4, ((page & 0xffff) << 16) | 3);
+      }
+    };
     return {
       measure: () => {
         const m = ddw.m;
@@ -101,12 +109,7 @@ const ddw1t: Benchmark = {
         busOffset = (BigInt(r.rets[2]!) << 32n) | BigInt(r.rets[3]!);
         const start = performance.now();
         for (let c = 0; c < calls; c++) {
-          for (let k = 0; k < PER_CALL; k++) {
-            const page = c * PER_CALL + k;
-            // (page << 16) | 3 as two 32-bit halves: pages reach 2^40, past exact 32-bit shifts.
-            listView.setUint32(k * 8, Math.floor(page / 0x10000));
-            listView.setUint32(k * 8 + 4, ((page & 0xffff) << 16) | 3);
-          }
+          fillList(c);
           m.memory.write(LIST_BASE, list);
           m.guest.hcall(
             H_PUT_TCE_INDIRECT,
@@ -123,11 +126,7 @@ const ddw1t: Benchmark = {
       baseline: () => {
         const start = performance.now();
         for (let c = 0; c < calls; c++) {
-          for (let k = 0; k < PER_CALL; k++) {
-            const page = c * PER_CALL + k;
-            listView.setUint32(k * 8, Math.floor(page / 0x10000));
-            listView.setUint32(k * 8 + 4, ((page & 0xffff) << 16) | 3);
-          }
+          fillList(c);
           for (let k = 0; k < PER_CALL; k++) {
             plainTable[(c * PER_CALL + k) * 2] = listView.getUint32(k * 8);
             plainTable[(c * PER_CALL + k) * 2 + 1] = listView.getUint32(k * 8 + 4);

@@ -23,4 +23,20 @@ describe('the ddw command, end to end', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(r.stdout).toBe('');
   });
+
+  it('runs `ddw replay --check`: exit 0 when the model agrees with QEMU, 1 when it does not', () => {
+    const trace = 'test/fixtures/qemu-7.2/v2-64k.trace';
+    const same = ddw(
+      'replay',
+      trace,
+      '--qemu-args',
+      '-m 4G -global spapr-pci-host-bridge.pgsz=0x11000',
+      '--check',
+    );
+    expect(same.status).toBe(0);
+    expect(same.stdout).toMatch(/^\d+ compared, 0 differ\n$/);
+    const other = ddw('replay', trace, '--qemu-args', '-m 4G', '--check');
+    expect(other.status).toBe(1);
+    expect(other.stdout).toMatch(/ compared, 2 differ\n$/);
+  });
 });
