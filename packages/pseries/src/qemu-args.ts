@@ -315,9 +315,11 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
         }
         break;
       }
-      case '-accel':
-        accel = parseAccel(parseOptionList(value(), 'accel').implied ?? '', '-accel');
+      case '-accel': {
+        const { implied, props } = parseOptionList(value(), 'accel');
+        accel = parseAccel(implied ?? new Map(props).get('accel') ?? '', '-accel');
         break;
+      }
       case '-enable-kvm':
         accel = 'kvm';
         break;

@@ -157,6 +157,7 @@ describe('the command line', () => {
     expect(args.machineProps).toEqual({ 'cap-htm': 'off' });
     expect(parseQemuArgs('-enable-kvm').accel).toBe('kvm');
     expect(parseQemuArgs('-M pseries,accel=kvm').accel).toBe('kvm');
+    expect(parseQemuArgs('-accel accel=kvm').accel).toBe('kvm');
   });
 
   it('refuses an unknown option or machine property by name', () => {

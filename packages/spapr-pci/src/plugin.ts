@@ -14,7 +14,7 @@ import { emulatedDmaDriver, PciDriverRegistry } from './drivers.js';
 import { SpaprPhb, type SpaprPhbCompat } from './phb.js';
 
 export const SpaprPciTokens = {
-  /** Every PHB of the machine, by index order. */
+  /** Every PHB of the machine, in description order. */
   Phbs: token<SpaprPhbs>('spapr-pci', 'Phbs'),
   Drivers: token<PciDriverRegistry>('spapr-pci', 'Drivers'),
 } as const;
