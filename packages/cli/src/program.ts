@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Machine } from '@ddw/machine';
 import { buildPseries, parseQemuSize } from '@ddw/pseries';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { replayTrace } from './replay.js';
+import { defaultReplayPatterns, replayTrace } from './replay.js';
 import { compareTraces } from './trace-diff.js';
 
 /** The machine `ddw` shows when told nothing: QEMU's default pseries with 2 GiB and one NIC. */
@@ -27,12 +27,16 @@ export function createProgram(
     .option('-D, --disabled', 'also print disabled regions')
     .option('--qemu-args <options>', 'the QEMU options of the machine', DEFAULT_QEMU_ARGS)
     .option('-m, --ram <size>', 'guest RAM size, as QEMU -m (a bare number is MiB)', checkSize)
-    .action(async (opts: { flat?: boolean; disabled?: boolean; qemuArgs: string; ram?: string }) => {
-      const args = opts.ram === undefined ? opts.qemuArgs : `${opts.qemuArgs} -m ${opts.ram}`;
-      await withMachine(await buildPseries(args), (machine) =>
-        out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false })),
-      );
-    });
+    .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
+    .action(
+      async (opts: { flat?: boolean; disabled?: boolean; qemuArgs: string; ram?: string; host?: string }) => {
+        const args = opts.ram === undefined ? opts.qemuArgs : `${opts.qemuArgs} -m ${opts.ram}`;
+        const host = opts.host !== undefined ? { host: opts.host } : {};
+        await withMachine(await buildPseries(args, host), (machine) =>
+          out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false })),
+        );
+      },
+    );
 
   program
     .command('replay')
@@ -49,22 +53,29 @@ export function createProgram(
       '--check',
       'compare with the input: print a diff and "N compared, M differ"; exit 1 on a difference',
     )
-    .action(async (file: string, opts: { qemuArgs: string; trace: string[]; check?: boolean }) => {
-      const input = readFileSync(file, 'utf8').split('\n');
-      const patterns = opts.trace.length > 0 ? opts.trace : ['spapr_iommu_*'];
-      const result = await replayTrace((trace) => buildPseries(opts.qemuArgs, { trace }), input, patterns);
-      result.machine.dispose();
-      for (const why of result.skipped) err(`ddw replay: skipped ${why}\n`);
-      if (!opts.check) {
-        out(result.lines.map((l) => `${l}\n`).join(''));
-        return;
-      }
-      const cmp = compareTraces(result.expected, result.lines);
-      if (cmp.diff.length > 0) out(`${cmp.diff.join('\n')}\n`);
-      const summary = `${cmp.compared} compared, ${cmp.differ} differ`;
-      out(`${summary}\n`);
-      if (cmp.differ > 0) throw new CommanderError(1, 'ddw.replay.differ', summary);
-    });
+    .action(
+      async (file: string, opts: { qemuArgs: string; host?: string; trace: string[]; check?: boolean }) => {
+        const input = readFileSync(file, 'utf8').split('\n');
+        const patterns = opts.trace.length > 0 ? opts.trace : defaultReplayPatterns(input);
+        const host = opts.host !== undefined ? { host: opts.host } : {};
+        const result = await replayTrace(
+          (trace) => buildPseries(opts.qemuArgs, { trace, ...host }),
+          input,
+          patterns,
+        );
+        result.machine.dispose();
+        for (const why of result.skipped) err(`ddw replay: skipped ${why}\n`);
+        if (!opts.check) {
+          out(result.lines.map((l) => `${l}\n`).join(''));
+          return;
+        }
+        const cmp = compareTraces(result.expected, result.lines);
+        if (cmp.diff.length > 0) out(`${cmp.diff.join('\n')}\n`);
+        const summary = `${cmp.compared} compared, ${cmp.differ} differ`;
+        out(`${summary}\n`);
+        if (cmp.differ > 0) throw new CommanderError(1, 'ddw.replay.differ', summary);
+      },
+    );
 
   // With no command: the default machine's memory tree and flat views.
   program.action(async () => {

@@ -11,7 +11,18 @@ import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-io
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
 
 /** Events the model reproduces; other lines of a QEMU log (MSI, LSI, ...) are outside its scope. */
-const MODELLED = /^spapr_iommu_/;
+const MODELLED = /^(spapr_iommu_|vfio_)/;
+/** Lines that stand for a guest-visible operation; the rest (VFIO's) are only its consequences. */
+const OPERATION = /^spapr_iommu_/;
+
+/**
+ * The events to compare when the user names none: the TCE events, and VFIO's when the trace has
+ * any (a trace recorded without them says nothing about what VFIO did).
+ */
+export function defaultReplayPatterns(input: readonly string[]): string[] {
+  const hasVfio = input.some((l) => parseTraceLine(l)?.name.startsWith('vfio_'));
+  return hasVfio ? ['spapr_iommu_*', 'vfio_*'] : ['spapr_iommu_*'];
+}
 
 export interface ReplayResult {
   /** The model's own trace lines, in QEMU's log format. */
@@ -83,6 +94,7 @@ export async function replayTrace(
       for (const t of phb?.windows ?? []) tracedShift.delete(t.liobn);
     }
     if (consume(p)) continue;
+    if (!OPERATION.test(p.name)) continue; // a consequence the model did not produce: the diff shows it
     try {
       switch (shortName(p.name)) {
         case 'new_table': {
@@ -207,7 +219,10 @@ export function sameEvent(a: ParsedTraceLine, b: ParsedTraceLine): boolean {
 
 /** The text of a line without what differs between runs of the same QEMU (host pointers, fds). */
 export function normalize(p: ParsedTraceLine): string {
-  return p.text.replace(/\btable=\S+/, 'table=*').replace(/\bfd=\S+/, 'fd=*');
+  return p.text
+    .replace(/\btable=\S+/, 'table=*')
+    .replace(/\bfd=\S+/, 'fd=*')
+    .replace(/\bva=\S+/, 'va=*');
 }
 
 function buidCells(buid: string): [number, number] {

@@ -16,6 +16,16 @@ export interface GuestErrorEvent {
   message: string;
 }
 
+/**
+ * The host side failed (QEMU's error_report). `fatal` marks what QEMU answers with hw_error, which
+ * aborts QEMU; ddw keeps the machine alive and lets the model mark itself broken instead.
+ */
+export interface HostErrorEvent {
+  source: string;
+  message: string;
+  fatal: boolean;
+}
+
 export interface ProgressEvent {
   task: string;
   done: number;
@@ -26,6 +36,7 @@ export interface ProgressEvent {
 export interface MachineEvents {
   lifecycle: (event: LifecycleEvent) => void;
   'guest-error': (event: GuestErrorEvent) => void;
+  'host-error': (event: HostErrorEvent) => void;
   progress: (event: ProgressEvent) => void;
 }
 
@@ -33,6 +44,10 @@ export interface MachineEvents {
 export class MachineEventBus extends EventEmitter<MachineEvents> {
   guestError(source: string, message: string): void {
     this.emit('guest-error', { source, message });
+  }
+
+  hostError(source: string, message: string, fatal = false): void {
+    this.emit('host-error', { source, message, fatal });
   }
 
   lifecycle(phase: LifecyclePhase, device?: string): void {

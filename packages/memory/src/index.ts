@@ -16,10 +16,13 @@ export { type FlatRange, FlatView, renderFlatView, sameFlatRange } from './flatv
 export {
   IOMMUNotifier,
   type IOMMUNotify,
+  type IOMMUNotifyRun,
+  type IOMMURun,
   type IOMMUTLBEntry,
   type IOMMUTLBEvent,
   IommuMemoryRegion,
   iommuMiss,
+  runEntry,
 } from './iommu.js';
 export type { MemoryListener, MemoryRegionSection } from './listener.js';
 export {

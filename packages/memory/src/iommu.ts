@@ -24,6 +24,40 @@ export interface IOMMUTLBEvent {
 export type IOMMUNotify = (entry: IOMMUTLBEntry, notifier: IOMMUNotifier) => void;
 
 /**
+ * Consecutive pages of one IOMMU region changed by one operation (a batch hypercall). Page `i` is
+ * at region-relative `iova + i << pageShift`; `addr[i]` is its page-aligned translated address
+ * (exact: runs are only built when every address is below 2^53) and `perm[i]` its permission, NONE
+ * for an unmap. Equivalent to one IOMMUTLBEvent per page, in order.
+ */
+export interface IOMMURun {
+  readonly iova: bigint;
+  readonly pageShift: number;
+  readonly count: number;
+  readonly targetAs: AddressSpace | null;
+  readonly addr: Float64Array;
+  readonly perm: Uint8Array;
+}
+
+/** A notifier's fast path for runs; it must act exactly as `notify` called for every page in order. */
+export type IOMMUNotifyRun = (run: IOMMURun, notifier: IOMMUNotifier) => void;
+
+/** The per-page events a run stands for (the path for notifiers without a run handler). */
+export function runEntry(run: IOMMURun, i: number): IOMMUTLBEvent {
+  const mask = (1n << BigInt(run.pageShift)) - 1n;
+  const perm = run.perm[i]! as IOMMUAccessFlags;
+  return {
+    type: perm === IOMMUAccessFlags.NONE ? IOMMUNotifierFlag.UNMAP : IOMMUNotifierFlag.MAP,
+    entry: {
+      targetAs: run.targetAs,
+      iova: run.iova + (BigInt(i) << BigInt(run.pageShift)),
+      translatedAddr: BigInt(run.addr[i]!),
+      addrMask: mask,
+      perm,
+    },
+  };
+}
+
+/**
  * A subscription to an IOMMU region's mapping changes (QEMU's IOMMUNotifier): the events it wants
  * (`flags`) and the region-relative range [start, end] (inclusive) it cares about.
  */
@@ -34,6 +68,8 @@ export class IOMMUNotifier {
     readonly start = 0n,
     readonly end = UINT64_MAX,
     readonly iommuIdx = 0,
+    /** Optional fast path for runs of pages; see IOMMURun. */
+    readonly notifyRun?: IOMMUNotifyRun,
   ) {
     if (start > end)
       throw new MemoryConfigError('IOMMU notifier', `start 0x${start.toString(16)} is above end`);
@@ -122,6 +158,28 @@ export abstract class IommuMemoryRegion extends MemoryRegion {
     for (const n of this.#notifiers) {
       if (n.wants(event.type, entry.iova, entry.addrMask)) n.notify(entry, n);
     }
+  }
+
+  /**
+   * Delivers a run of page events. A notifier with a run handler whose range covers the whole run
+   * gets it at once (when it is the only notifier, so no interleaving is lost); everyone else gets
+   * the per-page events, in page order.
+   */
+  notifyRun(run: IOMMURun): void {
+    const only = this.#notifiers.length === 1 ? this.#notifiers[0]! : undefined;
+    if (only?.notifyRun && run.count > 0) {
+      const last = run.iova + (BigInt(run.count) << BigInt(run.pageShift)) - 1n;
+      if (
+        run.iova >= only.start &&
+        last <= only.end &&
+        (only.flags & IOMMUNotifierFlag.MAP) !== 0 &&
+        (only.flags & IOMMUNotifierFlag.UNMAP) !== 0
+      ) {
+        only.notifyRun(run, only);
+        return;
+      }
+    }
+    for (let i = 0; i < run.count; i++) this.notify(runEntry(run, i));
   }
 
   /** Whether anyone listens: lets hot paths skip building events nobody receives. */

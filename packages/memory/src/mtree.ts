@@ -1,5 +1,6 @@
 import type { AddressSpace } from './address-space.js';
 import type { AliasRegion } from './alias.js';
+import type { RamRegion } from './ram.js';
 import type { MemoryRegion } from './region.js';
 
 export interface MtreeOptions {
@@ -28,7 +29,7 @@ function lastAddress(start: bigint, size: bigint): bigint {
 /** QEMU's memory_region_type: what an access to the region does. */
 export function regionTypeName(mr: MemoryRegion): string {
   if (mr.kind === 'alias') return regionTypeName((mr as AliasRegion).target);
-  if (mr.kind === 'ram') return mr.readonly ? 'rom' : 'ram';
+  if (mr.kind === 'ram') return (mr as RamRegion).ramDevice ? 'ramd' : mr.readonly ? 'rom' : 'ram';
   return 'i/o';
 }
 

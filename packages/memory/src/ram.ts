@@ -92,6 +92,11 @@ export interface RamRegionOptions {
   readonly?: boolean;
   /** Upper bound for later setSize(); the backing is sized for it. Defaults to `size`. */
   maxSize?: bigint;
+  /**
+   * Device memory mapped as RAM (memory_region_init_ram_device_ptr: a passthrough device's BAR):
+   * guest-accessible, but not guest RAM, so VFIO neither pre-registers nor DMA-maps it.
+   */
+  ramDevice?: boolean;
 }
 
 /** Guest RAM (memory_region_init_ram): reads and writes go straight to sparse backing memory. */
@@ -99,6 +104,7 @@ export class RamRegion extends MemoryRegion {
   readonly kind = 'ram' as const;
   readonly ram: SparseRam;
   readonly maxSize: bigint;
+  readonly ramDevice: boolean;
 
   constructor(name: string, size: bigint, options: RamRegionOptions = {}) {
     super(name, size);
@@ -114,6 +120,7 @@ export class RamRegion extends MemoryRegion {
     }
     this.ram = new SparseRam(Number(this.maxSize));
     this.readonly = options.readonly ?? false;
+    this.ramDevice = options.ramDevice ?? false;
   }
 
   override setSize(size: bigint): void {

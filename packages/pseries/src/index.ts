@@ -15,6 +15,7 @@ export {
   type BuildPseriesOptions,
   buildPseries,
   PSERIES_RAM_REGION,
+  type PseriesHostOptions,
   PseriesTokens,
   pseriesDescription,
   pseriesMachine,

@@ -11,6 +11,8 @@ import { ContainerRegion } from '@ddw/memory';
 import { type RtasDdwCompat, rtasDdw } from '@ddw/rtas-ddw';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
+import { type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
+import { vfioPrereg } from '@ddw/vfio-prereg';
 import { machineType } from './machine-types.js';
 import { type PseriesMemoryLayout, pseriesMemoryLayout } from './memory-layout.js';
 import { parseQemuArgs, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
@@ -40,7 +42,7 @@ export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayo
  * The plugins of a pseries machine of the given type, configured as that QEMU machine type
  * behaves (PHB defaults, ddw-extensions, query rules, reset-on-last-remove).
  */
-export function pseriesPlugins(args: QemuArgs): Plugin[] {
+export function pseriesPlugins(args: QemuArgs, host: PseriesHostOptions = {}): Plugin[] {
   const info = machineType(args.type);
   const layout = pseriesMemoryLayout({
     ram: args.ram,
@@ -58,9 +60,11 @@ export function pseriesPlugins(args: QemuArgs): Plugin[] {
   };
   return [
     pseriesMachine({ layout }),
-    spaprIommu(),
+    spaprIommu({ accel: args.accel }),
     spaprPci({ defaults: info.phbDefaults, compat: { ddwExtensions: info.ddw.extensions } }),
     rtasDdw({ compat }),
+    vfioCommon(host.host !== undefined ? { host: host.host } : {}),
+    vfioPrereg(),
   ];
 }
 
@@ -93,7 +97,13 @@ export function pseriesDescription(args: QemuArgs): Record<string, unknown> {
   };
 }
 
-export interface BuildPseriesOptions {
+/** The host side of passthrough (what QEMU's command line cannot say). */
+export interface PseriesHostOptions {
+  /** Host IOMMU capabilities, as `--host "type=v2,page=64K,..."` or as data. */
+  host?: VfioCommonOptions['host'];
+}
+
+export interface BuildPseriesOptions extends PseriesHostOptions {
   /** A trace bus already configured (patterns, sinks), so the boot itself is traced. */
   trace?: TraceBus;
   /** Extra plugins (devices from other packages). */
@@ -113,7 +123,7 @@ export function buildPseries(
     ramRegionName: PSERIES_RAM_REGION,
     ...(options.trace ? { trace: options.trace } : {}),
   })
-    .use(...pseriesPlugins(args), ...(options.plugins ?? []))
+    .use(...pseriesPlugins(args, options), ...(options.plugins ?? []))
     .describe(pseriesDescription(args))
     .build();
 }

@@ -21,7 +21,8 @@ function pageMask(pageShift: number): bigint {
 
 /**
  * Registers H_GET_TCE, H_PUT_TCE, H_STUFF_TCE and H_PUT_TCE_INDIRECT with the checks, return codes,
- * partial updates and trace lines of QEMU 7.2's hw/ppc/spapr_iommu.c.
+ * partial updates and trace lines of QEMU 7.2's hw/ppc/spapr_iommu.c. Tables in the (simulated)
+ * kernel get the same results without trace lines: under KVM those calls never reach QEMU.
  */
 export function registerTceHypercalls(
   hypercalls: HypercallRegistry,
@@ -46,7 +47,7 @@ export function registerTceHypercalls(
       const masked = ioba & pageMask(table.pageShift);
       const ret = table.putEntry(masked, tce);
       const ev = isPciLiobn(table.liobn) ? t.pciPut : t.put;
-      if (ev.enabled) ev.emit(liobn, masked, tce, ret);
+      if (ev.enabled && !table.inKernel) ev.emit(liobn, masked, tce, ret);
       return ret === H_SUCCESS ? SUCCEEDED : FAILED;
     },
     owner,
@@ -69,7 +70,7 @@ export function registerTceHypercalls(
         tables.reportGuestError(`spapr_iommu_get_tce on out-of-bounds IOBA 0x${masked.toString(16)}`);
       }
       const ev = isPciLiobn(table.liobn) ? t.pciGet : t.get;
-      if (ev.enabled) ev.emit(liobn, masked, ret, tce);
+      if (ev.enabled && !table.inKernel) ev.emit(liobn, masked, ret, tce);
       return ret === H_SUCCESS ? { ret, outputs: [tce] } : FAILED;
     },
     owner,
@@ -95,7 +96,7 @@ export function registerTceHypercalls(
           `spapr_vio_put_tce on out-of-bounds IOBA 0x${(start + (BigInt(stored) << BigInt(table.pageShift))).toString(16)}`,
         );
       const ev = isPciLiobn(table.liobn) ? t.pciIndirect : t.indirect;
-      if (ev.enabled) {
+      if (ev.enabled && !table.inKernel) {
         // QEMU traces the index before the one that stopped the loop, and the TCE it last read.
         const lastRead = ok ? count - 1 : stored;
         const idx = ok ? count - 1 : stored > 0 ? stored - 1 : 0;
@@ -131,7 +132,7 @@ export function registerTceHypercalls(
         );
       const ev = isPciLiobn(table.liobn) ? t.pciStuff : t.stuff;
       // QEMU prints the ioba its loop reached, not the one the guest passed.
-      if (ev.enabled)
+      if (ev.enabled && !table.inKernel)
         ev.emit(
           liobn,
           BigInt.asUintN(64, start + (BigInt(stored) << BigInt(table.pageShift))),

@@ -15,7 +15,12 @@ export const SpaprIommuTokens = {
 export const spaprIommu = definePlugin((options: SpaprIommuOptions = {}) => ({
   name: 'spapr-iommu',
   register(ctx) {
-    const tables = new SpaprTceTables(ctx.memory.addressSpace, new SpaprIommuTraces(ctx.trace), ctx.events);
+    const tables = new SpaprTceTables(
+      ctx.memory.addressSpace,
+      new SpaprIommuTraces(ctx.trace),
+      ctx.events,
+      options.accel === 'kvm',
+    );
     provideValue(ctx.container, SpaprIommuTokens.Tables, tables);
     const multiTce = options.multiTce ?? true;
     registerTceHypercalls(ctx.hypercalls, tables, ctx.memory.addressSpace, ctx.plugin, { multiTce });
@@ -29,6 +34,12 @@ export interface SpaprIommuOptions {
    * ibm,hypertas-functions (default true, as QEMU). Without it a guest maps with H_PUT_TCE.
    */
   multiTce?: boolean;
+  /**
+   * 'kvm' simulates in-kernel TCE tables: the guest's TCE hypercalls on them are handled by the
+   * "kernel" (same results, no trace lines, no notifications) until a VFIO notifier moves the
+   * table to userspace. Default 'tcg'.
+   */
+  accel?: 'tcg' | 'kvm';
 }
 
 /** Appends a function set to /rtas ibm,hypertas-functions, a list several plugins add to. */

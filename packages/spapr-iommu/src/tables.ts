@@ -13,6 +13,8 @@ export class SpaprTceTables {
     private readonly targetAs: AddressSpace,
     readonly traces: SpaprIommuTraces,
     private readonly events: MachineEventBus,
+    /** Simulated KVM: new tables start in the kernel (see SpaprTceTable.inKernel). */
+    readonly kvm = false,
   ) {}
 
   /** Creates a disabled table (spapr_tce_new_table); a duplicate LIOBN is a configuration error. */
@@ -28,7 +30,7 @@ export class SpaprTceTables {
         'give every PHB a distinct index',
       );
     }
-    const table = new SpaprTceTable(liobn, this.targetAs, this.traces, this.events, owner);
+    const table = new SpaprTceTable(liobn, this.targetAs, this.traces, this.events, owner, this.kvm);
     this.#byLiobn.set(liobn, table);
     return table;
   }

@@ -51,6 +51,12 @@ export class SpaprIommuTraces {
 
 /** Host pointers in new_table traces are not reproducible anyway; hand out plausible ones. */
 let nextFakeTablePointer = 0x7f00_0000_0000n;
+/** Pages per run notification, and the run buffers (reused: notifications are synchronous). */
+const RUN_MAX = 512;
+const runAddr = new Float64Array(RUN_MAX);
+const runPerm = new Uint8Array(RUN_MAX);
+/** The fd of the next simulated in-kernel (KVM) table. */
+let nextFakeKvmFd = 30;
 
 /**
  * One TCE table (QEMU's SpaprTceTable): the entries of one DMA window and the IOMMU region that
@@ -84,6 +90,11 @@ export class SpaprTceTable {
     private readonly events: MachineEventBus,
     /** Who created the table (a PHB, a VIO device), for messages. */
     readonly owner: string,
+    /**
+     * Simulated KVM: tables are allocated in the kernel (fd >= 0), where the guest's TCE
+     * hypercalls are handled without reaching the emulator, until VFIO needs them in userspace.
+     */
+    readonly kvm = false,
   ) {
     const hex = liobn.toString(16);
     this.root = new ContainerRegion(`tce-root-${hex}`, UINT64_MAX);
@@ -141,9 +152,23 @@ export class SpaprTceTable {
     this.storage?.clear();
   }
 
-  /** need_vfio follows whether any IOMMU notifier is registered ([cur] spapr_tce_set_need_vfio). */
+  /** The entries live in the (simulated) kernel: hypercalls on them bypass the emulator. */
+  get inKernel(): boolean {
+    return this.fd >= 0;
+  }
+
+  /**
+   * need_vfio follows whether any IOMMU notifier is registered ([cur] spapr_tce_set_need_vfio):
+   * when it becomes true, an in-kernel table moves to userspace with its entries, because the
+   * simulated KVM has no in-kernel VFIO TCE acceleration and VFIO must see every update. When it
+   * becomes false the table stays where it is.
+   */
   setNeedVfio(needVfio: boolean): void {
+    if (this.needVfio === needVfio) return;
     this.needVfio = needVfio;
+    if (!needVfio || this.fd < 0) return;
+    // Re-allocating in userspace copies the entries: the storage itself carries over.
+    this.traceNewTable(-1);
   }
 
   /** The entry at `index` as a raw 64-bit TCE (0 outside the window). */
@@ -184,14 +209,43 @@ export class SpaprTceTable {
     if (storage === null || first >= BigInt(this.nbTable)) return 0;
     const start = Number(first);
     const fit = Math.min(count, this.nbTable - start);
-    const notify = this.iommu.hasNotifiers();
-    for (let i = 0; i < fit; i++) {
-      const high = highOf(i);
-      const low = lowOf(i);
-      storage.setHalves(start + i, high, low);
-      if (notify) this.notifyEntry(start + i, high, low);
+    if (!this.iommu.hasNotifiers()) {
+      for (let i = 0; i < fit; i++) storage.setHalves(start + i, highOf(i), lowOf(i));
+      return fit;
+    }
+    // With listeners (VFIO), entries go out as runs: one notification per up to RUN_MAX pages.
+    const lowMask = this.pageMaskLow;
+    for (let done = 0; done < fit; done += RUN_MAX) {
+      const n = Math.min(RUN_MAX, fit - done);
+      let exact = this.pageShift <= 32;
+      for (let k = 0; k < n; k++) {
+        const high = highOf(done + k);
+        const low = lowOf(done + k);
+        storage.setHalves(start + done + k, high, low);
+        runPerm[k] = low & 3;
+        // Page-aligned address as a number: exact below 2^53 (high half below 2^21).
+        runAddr[k] = high * 0x1_0000_0000 + ((low & lowMask) >>> 0);
+        if (high >= 0x20_0000) exact = false;
+      }
+      if (exact) {
+        this.iommu.notifyRun({
+          iova: BigInt(start + done) << BigInt(this.pageShift),
+          pageShift: this.pageShift,
+          count: n,
+          targetAs: this.targetAs,
+          addr: runAddr,
+          perm: runPerm,
+        });
+      } else {
+        for (let k = 0; k < n; k++) this.notifyEntry(start + done + k, highOf(done + k), lowOf(done + k));
+      }
     }
     return fit;
+  }
+
+  /** The low 32 bits of the page mask (a 32-bit page shift clears the whole low half). */
+  private get pageMaskLow(): number {
+    return this.pageShift >= 32 ? 0 : ~((1 << this.pageShift) - 1);
   }
 
   private notifyEntry(index: number, high: number, low: number): void {
@@ -210,8 +264,13 @@ export class SpaprTceTable {
 
   private allocate(): void {
     this.storage = new TceStorage(this.nbTable);
-    this.fd = -1;
-    if (this.traces.newTable.enabled) this.traces.newTable.emit(this.liobn, nextFakeTablePointer, this.fd);
+    this.traceNewTable(this.kvm && !this.needVfio ? nextFakeKvmFd++ : -1);
+  }
+
+  /** Records where the entries now live and traces it (spapr_tce_alloc_table). */
+  private traceNewTable(fd: number): void {
+    this.fd = fd;
+    if (this.traces.newTable.enabled) this.traces.newTable.emit(this.liobn, nextFakeTablePointer, fd);
     nextFakeTablePointer += 0x1000n;
   }
 }

@@ -13,6 +13,12 @@ export interface PciAddress {
  * a DMA that is not wholly mapped with the needed permission fails without touching anything.
  */
 export class PciDevice implements Device {
+  /** Lifecycle hooks a model may add (vfio-pci connects to the host IOMMU in realize). */
+  realize?(): void | Promise<void>;
+  reset?(): void;
+  unrealize?(): void;
+  dispose?(): void;
+
   constructor(
     readonly id: string,
     readonly driver: string,

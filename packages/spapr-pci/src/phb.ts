@@ -137,6 +137,11 @@ export class SpaprPhb implements Device {
     this.devices.push(device);
   }
 
+  removeDevice(device: PciDevice): void {
+    const at = this.devices.indexOf(device);
+    if (at >= 0) this.devices.splice(at, 1);
+  }
+
   /** PHB reset (system reset): DMA reset, then the windows' own reset, then a fresh DT node. */
   reset(): void {
     this.dmaReset();

@@ -11,6 +11,7 @@ import { SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { z } from 'zod';
 import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
 import { emulatedDmaDriver, PciDriverRegistry } from './drivers.js';
+import type { PciDevice } from './pci-device.js';
 import { SpaprPhb, type SpaprPhbCompat } from './phb.js';
 
 export const SpaprPciTokens = {
@@ -116,11 +117,13 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
       ctx.machine.addAddressSpace(phb.dmaAddressSpace);
     }
 
-    // PCI functions are created once every plugin has registered its drivers.
-    ctx.devices.add({
-      id: 'spapr-pci.devices',
-      realize: () => {
-        for (const [i, d] of (ctx.description.devices as PciDeviceDescription[]).entries()) {
+    // Each PCI function is a device of its own; its model is created at realize, once every
+    // plugin has registered its drivers, and realized there (vfio-pci connects to the host then).
+    for (const [i, d] of (ctx.description.devices as PciDeviceDescription[]).entries()) {
+      let device: PciDevice | undefined;
+      ctx.devices.add({
+        id: d.id,
+        realize: () => {
           const driver = drivers.get(d.driver);
           if (!driver) {
             throw new ConfigError(
@@ -138,10 +141,21 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
             );
           }
           const slot = d.slot ?? firstFreeSlot(phb);
-          phb.addDevice(driver.create({ id: d.id, phb, address: { slot, fn: d.fn }, props: d.props }));
-        }
-      },
-    });
+          const created = driver.create({ id: d.id, phb, address: { slot, fn: d.fn }, props: d.props });
+          phb.addDevice(created);
+          device = created;
+          return created.realize?.();
+        },
+        reset: () => device?.reset?.(),
+        unrealize: () => {
+          if (!device) return;
+          device.unrealize?.();
+          device.phb.removeDevice(device);
+          device = undefined;
+        },
+        dispose: () => device?.dispose?.(),
+      });
+    }
   },
 }));
 

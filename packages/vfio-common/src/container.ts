@@ -1,0 +1,633 @@
+import { DdwError, type MachineEventBus, type TraceEvent } from '@ddw/machine';
+import {
+  type AddressSpace,
+  IOMMUAccessFlags,
+  IOMMUNotifier,
+  IOMMUNotifierFlag,
+  type IOMMURun,
+  type IOMMUTLBEntry,
+  IommuMemoryRegion,
+  type MemoryListener,
+  type MemoryRegionSection,
+  RamRegion,
+  runEntry,
+} from '@ddw/memory';
+import {
+  Errno,
+  type HostIommu,
+  type HostIommuContainer,
+  type HostIommuType,
+  VFIO_DMA_MAP_FLAG_READ,
+  VFIO_DMA_MAP_FLAG_WRITE,
+  VFIO_SPAPR_TCE_IOMMU,
+  VFIO_SPAPR_TCE_v2_IOMMU,
+  VFIO_TYPE1_IOMMU,
+  VFIO_TYPE1v2_IOMMU,
+} from './host/host-iommu.js';
+import { strerror } from './traces.js';
+
+/** A failure QEMU reports while setting a device up; the device's realize fails with it. */
+export class VfioError extends DdwError {
+  override name = 'VfioError';
+  constructor(message: string) {
+    super('VFIO', message);
+  }
+}
+
+/** The trace events the container emits. */
+export interface VfioContainerTraces {
+  mapNotify: TraceEvent;
+  regionAddSkip: TraceEvent;
+  regionAddIommu: TraceEvent;
+  regionDelSkip: TraceEvent;
+  regionDel: TraceEvent;
+  createWindow: TraceEvent;
+  removeWindow: TraceEvent;
+}
+
+/** What a container needs from the machine and the host. */
+export interface VfioContainerDeps {
+  host: HostIommu;
+  /** Guest physical memory (QEMU's address_space_memory): the only legal translation target. */
+  systemMemory: AddressSpace;
+  /** The host pointer of a RAM region's byte `offset` (memory_region_get_ram_ptr), if it has one. */
+  hostPointer(mr: RamRegion, offset: bigint): bigint | undefined;
+  /** qemu_real_host_page_size. */
+  hostPageSize: bigint;
+  /** qemu_minrampagesize: the smallest page backing guest RAM. */
+  ramPageSize: bigint;
+  traces: VfioContainerTraces;
+  events: MachineEventBus;
+  /** Builds the v2 pre-registration listener (from @ddw/vfio-prereg); absent means no v2 support. */
+  preregListener?: (container: VfioContainer) => MemoryListener;
+}
+
+/** QEMU's VFIOHostDMAWindow: an IOVA range the host IOMMU can map, inclusive. */
+export interface HostDmaWindow {
+  minIova: bigint;
+  maxIova: bigint;
+  pgSizes: bigint;
+}
+
+/** QEMU's VFIOGuestIOMMU: one IOMMU section this container follows. */
+interface GuestIommu {
+  readonly mr: IommuMemoryRegion;
+  readonly notifier: IOMMUNotifier;
+  /** offset_within_address_space - offset_within_region: turns region-relative iovas into bus addresses. */
+  readonly iommuOffset: bigint;
+}
+
+let nextFakePointer = 0x55d0_0000_0000n;
+function nextPointer(): bigint {
+  nextFakePointer += 0x1000n;
+  return nextFakePointer;
+}
+const hex = (v: bigint) => v.toString(16);
+
+const UINT64_MASK = (1n << 64n) - 1n;
+
+function ctz64(v: bigint): number {
+  if (v === 0n) return 64;
+  let n = 0;
+  while ((v & 1n) === 0n) {
+    v >>= 1n;
+    n++;
+  }
+  return n;
+}
+
+function highestBit(v: bigint): bigint {
+  let bit = 1n;
+  while (bit << 1n <= v) bit <<= 1n;
+  return bit;
+}
+
+/**
+ * A VFIO container as QEMU 7.2 runs it for sPAPR (hw/vfio/common.c and hw/vfio/spapr.c): one per
+ * PHB address space, holding the host IOMMU container, the host DMA window list, and one IOMMU
+ * notifier per guest window, turning every guest TCE change into a host map or unmap.
+ */
+export class VfioContainer {
+  readonly fd: HostIommuContainer;
+  type: HostIommuType = 'v2';
+  /** Page sizes the host IOMMU offers (container->pgsizes). */
+  pgSizes = 0n;
+  readonly hostWindows: HostDmaWindow[] = [];
+  readonly #giommus: GuestIommu[] = [];
+  readonly groups = new Set<string>();
+  /** The first error while the container was being set up (container->error). */
+  error: string | undefined;
+  /** Set once set-up succeeded: later failures are runtime failures (QEMU's hw_error). */
+  initialized = false;
+  /** Why the container stopped working: what QEMU aborts on with hw_error. */
+  broken: string | undefined;
+  /** The container's %p in messages (not reproducible anyway). */
+  readonly pointer = nextPointer();
+  readonly #listener: MemoryListener;
+  #prereg: MemoryListener | undefined;
+
+  private constructor(
+    readonly as: AddressSpace,
+    readonly deps: VfioContainerDeps,
+  ) {
+    this.fd = deps.host.openContainer();
+    this.#listener = {
+      name: 'vfio',
+      regionAdd: (section) => this.regionAdd(section),
+      regionDel: (section) => this.regionDel(section),
+    };
+  }
+
+  /** Guest IOMMU sections followed, for inspection. */
+  get guestIommus(): readonly { mr: IommuMemoryRegion; iommuOffset: bigint }[] {
+    return this.#giommus;
+  }
+
+  /**
+   * vfio_connect_container for a new container: IOMMU type, SET_IOMMU with the v2 -> v1
+   * fallback, the sPAPR set-up, then the listener, whose replay creates the host windows of the
+   * guest windows already enabled. Throws VfioError with QEMU's message; nothing is left behind.
+   */
+  static create(as: AddressSpace, group: string, deps: VfioContainerDeps): VfioContainer {
+    const c = new VfioContainer(as, deps);
+    try {
+      c.setUp(group);
+    } catch (error) {
+      c.tearDown();
+      throw error;
+    }
+    return c;
+  }
+
+  private setUp(group: string): void {
+    const fd = this.fd;
+    const host = this.deps.host;
+    let iommuType = [
+      VFIO_TYPE1v2_IOMMU,
+      VFIO_TYPE1_IOMMU,
+      VFIO_SPAPR_TCE_v2_IOMMU,
+      VFIO_SPAPR_TCE_IOMMU,
+    ].find((t) => host.checkExtension(t) === 1);
+    if (iommuType === undefined) throw new VfioError('No available IOMMU models');
+    const attached = fd.attachGroup(group);
+    if (attached !== 0) throw new VfioError(`Failed to set group container: ${strerror(attached)}`);
+    this.groups.add(group);
+    for (;;) {
+      const ret = fd.setIommu(iommuType);
+      if (ret === 0) break;
+      // sPAPR hosts advertise v2 even where the platform cannot do it; only the group tells.
+      if (iommuType === VFIO_SPAPR_TCE_v2_IOMMU) {
+        iommuType = VFIO_SPAPR_TCE_IOMMU;
+        continue;
+      }
+      throw new VfioError(`Failed to set iommu for container: ${strerror(ret)}`);
+    }
+    if (iommuType !== VFIO_SPAPR_TCE_IOMMU && iommuType !== VFIO_SPAPR_TCE_v2_IOMMU) {
+      throw new VfioError(`IOMMU type ${iommuType} is not a sPAPR TCE IOMMU; ddw models only those`);
+    }
+    this.type = iommuType === VFIO_SPAPR_TCE_v2_IOMMU ? 'v2' : 'v1';
+
+    if (this.type === 'v1') {
+      const ret = fd.enable();
+      if (ret !== 0) throw new VfioError(`failed to enable container: ${strerror(ret)}`);
+    } else {
+      const make = this.deps.preregListener;
+      if (!make) {
+        throw new VfioError(
+          'the host IOMMU is SPAPR TCE v2, which needs guest RAM pre-registered: add the vfio-prereg plugin',
+        );
+      }
+      this.#prereg = make(this);
+      this.deps.systemMemory.addListener(this.#prereg);
+      if (this.error !== undefined) {
+        throw new VfioError(`RAM memory listener initialization failed: ${this.error}`);
+      }
+    }
+    const { ret, info } = fd.getInfo();
+    if (ret !== 0 || !info) throw new VfioError(`VFIO_IOMMU_SPAPR_TCE_GET_INFO failed: ${strerror(ret)}`);
+    if (this.type === 'v2') {
+      this.pgSizes = info.ddw.pgSizes;
+      // Every window, the default one included, is created when its section appears.
+      const removed = this.removeHostWindow(info.dma32WindowStart);
+      if (removed !== 0) throw new VfioError(`failed to remove existing window: ${strerror(removed)}`);
+    } else {
+      this.pgSizes = 0x1000n;
+      this.hostWindows.push({
+        minIova: info.dma32WindowStart,
+        maxIova: info.dma32WindowStart + info.dma32WindowSize - 1n,
+        pgSizes: 0x1000n,
+      });
+    }
+    this.as.addListener(this.#listener);
+    if (this.error !== undefined) throw new VfioError(`memory listener initialization failed: ${this.error}`);
+    this.initialized = true;
+  }
+
+  /** VFIO_GROUP_SET_CONTAINER for another device's group; false when the host refuses it. */
+  attachGroup(group: string): boolean {
+    if (this.groups.has(group)) return true;
+    if (this.fd.attachGroup(group) !== 0) return false;
+    this.groups.add(group);
+    return true;
+  }
+
+  /** A device left: the last one takes the container down (listeners go, the fd is closed). */
+  detachGroup(group: string): void {
+    if (!this.groups.delete(group)) return;
+    this.fd.detachGroup(group);
+    if (this.groups.size === 0) this.tearDown();
+  }
+
+  private tearDown(): void {
+    // Unregistering replays region_del: notifiers go, host windows are unmapped and removed.
+    this.as.removeListener(this.#listener);
+    if (this.#prereg) this.deps.systemMemory.removeListener(this.#prereg);
+    this.#prereg = undefined;
+    for (const group of this.groups) this.fd.detachGroup(group);
+    this.groups.clear();
+    this.fd.close();
+  }
+
+  /** QEMU's error_report. */
+  report(message: string): void {
+    this.deps.events.hostError('vfio', message);
+  }
+
+  /**
+   * A failure while the listener runs (the fail: path of region_add): kept as the set-up error
+   * before `initialized`; afterwards QEMU reports it and aborts with hw_error. ddw keeps the
+   * machine running, reports both messages (the second as fatal) and marks the container broken.
+   */
+  fail(region: string, message: string): void {
+    if (!this.initialized) {
+      this.error ??= `Region ${region}: ${message}`;
+      return;
+    }
+    this.report(message);
+    this.abort('vfio: DMA mapping failed, unable to continue');
+  }
+
+  /**
+   * QEMU's hw_error: QEMU stops there. ddw reports it as a fatal host error and marks the
+   * container broken, leaving the guest-visible state as it was.
+   */
+  abort(message: string): void {
+    this.broken ??= message;
+    this.deps.events.hostError('vfio', message, true);
+  }
+
+  private skipped(section: MemoryRegionSection): boolean {
+    const mr = section.mr;
+    return (
+      (!(mr instanceof RamRegion) && !(mr instanceof IommuMemoryRegion)) ||
+      (section.offsetWithinAddressSpace & (1n << 63n)) !== 0n
+    );
+  }
+
+  /** [iova, end] of a section trimmed to host pages, or undefined when nothing is left. */
+  private hostPageRange(section: MemoryRegionSection): { iova: bigint; end: bigint } | undefined {
+    const mask = this.deps.hostPageSize - 1n;
+    const iova = (section.offsetWithinAddressSpace + mask) & ~mask;
+    const llend = (section.offsetWithinAddressSpace + section.size) & ~mask;
+    return iova >= llend ? undefined : { iova, end: llend - 1n };
+  }
+
+  private unaligned(section: MemoryRegionSection): boolean {
+    const mask = this.deps.hostPageSize - 1n;
+    return (section.offsetWithinAddressSpace & mask) !== (section.offsetWithinRegion & mask);
+  }
+
+  private regionAdd(section: MemoryRegionSection): void {
+    const start = section.offsetWithinAddressSpace;
+    const last = start + section.size - 1n;
+    if (this.skipped(section)) {
+      const t = this.deps.traces.regionAddSkip;
+      if (t.enabled) t.emit(start, last);
+      return;
+    }
+    if (this.unaligned(section)) {
+      this.report('vfio_listener_region_add received unaligned region');
+      return;
+    }
+    const range = this.hostPageRange(section);
+    if (!range) return;
+    const { iova, end } = range;
+
+    if (this.type === 'v2') {
+      const clash = this.hostWindows.find((w) => w.minIova <= last && start <= w.maxIova);
+      if (clash) {
+        // QEMU's message lacks the space after "existing"; kept so logs compare.
+        this.fail(
+          section.mr.name,
+          `region [0x${hex(start)},0x${hex(last)}] overlaps with existinghost DMA window [0x${hex(clash.minIova)},0x${hex(clash.maxIova)}]`,
+        );
+        return;
+      }
+      const created = this.createHostWindow(section);
+      if ('errno' in created) {
+        this.fail(section.mr.name, `Failed to create SPAPR window: ${strerror(created.errno)}`);
+        return;
+      }
+      this.hostWindows.push({ minIova: start, maxIova: last, pgSizes: created.pageSize });
+    }
+
+    if (!this.hostWindows.some((w) => w.minIova <= iova && end <= w.maxIova)) {
+      this.fail(
+        section.mr.name,
+        `Container 0x${hex(this.pointer)} can't map guest IOVA region 0x${hex(iova)}..0x${hex(end)}`,
+      );
+      return;
+    }
+
+    const mr = section.mr;
+    if (mr instanceof IommuMemoryRegion) {
+      const t = this.deps.traces.regionAddIommu;
+      if (t.enabled) t.emit(iova, end);
+      const giommu: GuestIommu = {
+        mr,
+        iommuOffset: section.offsetWithinAddressSpace - section.offsetWithinRegion,
+        notifier: new IOMMUNotifier(
+          (entry) => this.mapNotify(giommu, entry),
+          IOMMUNotifierFlag.MAP | IOMMUNotifierFlag.UNMAP,
+          section.offsetWithinRegion,
+          section.offsetWithinRegion + section.size - 1n,
+          0,
+          (run) => this.mapNotifyRun(giommu, run),
+        ),
+      };
+      try {
+        // Registering flips need_vfio: an in-kernel table moves to userspace here.
+        mr.registerNotifier(giommu.notifier);
+      } catch (error) {
+        this.fail(mr.name, `${error instanceof Error ? error.message : String(error)}`);
+        return;
+      }
+      this.#giommus.unshift(giommu);
+      mr.replay(giommu.notifier);
+      return;
+    }
+
+    // Plain RAM in this address space: map it whole.
+    if (mr instanceof RamRegion) {
+      const vaddr = this.deps.hostPointer(mr, section.offsetWithinRegion + (iova - start));
+      if (vaddr === undefined) {
+        this.fail(mr.name, 'RAM without a host pointer');
+        return;
+      }
+      const ret = this.dmaMap(iova, end - iova + 1n, vaddr, section.readonly);
+      if (ret !== 0) {
+        this.fail(
+          mr.name,
+          `vfio_dma_map(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(end - iova + 1n)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
+        );
+      }
+    }
+  }
+
+  private regionDel(section: MemoryRegionSection): void {
+    const start = section.offsetWithinAddressSpace;
+    if (this.skipped(section)) {
+      const t = this.deps.traces.regionDelSkip;
+      if (t.enabled) t.emit(start, start + section.size - 1n);
+      return;
+    }
+    if (this.unaligned(section)) {
+      this.report('vfio_listener_region_del received unaligned region');
+      return;
+    }
+    const mr = section.mr;
+    if (mr instanceof IommuMemoryRegion) {
+      const at = this.#giommus.findIndex(
+        (g) => g.mr === mr && g.notifier.start === section.offsetWithinRegion,
+      );
+      if (at >= 0) {
+        mr.unregisterNotifier(this.#giommus[at]!.notifier);
+        this.#giommus.splice(at, 1);
+      }
+    }
+    const range = this.hostPageRange(section);
+    if (!range) return;
+    const { iova, end } = range;
+    const t = this.deps.traces.regionDel;
+    if (t.enabled) t.emit(iova, end);
+    // One unmap for the whole section clears whatever the notifier mapped in it.
+    const size = end - iova + 1n;
+    const ret = this.dmaUnmap(iova, size);
+    if (ret !== 0)
+      this.report(
+        `vfio_dma_unmap(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
+      );
+    if (this.type === 'v2') {
+      this.removeHostWindow(start);
+      const last = start + section.size - 1n;
+      const at = this.hostWindows.findIndex((w) => w.minIova === start && w.maxIova === last);
+      if (at < 0) {
+        this.abort(`vfio_listener_region_del: Cannot delete missing window at ${hex(start)}`);
+        return;
+      }
+      this.hostWindows.splice(at, 1);
+    }
+  }
+
+  /**
+   * vfio_spapr_create_window: the page size is the guest window's, capped by the RAM backing page
+   * and reduced to one the host offers; levels are guessed from the table size and retried
+   * upwards; a start address other than the window's is refused.
+   */
+  private createHostWindow(section: MemoryRegionSection): { pageSize: bigint } | { errno: number } {
+    const mr = section.mr as IommuMemoryRegion;
+    const minPage = mr.getMinPageSize();
+    let pageSize = minPage > this.deps.ramPageSize ? this.deps.ramPageSize : minPage;
+    const usable = this.pgSizes & (pageSize | (pageSize - 1n));
+    pageSize = usable === 0n ? 0n : highestBit(usable);
+    if (pageSize === 0n) {
+      this.report(
+        `Host doesn't support page size 0x${hex(minPage)}, the supported mask is 0x${hex(this.pgSizes)}`,
+      );
+      return { errno: -Errno.EINVAL };
+    }
+    const windowSize = section.size;
+    const pageShift = ctz64(pageSize);
+    // entries is a 32-bit unsigned in QEMU: a window of 2^32 pages or more truncates.
+    const entries = (windowSize >> BigInt(pageShift)) & 0xffffffffn;
+    const bitsTotal = ctz64((entries * 8n) & UINT64_MASK);
+    const hostShift = ctz64(this.deps.hostPageSize);
+    const bitsPerLevel = hostShift + 8;
+    let levels = Math.ceil(bitsTotal / bitsPerLevel);
+    const maxLevels = Math.floor((64 - pageShift) / hostShift);
+    let result: { ret: number; startAddr?: bigint } = { ret: -Errno.EINVAL };
+    for (; levels <= maxLevels; levels++) {
+      result = this.fd.createWindow({ pageShift, windowSize, levels });
+      if (result.ret === 0) break;
+    }
+    if (result.ret !== 0) {
+      this.report(`Failed to create a window, ret = -1 (${strerror(result.ret)})`);
+      return { errno: result.ret };
+    }
+    const startAddr = result.startAddr ?? 0n;
+    if (startAddr !== section.offsetWithinAddressSpace) {
+      this.removeHostWindow(startAddr);
+      this.report(
+        `Host doesn't support DMA window at ${hex(section.offsetWithinAddressSpace)}, must be ${hex(startAddr)}`,
+      );
+      return { errno: -Errno.EINVAL };
+    }
+    const t = this.deps.traces.createWindow;
+    if (t.enabled) t.emit(pageShift, levels, windowSize, startAddr);
+    return { pageSize };
+  }
+
+  /** vfio_spapr_remove_window. */
+  private removeHostWindow(startAddr: bigint): number {
+    const ret = this.fd.removeWindow({ startAddr });
+    if (ret !== 0) {
+      this.report(`Failed to remove window at ${hex(startAddr)}`);
+      return ret;
+    }
+    const t = this.deps.traces.removeWindow;
+    if (t.enabled) t.emit(startAddr);
+    return 0;
+  }
+
+  /** vfio_iommu_map_notify: one guest TCE change becomes one host map or unmap. */
+  private mapNotify(giommu: GuestIommu, entry: IOMMUTLBEntry): void {
+    const iova = entry.iova + giommu.iommuOffset;
+    const t = this.deps.traces.mapNotify;
+    if (t.enabled)
+      t.emit(entry.perm === IOMMUAccessFlags.NONE ? 'UNMAP' : 'MAP', iova, iova + entry.addrMask);
+    if (entry.targetAs !== this.deps.systemMemory) {
+      this.report(`Wrong target AS "${entry.targetAs?.name ?? 'none'}", only system memory is allowed`);
+      return;
+    }
+    const size = entry.addrMask + 1n;
+    if ((entry.perm & IOMMUAccessFlags.RW) !== IOMMUAccessFlags.NONE) {
+      const writable = (entry.perm & IOMMUAccessFlags.WO) !== 0;
+      const x = this.deps.systemMemory.translate(entry.translatedAddr, writable, size);
+      if (!(x.mr instanceof RamRegion)) {
+        this.report(`iommu map to non memory area ${hex(x.xlat)}`);
+        return;
+      }
+      if ((x.plen & entry.addrMask) !== 0n) {
+        this.report('iommu has granularity incompatible with target AS');
+        return;
+      }
+      const vaddr = this.deps.hostPointer(x.mr, x.xlat);
+      if (vaddr === undefined) {
+        this.report(`iommu map to non memory area ${hex(x.xlat)}`);
+        return;
+      }
+      const ret = this.dmaMap(iova, size, vaddr, !writable || x.readonly);
+      if (ret !== 0) {
+        this.report(
+          `vfio_dma_map(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
+        );
+      }
+    } else {
+      const ret = this.dmaUnmap(iova, size);
+      if (ret !== 0)
+        this.report(
+          `vfio_dma_unmap(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
+        );
+    }
+  }
+
+  /**
+   * The same as mapNotify for every page of `run`, in order, without building per-page objects:
+   * guest addresses inside one RAM range become host pointers by arithmetic, and the host applies
+   * the pages in one call. Any page that needs more (a failure, a target that is not RAM) goes
+   * through mapNotify, so messages and retries are exactly those of the page-by-page path.
+   */
+  private mapNotifyRun(giommu: GuestIommu, run: IOMMURun): void {
+    const mapPages = this.fd.mapPages?.bind(this.fd);
+    if (this.deps.traces.mapNotify.enabled || !mapPages || run.targetAs !== this.deps.systemMemory) {
+      for (let i = 0; i < run.count; i++) this.mapNotify(giommu, runEntry(run, i).entry);
+      return;
+    }
+    const pageSize = 2 ** run.pageShift;
+    const pageSizeBig = 1n << BigInt(run.pageShift);
+    const busBase = run.iova + giommu.iommuOffset;
+    if (this.#runVaddr.length < run.count) {
+      this.#runVaddr = new Float64Array(run.count);
+      this.#runFlags = new Uint8Array(run.count);
+    }
+    const vaddr = this.#runVaddr;
+    const flags = this.#runFlags;
+    let i = 0;
+    while (i < run.count) {
+      // Prepare pages i.. until one needs the slow path.
+      let k = i;
+      for (; k < run.count; k++) {
+        const perm = run.perm[k]!;
+        if (perm === IOMMUAccessFlags.NONE) {
+          flags[k] = 0;
+          continue;
+        }
+        const a = run.addr[k]!;
+        if (!(a >= this.#ram.lo && a + pageSize <= this.#ram.hi) && !this.cacheRam(a)) break;
+        const writable = (perm & IOMMUAccessFlags.WO) !== 0;
+        vaddr[k] = a + this.#ram.toHost;
+        flags[k] = VFIO_DMA_MAP_FLAG_READ | (writable && !this.#ram.readonly ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+      }
+      const applied =
+        k > i
+          ? mapPages(
+              busBase + (BigInt(i) << BigInt(run.pageShift)),
+              pageSizeBig,
+              k - i,
+              vaddr.subarray(i, k),
+              flags.subarray(i, k),
+            )
+          : 0;
+      i += applied;
+      if (i < run.count) {
+        this.mapNotify(giommu, runEntry(run, i).entry);
+        i++;
+      }
+    }
+  }
+
+  /** Guest RAM around `addr` as one range with a fixed guest-to-host offset; false when it is not RAM. */
+  private cacheRam(addr: number): boolean {
+    const x = this.deps.systemMemory.translate(BigInt(addr), false, 1n << 52n);
+    if (!(x.mr instanceof RamRegion)) return false;
+    const base = this.deps.hostPointer(x.mr, x.xlat);
+    if (base === undefined) return false;
+    this.#ram = {
+      lo: addr,
+      hi: addr + Number(x.plen),
+      toHost: Number(base) - addr,
+      readonly: x.readonly || x.mr.readonly,
+    };
+    return true;
+  }
+
+  #ram = { lo: 0, hi: 0, toHost: 0, readonly: false };
+  #runVaddr = new Float64Array(512);
+  #runFlags = new Uint8Array(512);
+
+  /**
+   * vfio_dma_map: READ always, WRITE unless read-only, so a write-only TCE maps read+write. EBUSY
+   * gets one unmap-and-retry. Linux's +1 (misaligned iova) is not an error code: QEMU reports
+   * "Success" and carries on.
+   */
+  dmaMap(iova: bigint, size: bigint, vaddr: bigint, readonly: boolean): number {
+    const flags = VFIO_DMA_MAP_FLAG_READ | (readonly ? 0 : VFIO_DMA_MAP_FLAG_WRITE);
+    let ret = this.fd.mapDma({ iova, size, vaddr, flags });
+    if (ret === 0) return 0;
+    if (ret === -Errno.EBUSY && this.dmaUnmap(iova, size) === 0) {
+      ret = this.fd.mapDma({ iova, size, vaddr, flags });
+      if (ret === 0) return 0;
+    }
+    const errno = ret < 0 ? ret : 0;
+    this.report(`VFIO_MAP_DMA failed: ${strerror(errno)}`);
+    return errno;
+  }
+
+  dmaUnmap(iova: bigint, size: bigint): number {
+    const ret = this.fd.unmapDma({ iova, size });
+    if (ret === 0) return 0;
+    const errno = ret < 0 ? ret : 0;
+    this.report(`VFIO_UNMAP_DMA failed: ${strerror(errno)}`);
+    return errno;
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * What QEMU asks of the host kernel for sPAPR passthrough: the VFIO container ioctls of Linux's
+ * drivers/vfio/vfio_iommu_spapr_tce.c, one method each. Results are what the ioctl returns: 0, a
+ * negative errno, or (a Linux quirk for a misaligned iova) +1. Nothing here throws for bad input.
+ */
+
+/** errno values (Linux, powerpc). */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  ENXIO: 6,
+  ENOMEM: 12,
+  EFAULT: 14,
+  EBUSY: 16,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOTTY: 25,
+  ENOSPC: 28,
+} as const;
+
+/** The errno name of a negative ioctl result, for messages: -22 -> "EINVAL". */
+export function errnoName(ret: number): string {
+  const found = Object.entries(Errno).find(([, v]) => v === -ret);
+  return found ? found[0] : String(ret);
+}
+
+/** VFIO IOMMU types (include/uapi/linux/vfio.h). */
+export const VFIO_TYPE1_IOMMU = 1;
+export const VFIO_SPAPR_TCE_IOMMU = 2;
+export const VFIO_TYPE1v2_IOMMU = 3;
+export const VFIO_SPAPR_TCE_v2_IOMMU = 7;
+
+/** vfio_iommu_spapr_tce_info.flags bit 0: the ddw part is valid. */
+export const VFIO_IOMMU_SPAPR_INFO_DDW = 1;
+export const VFIO_DMA_MAP_FLAG_READ = 1;
+export const VFIO_DMA_MAP_FLAG_WRITE = 2;
+
+/** The structure sizes Linux checks argsz against. */
+export const ARGSZ = {
+  info: 32,
+  infoMin: 16,
+  registerMemory: 24,
+  tceCreate: 40,
+  tceRemove: 16,
+  dmaMap: 32,
+  dmaUnmap: 24,
+} as const;
+
+export type HostIommuType = 'v1' | 'v2';
+
+/** vfio_iommu_spapr_tce_info. */
+export interface HostIommuInfo {
+  /** VFIO_IOMMU_SPAPR_INFO_DDW when the container is v2 and the platform has dynamic windows. */
+  flags: number;
+  dma32WindowStart: bigint;
+  dma32WindowSize: bigint;
+  /** Zeroed for v1, and when argsz < 32 (only the first 16 bytes are written). */
+  ddw: { pgSizes: bigint; maxDynamicWindowsSupported: number; levels: number };
+}
+
+/** One host DMA window (an iommu_table in a container slot). */
+export interface HostWindow {
+  readonly slot: number;
+  readonly startAddr: bigint;
+  readonly size: bigint;
+  readonly pageShift: number;
+  readonly levels: number;
+  /** The default 32-bit window a v2 container creates on first use (pending until then). */
+  readonly isDefault: boolean;
+}
+
+/** One mapped IOMMU page as the hardware sees it. */
+export interface HostMapping {
+  readonly iova: bigint;
+  readonly size: bigint;
+  /** Host virtual address the page was mapped from (the userspace view). */
+  readonly vaddr: bigint;
+  /** Device may read memory (TCE R). */
+  readonly read: boolean;
+  /** Device may write memory (TCE W). */
+  readonly write: boolean;
+}
+
+/** A pre-registered region (v2). */
+export interface HostRegisteredRegion {
+  readonly vaddr: bigint;
+  readonly size: bigint;
+  /** The largest IOMMU page shift the region can back. */
+  readonly pageShift: number;
+}
+
+export type HostIommuOp =
+  | 'attachGroup'
+  | 'setIommu'
+  | 'getInfo'
+  | 'enable'
+  | 'disable'
+  | 'registerMemory'
+  | 'unregisterMemory'
+  | 'createWindow'
+  | 'removeWindow'
+  | 'mapDma'
+  | 'unmapDma';
+
+/** A VFIO container fd (/dev/vfio/vfio) on the host. */
+export interface HostIommuContainer {
+  /** VFIO_GROUP_SET_CONTAINER for an IOMMU group such as "0000:01:00.0"'s group. */
+  attachGroup(group: string): number;
+  detachGroup(group: string): number;
+  /** VFIO_SET_IOMMU. */
+  setIommu(type: number): number;
+  /** The type set, once SET_IOMMU succeeded. */
+  readonly type: HostIommuType | undefined;
+  getInfo(argsz?: number): { ret: number; info?: HostIommuInfo };
+  /** v1 only. */
+  enable(): number;
+  disable(): number;
+  /** v2 only: VFIO_IOMMU_SPAPR_REGISTER_MEMORY. */
+  registerMemory(req: { vaddr: bigint; size: bigint; flags?: number; argsz?: number }): number;
+  unregisterMemory(req: { vaddr: bigint; size: bigint; flags?: number; argsz?: number }): number;
+  /** v2 only: VFIO_IOMMU_SPAPR_TCE_CREATE; the kernel chooses startAddr. */
+  createWindow(req: {
+    pageShift: number;
+    windowSize: bigint;
+    levels: number;
+    flags?: number;
+    argsz?: number;
+  }): {
+    ret: number;
+    startAddr?: bigint;
+  };
+  /** v2 only: VFIO_IOMMU_SPAPR_TCE_REMOVE (any address inside a window selects it). */
+  removeWindow(req: { startAddr: bigint; flags?: number; argsz?: number }): number;
+  /** VFIO_IOMMU_MAP_DMA; flags are VFIO_DMA_MAP_FLAG_READ | _WRITE. */
+  mapDma(req: { iova: bigint; size: bigint; vaddr: bigint; flags: number; argsz?: number }): number;
+  unmapDma(req: { iova: bigint; size: bigint; flags?: number; argsz?: number }): number;
+  /**
+   * Optional fast path: pages `iova + i * pageSize` for i < count, each exactly as
+   * mapDma({ iova_i, size: pageSize, vaddr: vaddr[i], flags: flags[i] }) would do, or as
+   * unmapDma({ iova_i, size: pageSize }) when flags[i] is 0, in order. Stops before the first page
+   * whose call would not return 0 (and may stop earlier), leaving it and the rest untouched, and
+   * returns how many pages it applied; the caller makes the per-page call for the page it stopped
+   * at. vaddr values are exact (below 2^53).
+   */
+  mapPages?(iova: bigint, pageSize: bigint, count: number, vaddr: Float64Array, flags: Uint8Array): number;
+  /** Container release: clears every TCE, frees windows and registrations. */
+  close(): void;
+
+  /** The hardware's view of `iova`, as a device's DMA would use it; undefined when not mapped. */
+  translate(iova: bigint): HostMapping | undefined;
+  /** Every mapped page, in iova order. */
+  mappings(): HostMapping[];
+  /** Windows that exist (a pending default window is not listed). */
+  windows(): HostWindow[];
+  /** Pre-registered regions this container references. */
+  registered(): HostRegisteredRegion[];
+}
+
+/** The host kernel: capabilities, and containers. */
+export interface HostIommu {
+  readonly config: HostIommuConfig;
+  /** VFIO_CHECK_EXTENSION: 1 for the IOMMU types the host offers, else 0. */
+  checkExtension(type: number): number;
+  openContainer(): HostIommuContainer;
+  /** The next `count` calls of `op` (on any container) fail with `-errno`. */
+  injectFault(op: HostIommuOp, errno: number, count?: number): void;
+}
+
+/** Host capabilities: what `--host "type=v2,page=64K,..."` sets. */
+export interface HostIommuConfig {
+  /** The best IOMMU type offered: v2 hosts also offer v1 (CHECK_EXTENSION answers 1 for both). */
+  type: HostIommuType;
+  /** Host PAGE_SIZE (64K on ppc64 distributions). */
+  pageSize: bigint;
+  /** Supported IOMMU page sizes, a bitmap of byte sizes (ddw.pgsizes), e.g. 0x1011000. */
+  pgSizes: bigint;
+  /** ddw.max_dynamic_windows_supported (and the container's window slots). */
+  maxWindows: number;
+  /** ddw.levels: the most TCE table levels a window may have. */
+  levels: number;
+  /** The default 32-bit window. */
+  dma32WindowStart: bigint;
+  dma32WindowSize: bigint;
+  /** RLIMIT_MEMLOCK in bytes; undefined = unlimited (CAP_IPC_LOCK). */
+  memlockLimit: bigint | undefined;
+  /** The page size backing guest RAM (hugetlbfs when larger than pageSize). */
+  ramPageSize: bigint;
+  /**
+   * UNREGISTER_MEMORY of a region that still has mappings: 'ebusy' (what the design intends, and
+   * 2016 kernels) or 'ok' (2018+ kernels: returns 0, the region stays pinned without an owner).
+   */
+  unregisterWhileMapped: 'ebusy' | 'ok';
+}
+
+/** A PowerNV (POWER9, IODA2) host with 64K pages and RAM on 64K pages. */
+export const DEFAULT_HOST_CONFIG: HostIommuConfig = {
+  type: 'v2',
+  pageSize: 0x10000n,
+  pgSizes: 0x1011000n,
+  maxWindows: 2,
+  levels: 5,
+  dma32WindowStart: 0n,
+  dma32WindowSize: 0x80000000n,
+  memlockLimit: undefined,
+  ramPageSize: 0x10000n,
+  unregisterWhileMapped: 'ebusy',
+};

@@ -1,0 +1,26 @@
+export {
+  type HostDmaWindow,
+  VfioContainer,
+  type VfioContainerDeps,
+  type VfioContainerTraces,
+  VfioError,
+} from './container.js';
+export * from './host/host-iommu.js';
+export { type HostMemoryBlock, HostVirtualMemory } from './host/host-memory.js';
+export {
+  formatHostConfig,
+  HOST_OPTION_KEYS,
+  type HostOptionKey,
+  hostConfigSchema,
+  parseHostOptions,
+} from './host/options.js';
+export {
+  EBADF,
+  POWERNV_SLOT1_ADDR,
+  type SimulatedHostWindow,
+  SimulatedSpaprTceContainer,
+  SimulatedSpaprTceHost,
+} from './host/simulated.js';
+export { GUEST_RAM_HOST_BASE, Vfio, type VfioCommonOptions, VfioTokens, vfioCommon } from './plugin.js';
+export { strerror, VFIO_TRACE_EVENTS } from './traces.js';
+export { type VfioConnector, VfioPciDevice, vfioPciDriver } from './vfio-pci.js';

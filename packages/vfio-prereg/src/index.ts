@@ -1,0 +1,2 @@
+export { vfioPrereg } from './plugin.js';
+export { type PreregTraces, preregListener } from './prereg.js';
