@@ -44,8 +44,12 @@ export function createProgram(
     .argument('<trace>', 'a QEMU -trace log (with or without -msg timestamp=on)')
     .option('--qemu-args <options>', 'the QEMU options of the traced run', '-M pseries')
     .option(
+      '--host <options>',
+      'host IOMMU for vfio-pci devices, e.g. "type=v2,page=64K,pgsizes=0x1011000,windows=2,levels=5"',
+    )
+    .option(
       '--trace <pattern>',
-      'events to print, as QEMU -trace (repeatable; -PATTERN disables)',
+      'events to print, as QEMU -trace (repeatable; -PATTERN disables; default: spapr_iommu_* and the vfio_ events the trace has)',
       collect,
       [],
     )
@@ -59,7 +63,12 @@ export function createProgram(
         const patterns = opts.trace.length > 0 ? opts.trace : defaultReplayPatterns(input);
         const host = opts.host !== undefined ? { host: opts.host } : {};
         const result = await replayTrace(
-          (trace) => buildPseries(opts.qemuArgs, { trace, ...host }),
+          async (trace) => {
+            const machine = await buildPseries(opts.qemuArgs, { trace, ...host });
+            // QEMU's error_report goes to stderr; so do the model's host-side errors.
+            machine.events.on('host-error', (e) => err(`ddw: ${e.source}: ${e.message}\n`));
+            return machine;
+          },
           input,
           patterns,
         );

@@ -233,9 +233,14 @@ export class VfioContainer {
 
   /** A device left: the last one takes the container down (listeners go, the fd is closed). */
   detachGroup(group: string): void {
-    if (!this.groups.delete(group)) return;
+    if (!this.groups.has(group)) return;
+    // The last group out takes the listeners down first, while the host container still works.
+    if (this.groups.size === 1) {
+      this.tearDown();
+      return;
+    }
+    this.groups.delete(group);
     this.fd.detachGroup(group);
-    if (this.groups.size === 0) this.tearDown();
   }
 
   private tearDown(): void {
