@@ -28,6 +28,15 @@ export function defaultReplayPatterns(input: readonly string[]): string[] {
   return ['spapr_iommu_*', ...vfio];
 }
 
+export interface ReplayResult {
+  /** The model's own trace lines, in QEMU's log format. */
+  lines: string[];
+  /** The input lines that were in scope (modelled events selected by the patterns). */
+  expected: string[];
+  /** Input lines that named an operation the replay could not perform (with why). */
+  skipped: string[];
+}
+
 /**
  * Drives `machine` with the guest-visible operations a QEMU trace implies and collects what the
  * model itself traces. Every output line is computed by the model: the input only decides which
