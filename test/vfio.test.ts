@@ -3,7 +3,13 @@ import { MemTxResult } from '@ddw/memory';
 import { buildPseries } from '@ddw/pseries';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
-import { GUEST_RAM_HOST_BASE, type VfioPciDevice, VfioTokens } from '@ddw/vfio-common';
+import {
+  GUEST_RAM_HOST_BASE,
+  type HostIommuOp,
+  SimulatedSpaprTceHost,
+  type VfioPciDevice,
+  VfioTokens,
+} from '@ddw/vfio-common';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const BUID = [0x08000000, 0x20000000];
@@ -270,5 +276,89 @@ describe('host failures surface as QEMU surfaces them', () => {
     expect(resolve(m.container, SpaprIommuTokens.Tables).get(W0)!.entry(2)).toBe(0x5003n);
     expect(m.guest.hcall(H_STUFF_TCE, BigInt(W0), 0x2000n, 0x6000n | 3n, 1n).ret).toBe(0n);
     expect(container.fd.translate(0x2000n)).toMatchObject({ vaddr: GUEST_RAM_HOST_BASE + 0x6000n });
+  });
+});
+
+describe('fault injection at each host step', () => {
+  /** A machine whose simulated host fails the next call of `op` with -errno before anything runs. */
+  async function faulty(op: HostIommuOp, errno: number, qemuArgs = '-M pseries -m 2G', count = 1) {
+    const m = await buildPseries(`${qemuArgs} -device vfio-pci,host=0000:01:00.0,id=hostnic`, {
+      hostIommu: (config, memory) => {
+        const host = new SimulatedSpaprTceHost(config, memory);
+        host.injectFault(op, errno, count);
+        return host;
+      },
+    });
+    machines.push(m);
+    return m;
+  }
+  const realizeFails = (why: string) =>
+    `device "hostnic" failed to realize: vfio 0000:01:00.0: failed to setup container for group 1: ${why}`;
+
+  it.each([
+    ['attachGroup', 16, 1, 'Failed to set group container: Device or resource busy'],
+    // v2 refused, then v1 refused too.
+    ['setIommu', 22, 2, 'Failed to set iommu for container: Invalid argument'],
+    [
+      'registerMemory',
+      12,
+      1,
+      'RAM memory listener initialization failed: Memory registering failed: Operation not permitted',
+    ],
+    ['getInfo', 6, 1, 'VFIO_IOMMU_SPAPR_TCE_GET_INFO failed: No such device or address'],
+    ['removeWindow', 22, 1, 'failed to remove existing window: Invalid argument'],
+  ] as const)("%s failing at realize fails the device with QEMU's message", async (op, errno, count, why) => {
+    await expect(faulty(op, errno, '-M pseries -m 2G', count)).rejects.toThrow(realizeFails(why));
+  });
+
+  it('a v2 SET_IOMMU refused falls back to v1, as QEMU does for sPAPR', async () => {
+    const m = await faulty('setIommu', 22, '-M pseries -m 2G');
+    expect(resolve(m.container, VfioTokens.Vfio).containers[0]!.type).toBe('v1');
+  });
+
+  it('v1 ENABLE failing fails the realize', async () => {
+    await expect(
+      buildPseries('-M pseries -m 2G -device vfio-pci,host=0000:01:00.0,id=hostnic', {
+        hostIommu: (config, memory) => {
+          const host = new SimulatedSpaprTceHost({ ...config, type: 'v1' }, memory);
+          host.injectFault('enable', 12);
+          return host;
+        },
+      }),
+    ).rejects.toThrow(realizeFails('failed to enable container: Cannot allocate memory'));
+  });
+
+  it('createWindow failing is retried with more levels, and after the last try stops VFIO', async () => {
+    // Boot creates the default window's host window: 1 level first, up to (64 - 12) / 16 = 3.
+    const retried = await faulty('createWindow', 22, '-M pseries -m 2G', 2);
+    const c1 = resolve(retried.container, VfioTokens.Vfio).containers[0]!;
+    expect(c1.broken).toBeUndefined();
+    expect(c1.fd.windows().map((w) => w.levels)).toEqual([3]);
+
+    const errors: HostErrorEvent[] = [];
+    const m = await faulty('createWindow', 22, '-M pseries -m 2G', 3);
+    m.events.on('host-error', (e) => errors.push(e));
+    const c = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+    expect(c.broken).toBe('vfio: DMA mapping failed, unable to continue');
+    // The guest side is untouched: the default window exists and takes TCEs.
+    expect(m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x1000n, 0x1003n).ret).toBe(0n);
+  });
+
+  it('unmapDma and TCE_REMOVE failing are reported, the guest state stays', async () => {
+    const { m, hostErrors } = await passthrough('-M pseries -m 2G');
+    const vfio = resolve(m.container, VfioTokens.Vfio);
+    m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x1000n, 0x1003n);
+    vfio.host.injectFault('unmapDma', 22);
+    expect(m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x1000n, 0n).ret).toBe(0n);
+    const c = vfio.containers[0]!;
+    expect(hostErrors.map((e) => e.message)).toEqual([
+      'VFIO_UNMAP_DMA failed: Invalid argument',
+      `vfio_dma_unmap(0x${c.pointer.toString(16)}, 0x1000, 0x1000) = -22 (Invalid argument)`,
+    ]);
+    hostErrors.length = 0;
+    expect(rtas(m, 'ibm,create-pe-dma-window', [0, ...BUID, 16, 32], 4)[0]).toBe(0);
+    vfio.host.injectFault('removeWindow', 16);
+    expect(rtas(m, 'ibm,remove-pe-dma-window', [W1], 1)).toEqual([0]);
+    expect(hostErrors.map((e) => e.message)).toContain('Failed to remove window at 800000000000000');
   });
 });

@@ -63,7 +63,10 @@ export function pseriesPlugins(args: QemuArgs, host: PseriesHostOptions = {}): P
     spaprIommu({ accel: args.accel }),
     spaprPci({ defaults: info.phbDefaults, compat: { ddwExtensions: info.ddw.extensions } }),
     rtasDdw({ compat }),
-    vfioCommon(host.host !== undefined ? { host: host.host } : {}),
+    vfioCommon({
+      ...(host.host !== undefined ? { host: host.host } : {}),
+      ...(host.hostIommu !== undefined ? { hostIommu: host.hostIommu } : {}),
+    }),
     vfioPrereg(),
   ];
 }
@@ -101,6 +104,8 @@ export function pseriesDescription(args: QemuArgs): Record<string, unknown> {
 export interface PseriesHostOptions {
   /** Host IOMMU capabilities, as `--host "type=v2,page=64K,..."` or as data. */
   host?: VfioCommonOptions['host'];
+  /** A host IOMMU backend other than the simulated Linux one (or one prepared with faults). */
+  hostIommu?: VfioCommonOptions['hostIommu'];
 }
 
 export interface BuildPseriesOptions extends PseriesHostOptions {
