@@ -11,7 +11,7 @@ import { ContainerRegion } from '@ddw/memory';
 import { type RtasDdwCompat, rtasDdw } from '@ddw/rtas-ddw';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
-import { type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
+import { parseHostOptions, type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
 import { vfioPrereg } from '@ddw/vfio-prereg';
 import { machineType } from './machine-types.js';
 import { type PseriesMemoryLayout, pseriesMemoryLayout } from './memory-layout.js';
@@ -64,7 +64,10 @@ export function pseriesPlugins(args: QemuArgs, host: PseriesHostOptions = {}): P
     spaprPci({ defaults: info.phbDefaults, compat: { ddwExtensions: info.ddw.extensions } }),
     rtasDdw({ compat }),
     vfioCommon({
-      ...(host.host !== undefined ? { host: host.host } : {}),
+      // Parsed here so a bad --host is reported as itself, before anything is built.
+      ...(host.host !== undefined
+        ? { host: typeof host.host === 'string' ? parseHostOptions(host.host) : host.host }
+        : {}),
       ...(host.hostIommu !== undefined ? { hostIommu: host.hostIommu } : {}),
     }),
     vfioPrereg(),
