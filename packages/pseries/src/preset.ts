@@ -14,7 +14,7 @@ import { spaprPci } from '@ddw/spapr-pci';
 import { parseHostOptions, type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
 import { vfioPrereg } from '@ddw/vfio-prereg';
 import { machineType } from './machine-types.js';
-import { type PseriesMemoryLayout, pseriesMemoryLayout } from './memory-layout.js';
+import { type PseriesMemoryLayout, pseriesMemoryLayout, SPAPR_MEMORY_BLOCK_SIZE } from './memory-layout.js';
 import { parseQemuArgs, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
 
 /** QEMU names pseries guest RAM so in `info mtree`. */
@@ -32,9 +32,30 @@ export const PseriesTokens = {
 export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayout }) => ({
   name: 'pseries',
   register(ctx) {
-    provideValue(ctx.container, PseriesTokens.MemoryLayout, options.layout);
-    const dm = options.layout.deviceMemory;
+    const layout = options.layout;
+    provideValue(ctx.container, PseriesTokens.MemoryLayout, layout);
+    const dm = layout.deviceMemory;
     if (dm) ctx.memory.system.addSubregion(dm.base, new ContainerRegion('device-memory', dm.size));
+    // What a guest sizes its DMA windows from (spapr_dt_memory, spapr_dt_rtas): boot RAM, and
+    // the end of hotpluggable memory (0 when there is none, as QEMU 7.2 writes it).
+    const dt = ctx.deviceTree;
+    dt.ensureNode('/memory@0');
+    dt.setPropString('/memory@0', 'device_type', 'memory');
+    dt.setPropU32Cells('/memory@0', 'reg', [
+      0,
+      0,
+      Number(layout.ram >> 32n),
+      Number(layout.ram & 0xffffffffn),
+    ]);
+    const maxDeviceAddr = dm ? dm.base + dm.size : 0n;
+    dt.ensureNode('/rtas');
+    dt.setPropU32Cells('/rtas', 'ibm,lrdr-capacity', [
+      Number(maxDeviceAddr >> 32n),
+      Number(maxDeviceAddr & 0xffffffffn),
+      0,
+      Number(SPAPR_MEMORY_BLOCK_SIZE),
+      1,
+    ]);
   },
 }));
 

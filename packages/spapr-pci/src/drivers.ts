@@ -1,4 +1,4 @@
-import { type PciAddress, PciDevice } from './pci-device.js';
+import { type PciAddress, PciDevice, type PciIds } from './pci-device.js';
 import type { SpaprPhb } from './phb.js';
 
 /** What a `-device DRIVER` needs to become a PCI function on a PHB. */
@@ -36,10 +36,15 @@ export class PciDriverRegistry {
  * An emulated device that does bus-master DMA with a 64-bit mask: ddw's own `dma-engine`, and
  * `e1000e`, which QEMU users name in their command lines (only its DMA behaviour is modelled).
  */
-export function emulatedDmaDriver(name: string): PciDriver {
+export function emulatedDmaDriver(name: string, ids: PciIds = DMA_ENGINE_IDS): PciDriver {
   return {
     name,
     dma64: true,
-    create: ({ id, phb, address }) => new PciDevice(id, name, phb, address, true),
+    create: ({ id, phb, address }) => new PciDevice(id, name, phb, address, true, ids),
   };
 }
+
+/** ddw's DMA engine answers with QEMU's `edu` teaching device's IDs. */
+export const DMA_ENGINE_IDS: PciIds = { vendorId: 0x1234, deviceId: 0x11e8, classCode: 0x00ff00 };
+/** Intel 82574L, what QEMU's e1000e presents. */
+export const E1000E_IDS: PciIds = { vendorId: 0x8086, deviceId: 0x10d3, classCode: 0x020000 };

@@ -1,6 +1,12 @@
 export * from './constants.js';
-export { emulatedDmaDriver, type PciDriver, PciDriverRegistry } from './drivers.js';
-export { type PciAddress, PciDevice } from './pci-device.js';
+export {
+  DMA_ENGINE_IDS,
+  E1000E_IDS,
+  emulatedDmaDriver,
+  type PciDriver,
+  PciDriverRegistry,
+} from './drivers.js';
+export { type PciAddress, PciDevice, type PciIds } from './pci-device.js';
 export { SpaprPhb, type SpaprPhbCompat, type SpaprPhbConfig } from './phb.js';
 export {
   type PciDeviceDescription,

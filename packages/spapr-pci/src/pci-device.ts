@@ -2,6 +2,25 @@ import type { Device } from '@ddw/machine';
 import { type AddressSpace, MemTxResult } from '@ddw/memory';
 import type { SpaprPhb } from './phb.js';
 
+/** What a PCI function says it is (its config space header), as the device tree publishes it. */
+export interface PciIds {
+  vendorId: number;
+  deviceId: number;
+  /** 24-bit class code: base class, subclass, programming interface. */
+  classCode: number;
+}
+
+/** Device-tree node names QEMU uses for PCI base classes (spapr_pci.c's class table). */
+const CLASS_NODE_NAMES: Readonly<Record<number, string>> = {
+  1: 'scsi',
+  2: 'ethernet',
+  3: 'display',
+  4: 'multimedia',
+  5: 'memory',
+  6: 'pci',
+  12: 'usb',
+};
+
 /** Where a device sits on its PHB's root bus. */
 export interface PciAddress {
   slot: number;
@@ -26,7 +45,20 @@ export class PciDevice implements Device {
     readonly address: PciAddress,
     /** Whether the driver sets a 64-bit DMA mask (what makes Linux negotiate a DDW). */
     readonly dma64: boolean,
+    readonly ids: PciIds = { vendorId: 0x1234, deviceId: 0x11e8, classCode: 0x00ff00 },
   ) {}
+
+  /** The function's device-tree node name under its PHB: `ethernet@1`, `pci1234,11e8@2,1`. */
+  get nodeName(): string {
+    const base =
+      CLASS_NODE_NAMES[this.ids.classCode >> 16] ??
+      `pci${this.ids.vendorId.toString(16)},${this.ids.deviceId.toString(16)}`;
+    const unit =
+      this.address.fn === 0
+        ? this.address.slot.toString(16)
+        : `${this.address.slot.toString(16)},${this.address.fn.toString(16)}`;
+    return `${base}@${unit}`;
+  }
 
   get devfn(): number {
     return (this.address.slot << 3) | this.address.fn;

@@ -163,6 +163,10 @@ export class SpaprPhb implements Device {
     const dt = this.deviceTree;
     const node = this.nodePath;
     dt.ensureNode(node);
+    dt.setPropString(node, 'device_type', 'pci');
+    dt.setPropU32Cells(node, 'reg', [Number(this.buid >> 32n), Number(this.buid & 0xffffffffn), 0, 0]);
+    dt.setPropU32Cells(node, '#address-cells', [3]);
+    dt.setPropU32Cells(node, '#size-cells', [2]);
     dt.setPropU32Cells(node, 'ibm,#dma-address-cells', [2]);
     dt.setPropU32Cells(node, 'ibm,#dma-size-cells', [2]);
     if (this.props.ddw) {
@@ -181,6 +185,22 @@ export class SpaprPhb implements Device {
     }
     const def = this.windows[0]!;
     const size32 = Number(BigInt.asUintN(32, BigInt(def.nbTable) << BigInt(def.pageShift)));
+    // One child node per PCI function, as QEMU's spapr_dt_pci_device: reg's first cell is the
+    // config address the guest passes to the DDW RTAS calls.
+    for (const child of dt.nodes().filter((n) => n.startsWith(`${node}/`))) dt.removeNode(child);
+    for (const device of this.devices) {
+      const path = `${node}/${device.nodeName}`;
+      dt.ensureNode(path);
+      dt.setPropU32Cells(path, 'reg', [device.configAddress, 0, 0, 0, 0]);
+      dt.setPropU32Cells(path, 'vendor-id', [device.ids.vendorId]);
+      dt.setPropU32Cells(path, 'device-id', [device.ids.deviceId]);
+      dt.setPropU32Cells(path, 'class-code', [device.ids.classCode]);
+      dt.setPropString(
+        path,
+        'compatible',
+        `pci${device.ids.vendorId.toString(16)},${device.ids.deviceId.toString(16)}`,
+      );
+    }
     dt.setPropU32Cells(node, 'ibm,dma-window', [
       def.liobn,
       Number(def.busOffset >> 32n),

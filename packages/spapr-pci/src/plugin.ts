@@ -10,7 +10,7 @@ import {
 import { SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { z } from 'zod';
 import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
-import { emulatedDmaDriver, PciDriverRegistry } from './drivers.js';
+import { E1000E_IDS, emulatedDmaDriver, PciDriverRegistry } from './drivers.js';
 import type { PciDevice } from './pci-device.js';
 import { SpaprPhb, type SpaprPhbCompat } from './phb.js';
 
@@ -80,7 +80,7 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
     const phbs = new SpaprPhbs();
     const drivers = new PciDriverRegistry();
     drivers.register(emulatedDmaDriver('dma-engine'));
-    drivers.register(emulatedDmaDriver('e1000e'));
+    drivers.register(emulatedDmaDriver('e1000e', E1000E_IDS));
     provideValue(ctx.container, SpaprPciTokens.Phbs, phbs);
     provideValue(ctx.container, SpaprPciTokens.Drivers, drivers);
 

@@ -13,6 +13,9 @@ export interface VfioConnector {
   readonly hostMemory: HostVirtualMemory;
 }
 
+/** The simulated host device: a Mellanox ConnectX-5 function, whose Linux driver sets a 64-bit mask. */
+export const HOST_DEVICE_IDS = { vendorId: 0x15b3, deviceId: 0x1017, classCode: 0x020000 };
+
 /** vfio-pci properties that change nothing about DMA: accepted, ignored. */
 const IGNORED_PROPS = /^(rombar|romfile|multifunction|bootindex|failover_pair_id|x-[a-z0-9-]+)$/;
 const HOST_ADDRESS = /^(?:[0-9a-f]{4}:)?[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i;
@@ -33,7 +36,7 @@ export class VfioPciDevice extends PciDevice {
     readonly host: string,
     private readonly connector: VfioConnector,
   ) {
-    super(id, 'vfio-pci', phb, address, true);
+    super(id, 'vfio-pci', phb, address, true, HOST_DEVICE_IDS);
   }
 
   override realize(): void {
