@@ -1,3 +1,12 @@
-export { createProgram, DEFAULT_QEMU_ARGS } from './program.js';
+export { createProgram } from './program.js';
 export { defaultReplayPatterns, type ReplayResult, replayTrace, sameEvent } from './replay.js';
+export { formatReport } from './report.js';
+export {
+  type DeviceReport,
+  type RunOptions,
+  type RunReport,
+  runMachine,
+  type TransferReport,
+  type WindowReport,
+} from './run.js';
 export { compareTraces, type TraceComparison } from './trace-diff.js';

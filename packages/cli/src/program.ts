@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
-import type { Machine } from '@ddw/machine';
+import type { LinuxGeneration } from '@ddw/guest-linux';
+import { ConfigError, type Machine, TraceBus } from '@ddw/machine';
 import { buildPseries, parseQemuSize } from '@ddw/pseries';
+import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { defaultReplayPatterns, replayTrace } from './replay.js';
+import { formatReport } from './report.js';
+import { buildRunMachine, type RunReport, runMachine } from './run.js';
 import { compareTraces } from './trace-diff.js';
-
-/** The machine `ddw` shows when told nothing: QEMU's default pseries with 2 GiB and one NIC. */
-export const DEFAULT_QEMU_ARGS = '-M pseries -m 2G -device e1000e';
 
 /** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
 export function createProgram(
@@ -23,18 +24,65 @@ export function createProgram(
   info
     .command('mtree')
     .description('print the memory tree (`info mtree`), or the flat views with --flat (`info mtree -f`)')
+    .argument('[description]', 'a machine description (JSON), merged over the default machine')
     .option('-f, --flat', 'print the rendered flat views')
     .option('-D, --disabled', 'also print disabled regions')
-    .option('--qemu-args <options>', 'the QEMU options of the machine', DEFAULT_QEMU_ARGS)
+    .option('--qemu-args <options>', 'QEMU options describing the whole machine, instead of the default one')
     .option('-m, --ram <size>', 'guest RAM size, as QEMU -m (a bare number is MiB)', checkSize)
     .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
     .action(
-      async (opts: { flat?: boolean; disabled?: boolean; qemuArgs: string; ram?: string; host?: string }) => {
-        const args = opts.ram === undefined ? opts.qemuArgs : `${opts.qemuArgs} -m ${opts.ram}`;
-        const host = opts.host !== undefined ? { host: opts.host } : {};
-        await withMachine(await buildPseries(args, host), (machine) =>
-          out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false })),
-        );
+      async (
+        file: string | undefined,
+        opts: MachineOptions & { flat?: boolean; disabled?: boolean; ram?: string },
+      ) => {
+        const machine = await buildMachine(file, opts);
+        try {
+          out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false }));
+        } finally {
+          machine.dispose();
+        }
+      },
+    );
+
+  program
+    .command('run', { isDefault: true })
+    .description('build a machine, let a Linux guest negotiate DMA windows, move data both ways, and report')
+    .argument(
+      '[description]',
+      'a machine description (JSON), merged over the default machine (or over --qemu-args)',
+    )
+    .option('--qemu-args <options>', 'QEMU options describing the whole machine, instead of the default one')
+    .option(
+      '--host <options>',
+      'host IOMMU for vfio-pci devices, e.g. "type=v2,page=64K,pgsizes=0x1011000,windows=2,levels=5"',
+    )
+    .option('--guest <generation>', 'the guest model: linux-6.1, linux-4.x or none', checkGuest, 'linux-6.1')
+    .option('--trace <pattern>', 'trace events to print on stderr, as QEMU -trace (repeatable)', collect, [])
+    .option('--json', 'print the report as one JSON object')
+    .action(
+      async (
+        file: string | undefined,
+        opts: MachineOptions & { guest: LinuxGeneration | 'none'; trace: string[]; json?: boolean },
+      ) => {
+        const trace = new TraceBus();
+        trace.setPatterns(opts.trace);
+        trace.addSink({ write: (line) => err(`${line}\n`) });
+        const progress = progressBar();
+        let report: RunReport;
+        try {
+          report = await runMachine({
+            ...(file !== undefined ? { description: readDescription(file) } : {}),
+            ...(opts.qemuArgs !== undefined ? { qemuArgs: opts.qemuArgs } : {}),
+            ...(opts.host !== undefined ? { host: opts.host } : {}),
+            guest: opts.guest,
+            trace,
+            onProgress: progress.update,
+          });
+        } finally {
+          progress.stop();
+        }
+        out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+        if (!report.ok) throw new CommanderError(1, 'ddw.run.failed', 'DMA verification failed');
       },
     );
 
@@ -86,22 +134,73 @@ export function createProgram(
       },
     );
 
-  // With no command: the default machine's memory tree and flat views.
-  program.action(async () => {
-    await withMachine(await buildPseries(DEFAULT_QEMU_ARGS), (machine) => {
-      out(machine.mtree());
-      out(machine.mtree({ flat: true }));
-    });
-  });
   return program;
 }
 
-async function withMachine(machine: Machine, use: (machine: Machine) => void): Promise<void> {
+interface MachineOptions {
+  qemuArgs?: string;
+  host?: string;
+  ram?: string;
+}
+
+function buildMachine(file: string | undefined, opts: MachineOptions): Promise<Machine> {
+  return buildRunMachine({
+    ...(file !== undefined ? { description: readDescription(file) } : {}),
+    ...(opts.qemuArgs !== undefined ? { qemuArgs: opts.qemuArgs } : {}),
+    ...(opts.host !== undefined ? { host: opts.host } : {}),
+    ...(opts.ram !== undefined ? { ram: opts.ram } : {}),
+  });
+}
+
+function readDescription(file: string): unknown {
+  let text: string;
   try {
-    use(machine);
-  } finally {
-    machine.dispose();
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(
+      'description',
+      `cannot read ${file}: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(
+      'description',
+      `${file} is not JSON: ${error instanceof Error ? error.message : String(error)}`,
+    );
+  }
+}
+
+function checkGuest(value: string): LinuxGeneration | 'none' {
+  if (value === 'linux-6.1' || value === 'linux-4.x' || value === 'none') return value;
+  throw new InvalidArgumentError(`"${value}" is not a guest model; use linux-6.1, linux-4.x or none`);
+}
+
+/** A progress bar on stderr, only on a terminal and only once the work has lasted a moment. */
+function progressBar(): { update: (step: string, done: number, total: number) => void; stop: () => void } {
+  if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
+  const started = performance.now();
+  let bar: SingleBar | undefined;
+  return {
+    update: (step, done, total) => {
+      if (!bar && performance.now() - started < 300) return;
+      if (!bar) {
+        bar = new SingleBar(
+          {
+            format: 'ddw run [{bar}] {step}',
+            stream: process.stderr,
+            clearOnComplete: true,
+            hideCursor: true,
+          },
+          Presets.shades_classic,
+        );
+        bar.start(total, done, { step });
+      }
+      bar.update(done, { step });
+    },
+    stop: () => bar?.stop(),
+  };
 }
 
 /** Refuses a size QEMU's -m would refuse, with the same message. */

@@ -43,9 +43,9 @@ describe('ddw info mtree', () => {
     await expect(run('info', 'mtree', '--ram', '2X')).rejects.toThrow(/"2X" is not a size/);
   });
 
-  it('prints the tree and the flat views with no command', async () => {
+  it('runs `ddw run` with no command: the default machine, negotiated and verified', async () => {
     const out = await run();
-    expect(out).toContain('address-space: memory');
-    expect(out).toContain('FlatView #1');
+    expect(out).toContain('Machine: pseries-7.2, 4 GiB RAM, accel tcg, guest linux-6.1');
+    expect(out).toMatch(/\nOK in \d+ ms\n$/);
   });
 });

@@ -1,3 +1,5 @@
+import type { GuestPort } from '@ddw/machine';
+
 /**
  * The guest model's public shapes. A LinuxGuest drives a machine only through its GuestPort
  * (device tree, RTAS, hypercalls, guest RAM), as a pseries Linux kernel would.
@@ -72,3 +74,12 @@ export interface PeDecision {
 }
 
 export type DmaDirection = 'to-device' | 'from-device' | 'bidirectional';
+
+/** What the guest uses of a machine's guest port (a GuestPort, or a wrapper around one in tests). */
+export type LinuxGuestPort = Pick<GuestPort, 'hcall' | 'rtasCall' | 'deviceTree' | 'memory'>;
+
+/** A driver the model knows: the name Linux binds and the DMA mask it sets. */
+export interface KnownDriver {
+  name: string;
+  dmaMaskBits: number;
+}

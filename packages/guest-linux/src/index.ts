@@ -1,1 +1,6 @@
 export * from './api.js';
+export { KNOWN_DRIVERS, knownDriver } from './drivers.js';
+export { LinuxGuest } from './guest.js';
+export { IommuTable } from './iommu-table.js';
+export { DIRECT64_PROP, DMA64_PROP, windowInfoProperty } from './pe.js';
+export { H_NOT_ENOUGH_RESOURCES, TCE_READ, TCE_WRITE, TCES_PER_CALL } from './tce.js';

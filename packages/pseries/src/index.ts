@@ -14,8 +14,11 @@ export {
 export {
   type BuildPseriesOptions,
   buildPseries,
+  buildPseriesFromDescription,
+  DEFAULT_PSERIES_MACHINE,
   PSERIES_RAM_REGION,
   type PseriesHostOptions,
+  type PseriesMachineArgs,
   PseriesTokens,
   pseriesDescription,
   pseriesMachine,

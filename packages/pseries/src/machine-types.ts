@@ -74,6 +74,6 @@ export function machineType(name: string, field = '-M'): PseriesMachineType {
   if (found) return found;
   const known = [...Object.keys(ALIASES), ...PSERIES_MACHINE_TYPES.map((t) => t.name)].join(', ');
   throw new ConfigError(field, `unknown machine type "${name}"`, `use one of: ${known}`, {
-    subject: 'QEMU options',
+    subject: field.startsWith('-') ? 'QEMU options' : 'machine description',
   });
 }

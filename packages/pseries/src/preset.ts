@@ -1,8 +1,12 @@
 import {
+  ConfigError,
   definePlugin,
+  isPlainObject,
   type Machine,
   MachineBuilder,
+  mergeDescription,
   type Plugin,
+  parseSize,
   provideValue,
   type TraceBus,
   token,
@@ -13,9 +17,25 @@ import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
 import { parseHostOptions, type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
 import { vfioPrereg } from '@ddw/vfio-prereg';
+import { z } from 'zod';
 import { machineType } from './machine-types.js';
 import { type PseriesMemoryLayout, pseriesMemoryLayout, SPAPR_MEMORY_BLOCK_SIZE } from './memory-layout.js';
 import { parseQemuArgs, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
+
+/** What a pseries machine's plugins are configured from (QemuArgs has all of it). */
+export interface PseriesMachineArgs {
+  type: string;
+  ram: bigint;
+  maxmem?: bigint;
+  slots?: number;
+  accel: 'tcg' | 'kvm';
+}
+
+/** The description section of what QEMU's `-m slots=` and `-accel` say. */
+const pseriesSectionSchema = z.strictObject({
+  slots: z.number().int().min(0).optional(),
+  accel: z.enum(['tcg', 'kvm']).optional(),
+});
 
 /** QEMU names pseries guest RAM so in `info mtree`. */
 export const PSERIES_RAM_REGION = 'ppc_spapr.ram';
@@ -31,6 +51,7 @@ export const PseriesTokens = {
  */
 export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayout }) => ({
   name: 'pseries',
+  sections: { pseries: pseriesSectionSchema.optional() },
   register(ctx) {
     const layout = options.layout;
     provideValue(ctx.container, PseriesTokens.MemoryLayout, layout);
@@ -63,7 +84,7 @@ export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayo
  * The plugins of a pseries machine of the given type, configured as that QEMU machine type
  * behaves (PHB defaults, ddw-extensions, query rules, reset-on-last-remove).
  */
-export function pseriesPlugins(args: QemuArgs, host: PseriesHostOptions = {}): Plugin[] {
+export function pseriesPlugins(args: PseriesMachineArgs, host: PseriesHostOptions = {}): Plugin[] {
   const info = machineType(args.type);
   const layout = pseriesMemoryLayout({
     ram: args.ram,
@@ -102,6 +123,7 @@ export function pseriesDescription(args: QemuArgs): Record<string, unknown> {
     type: args.type,
     ram: args.ram,
     ...(args.maxmem !== undefined ? { maxmem: args.maxmem } : {}),
+    pseries: { ...(args.slots !== undefined ? { slots: args.slots } : {}), accel: args.accel },
     phbs: args.phbs.map((phb) => ({
       id: phb.id,
       index: phb.index,
@@ -154,5 +176,65 @@ export function buildPseries(
   })
     .use(...pseriesPlugins(args, options), ...(options.plugins ?? []))
     .describe(pseriesDescription(args))
+    .build();
+}
+
+/**
+ * The machine `ddw run` builds when told nothing: pseries-7.2 with 4 GiB, and one PHB holding an
+ * emulated DMA device and a passthrough device on a simulated SPAPR TCE v2 host. A description
+ * (JSON) merges over it: change a value, add a device, remove one with `{ "id": ..., "remove": true }`.
+ */
+export const DEFAULT_PSERIES_MACHINE = {
+  type: 'pseries-7.2',
+  ram: '4G',
+  pseries: { accel: 'tcg' },
+  phbs: [{ id: 'pci', index: 0 }],
+  devices: [
+    { id: 'dma0', driver: 'dma-engine', bus: 'pci.0', slot: 1 },
+    { id: 'hostdev0', driver: 'vfio-pci', bus: 'pci.0', slot: 2, props: { host: '0000:01:00.0' } },
+  ],
+  host: { type: 'v2', page: '64K', pgsizes: '0x1011000', windows: 2, levels: 5 },
+} as const;
+
+/** A description's machine-wide settings, read before the plugins exist (they configure them). */
+function machineArgsOf(description: Record<string, unknown>): PseriesMachineArgs {
+  const section = pseriesSectionSchema.safeParse(description.pseries ?? {});
+  if (!section.success) {
+    throw new ConfigError(
+      'pseries',
+      section.error.issues.map((i) => `${i.path.join('.') || 'section'}: ${i.message}`).join('; '),
+    );
+  }
+  const type = description.type;
+  if (type !== undefined && typeof type !== 'string')
+    throw new ConfigError('type', 'is not a string', 'write e.g. "pseries-7.2"');
+  return {
+    type: machineType(type ?? 'pseries', 'type').name,
+    ram: parseSize((description.ram ?? '512M') as string, 'ram'),
+    ...(description.maxmem !== undefined
+      ? { maxmem: parseSize(description.maxmem as string, 'maxmem') }
+      : {}),
+    ...(section.data.slots !== undefined ? { slots: section.data.slots } : {}),
+    accel: section.data.accel ?? 'tcg',
+  };
+}
+
+/**
+ * Builds a pseries machine from a description (data, as a JSON file holds it), merged over
+ * `preset` (default: none). The same plugins as buildPseries; errors name the field.
+ */
+export function buildPseriesFromDescription(
+  description: unknown,
+  options: BuildPseriesOptions & { preset?: unknown } = {},
+): Promise<Machine> {
+  const merged = mergeDescription((options.preset ?? {}) as Record<string, unknown>, description);
+  if (!isPlainObject(merged)) throw new ConfigError('description', 'is not an object', 'write a JSON object');
+  const args = machineArgsOf(merged);
+  return new MachineBuilder({
+    ramRegionName: PSERIES_RAM_REGION,
+    ...(options.trace ? { trace: options.trace } : {}),
+  })
+    .use(...pseriesPlugins(args, options), ...(options.plugins ?? []))
+    .describe(merged)
     .build();
 }

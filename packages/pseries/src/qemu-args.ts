@@ -47,7 +47,14 @@ export interface QemuDevice {
 
 const PHB_DRIVER = 'spapr-pci-host-bridge';
 /** PHB properties that decide DMA windows; ddw models these. */
-const PHB_DMA_PROPS = ['dma_win_addr', 'dma_win_size', 'dma64_win_addr', 'pgsz', 'ddw'] as const;
+const PHB_DMA_PROPS = [
+  'dma_win_addr',
+  'dma_win_size',
+  'dma64_win_addr',
+  'pgsz',
+  'ddw',
+  'x-ddw-windows',
+] as const;
 /** PHB properties QEMU has that change nothing about DMA windows: accepted and ignored. */
 const PHB_OTHER_PROPS = [
   'mem_win_size',
@@ -457,13 +464,17 @@ function parseAccel(value: string, field: string): 'tcg' | 'kvm' {
  * the PHB model; here come -global values, overridden by the PHB's own -device properties.
  * Values are in the machine description's form (hex strings, booleans).
  */
-export function resolvePhbConfig(args: QemuArgs, index: number): Record<string, string | boolean> {
+export function resolvePhbConfig(args: QemuArgs, index: number): Record<string, string | boolean | number> {
   const phb = args.phbs.find((p) => p.index === index);
   const merged = { ...args.globals, ...(phb?.props ?? {}) };
-  const out: Record<string, string | boolean> = {};
+  const out: Record<string, string | boolean | number> = {};
   for (const prop of PHB_DMA_PROPS) {
     const v = merged[prop];
     if (v === undefined) continue;
+    if (prop === 'x-ddw-windows') {
+      out[prop] = Number(parseQemuU64(v, prop));
+      continue;
+    }
     out[prop] = prop === 'ddw' ? parseQemuBool(v, prop) : `0x${parseQemuU64(v, prop).toString(16)}`;
   }
   return out;

@@ -11,7 +11,7 @@ import {
   resolve,
 } from '@ddw/machine';
 import { SpaprIommuTokens } from '@ddw/spapr-iommu';
-import { SPAPR_PCI_DMA_MAX_WINDOWS, SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
+import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
 import { pageMaskToQueryMask } from './query-mask.js';
 
 /** hw/ppc/trace-events (QEMU 7.2) for spapr_rtas_ddw.c. */
@@ -82,7 +82,7 @@ export const rtasDdw = definePlugin((options: { compat?: RtasDdwCompat } = {}) =
         if (!phb) return fail(call, RTAS_OUT_PARAM_ERROR);
         const cfgaddr = call.args[0]!;
         const pgmask = pageMaskToQueryMask(phb.props.pgsz, compat.pgsize2M);
-        const avail = SPAPR_PCI_DMA_MAX_WINDOWS - phb.activeWindows();
+        const avail = phb.windowsSupported - phb.activeWindows();
         let traced: bigint;
         call.setRet(0, RTAS_OUT_SUCCESS);
         call.setRet(1, avail);
@@ -121,7 +121,7 @@ export const rtasDdw = definePlugin((options: { compat?: RtasDdwCompat } = {}) =
         // A shift of 64 or more is undefined in C; ddw treats that page size as not offered.
         const offered = pageShift < 64 && ((phb.props.pgsz >> BigInt(pageShift)) & 1n) === 1n;
         if (!offered || windowShift < pageShift) return fail(call, RTAS_OUT_PARAM_ERROR);
-        if (liobn === 0 || windows === SPAPR_PCI_DMA_MAX_WINDOWS) return fail(call, RTAS_OUT_HW_ERROR);
+        if (liobn === 0 || windows === phb.windowsSupported) return fail(call, RTAS_OUT_HW_ERROR);
         const table = tables.get(liobn);
         if (!table) return fail(call, RTAS_OUT_HW_ERROR);
         // Chosen by how many windows are active, not by which LIOBN is free (reference 2.3 step 7).

@@ -22,6 +22,8 @@ export interface PhbDmaProperties {
   /** page_size_mask: a bit per supported IOMMU page size. */
   pgsz: bigint;
   ddw: boolean;
+  /** ddw extension `x-ddw-windows`: DMA windows the PHB offers with DDW on (1 or 2; default 2). */
+  ddwWindows?: number;
 }
 
 /** QEMU 7.2's defaults; presets for other machine types override them. */

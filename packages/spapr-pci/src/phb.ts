@@ -84,9 +84,13 @@ export class SpaprPhb implements Device {
     this.dmaAddressSpace = new AddressSpace(this.dmaRoot, this.dtBusName);
   }
 
-  /** 2 with DDW, 1 without (only the default window exists then). */
+  /**
+   * 2 with DDW, 1 without (only the default window exists then). The ddw extension
+   * `x-ddw-windows` lowers it to 1 with DDW on, a PHB whose only window is the default one, so a
+   * guest must remove it to get a DDW (QEMU has no such PHB).
+   */
   get windowsSupported(): number {
-    return this.props.ddw ? SPAPR_PCI_DMA_MAX_WINDOWS : 1;
+    return this.props.ddw ? (this.props.ddwWindows ?? SPAPR_PCI_DMA_MAX_WINDOWS) : 1;
   }
 
   get nodePath(): string {

@@ -42,6 +42,8 @@ const phbSchema = z.strictObject({
   dma64_win_addr: hexSchema.optional(),
   pgsz: hexSchema.optional(),
   ddw: z.boolean().optional(),
+  /** A ddw extension, not a QEMU property: the windows a DDW PHB offers (1 or 2). */
+  'x-ddw-windows': z.number().int().min(1).max(2).optional(),
 });
 
 const deviceSchema = z.strictObject({
@@ -107,6 +109,7 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
           dma64_win_addr: d.dma64_win_addr ?? defaults.dma64_win_addr,
           pgsz: d.pgsz ?? defaults.pgsz,
           ddw: d.ddw ?? defaults.ddw,
+          ...(d['x-ddw-windows'] !== undefined ? { ddwWindows: d['x-ddw-windows'] } : {}),
         },
         compat,
         tables,

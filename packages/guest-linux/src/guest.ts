@@ -1,0 +1,432 @@
+import type {
+  DeviceDmaState,
+  DmaDirection,
+  DmaWindowInfo,
+  LinuxGeneration,
+  LinuxGuestOptions,
+  LinuxGuestPort,
+  PciFunction,
+  PeDecision,
+} from './api.js';
+import { DdwNegotiation } from './ddw.js';
+import { cellsToBigint, GuestTreeView, parentPath } from './device-tree.js';
+import { knownDriver } from './drivers.js';
+import { IommuTable } from './iommu-table.js';
+import type { PeState } from './pe.js';
+import { orderBase2, type RamLayout, readRamLayout } from './ram.js';
+import { TCE_READ, TCE_WRITE, TceCalls } from './tce.js';
+
+const DEFAULT_PAGE_SIZE = 0x10000n;
+const DEFAULT_TCE_LIST_ADDRESS = 0x2070000n;
+/** The default window's IOMMU page size on pseries: always 4 KiB. */
+const DEFAULT_WINDOW_PAGE_SHIFT = 12;
+
+interface FunctionDma {
+  state: DeviceDmaState;
+  /** The table the DMA API maps through; undefined for direct DMA (or when no window is left). */
+  table: IommuTable | undefined;
+}
+
+/**
+ * A pseries Linux guest, as far as DMA goes: it boots (finds PHBs and PCI functions in the
+ * device tree, clears each default window), lets drivers set DMA masks (which negotiates a DDW
+ * per PE as the chosen kernel generation does), and maps and unmaps buffers through the DMA API,
+ * issuing the TCE hypercalls Linux would. It reaches the machine only through its guest port.
+ */
+export class LinuxGuest {
+  readonly generation: LinuxGeneration;
+  /** The guest's PAGE_SIZE. */
+  readonly pageSize: bigint;
+  private readonly port: LinuxGuestPort;
+  private readonly options: LinuxGuestOptions;
+  private readonly tree: GuestTreeView;
+  private readonly listAddress: bigint;
+  private tce: TceCalls | undefined;
+  private ram: RamLayout = { ranges: [], hotplugMax: 0n, maxAddress: 0n };
+  private fns: PciFunction[] = [];
+  private lines: string[] = [];
+  private pes = new Map<string, PeState>();
+  private dma = new Map<string, FunctionDma>();
+
+  constructor(port: LinuxGuestPort, options: LinuxGuestOptions = {}) {
+    this.port = port;
+    this.options = options;
+    this.generation = options.generation ?? 'linux-6.1';
+    this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    if (this.pageSize < 0x1000n || (this.pageSize & (this.pageSize - 1n)) !== 0n) {
+      throw new RangeError(
+        `pageSize 0x${this.pageSize.toString(16)} is not a power of two of at least 4 KiB`,
+      );
+    }
+    this.listAddress = options.tceListAddress ?? DEFAULT_TCE_LIST_ADDRESS;
+    if ((this.listAddress & 0xfffn) !== 0n) {
+      throw new RangeError(`tceListAddress 0x${this.listAddress.toString(16)} is not 4 KiB aligned`);
+    }
+    this.tree = new GuestTreeView(port.deviceTree);
+  }
+
+  get functions(): readonly PciFunction[] {
+    return this.fns;
+  }
+
+  get log(): readonly string[] {
+    return this.lines;
+  }
+
+  /** Whether the hypervisor advertised hcall-multi-tce (known after boot). */
+  get multiTce(): boolean {
+    return this.calls().multiTce;
+  }
+
+  /** How many TCE hypercalls of each kind the guest made since boot. */
+  hypercallCounts(): { H_PUT_TCE: number; H_PUT_TCE_INDIRECT: number; H_STUFF_TCE: number } {
+    return { ...this.calls().counts };
+  }
+
+  /**
+   * The device-tree changes the guest made to its own copy of the tree: the window-info
+   * properties it adds after a DDW, and ibm,dma-window when it removed the default window.
+   */
+  deviceTreeEdits(): { path: string; name: string; value: Uint8Array | undefined }[] {
+    return this.tree.edits();
+  }
+
+  /** A property as the guest now sees it (its own edits over the machine's tree). */
+  getProp(path: string, name: string): Uint8Array | undefined {
+    return this.tree.getProp(path, name);
+  }
+
+  /**
+   * Boot: finds the PEs (nodes with ibm,dma-window) and the PCI functions below them, sets up a
+   * 4K table on each default window and clears it, as the kernel's IOMMU init does.
+   */
+  boot(): void {
+    this.lines = [];
+    this.fns = [];
+    this.pes = new Map();
+    this.dma = new Map();
+    const hypertas = this.tree.getStrings('/rtas', 'ibm,hypertas-functions') ?? [];
+    const multiTce = hypertas.includes('hcall-multi-tce');
+    this.tce = new TceCalls(this.port, this.generation, multiTce, this.listAddress, (l) =>
+      this.lines.push(l),
+    );
+    this.ram = readRamLayout(this.tree);
+    const top = this.ram.maxAddress.toString(16);
+    this.lines.push(
+      `Linux (${this.generation}) boot: RAM ${this.ram.ranges.map((r) => `[0x${r.start.toString(16)}-0x${(r.end - 1n).toString(16)}]`).join(' ')}, ` +
+        `DMA windows sized for RAM up to 0x${top}, ${multiTce ? 'multi-TCE' : 'no multi-TCE'}`,
+    );
+
+    const nodes = this.tree.nodes();
+    // PHBs get PCI domains in BUID order (QEMU's PHB index order) whatever order the tree lists
+    // them in, and a bus is scanned by device and function number.
+    const pes = nodes
+      .filter((n) => this.tree.getProp(n, 'ibm,dma-window') !== undefined)
+      .map((node) => this.newPe(node))
+      .sort((a, b) => (a.buid < b.buid ? -1 : a.buid > b.buid ? 1 : 0));
+    for (const [domain, pe] of pes.entries()) {
+      pe.domain = domain;
+      this.pes.set(pe.node, pe);
+    }
+    for (const node of nodes) {
+      if (this.pes.has(node)) continue;
+      const peNode = this.peNodeOf(node);
+      if (peNode === undefined) continue;
+      const reg = this.tree.getCells(node, 'reg');
+      const vendorId = this.tree.getCells(node, 'vendor-id')?.[0];
+      const deviceId = this.tree.getCells(node, 'device-id')?.[0];
+      if (!reg?.length || vendorId === undefined || deviceId === undefined) continue;
+      const pe = this.pes.get(peNode)!;
+      this.fns.push({
+        node,
+        peNode,
+        cfgAddr: reg[0]!,
+        buid: pe.buid,
+        vendorId,
+        deviceId,
+        driver: knownDriver(vendorId, deviceId)?.name,
+      });
+    }
+    const domainOf = (fn: PciFunction) => this.pes.get(fn.peNode)!.domain;
+    this.fns.sort((a, b) => domainOf(a) - domainOf(b) || a.cfgAddr - b.cfgAddr);
+    for (const pe of this.pes.values()) this.initDefaultTable(pe);
+  }
+
+  /**
+   * A driver sets its DMA mask. A 64-bit mask makes the guest negotiate a DDW for the function's
+   * PE (once; later functions reuse the outcome); smaller masks stay on the default window.
+   */
+  setDmaMask(fn: PciFunction, bits: number): DeviceDmaState {
+    const pe = this.peOf(fn);
+    let mode: 'direct' | 'dynamic' | 'default' = 'default';
+    let table: IommuTable | undefined = pe.defaultTable;
+    if (bits >= 64 && this.options.disableDdw) {
+      pe.decision.reasons.push(`${this.devName(fn)}: disable_ddw is set, no DDW`);
+    } else if (bits >= 64) {
+      if (!pe.negotiated) this.negotiate(pe, fn);
+      const window = pe.window;
+      // 4.x takes a window address of 0 for "no window" and keeps the device on the IOMMU.
+      if (window?.direct && (this.generation === 'linux-6.1' || window.info.busOffset !== 0n)) {
+        mode = 'direct';
+        table = undefined;
+      } else if (window && !window.direct && window.owner === fn.node) {
+        mode = 'dynamic';
+        table = window.table;
+      } else if (window && !window.direct) {
+        // Linux switches only the function that created a dynamic window to it; the others
+        // learn that the PE's window is not direct and keep the table they had.
+        pe.decision.reasons.push(
+          `${this.devName(fn)}: the PE's window is dynamic and belongs to another function; this one stays on the default window`,
+        );
+      }
+    }
+    const window = pe.window;
+    const info: DmaWindowInfo =
+      mode === 'default' ? this.defaultWindowInfo(pe) : (window?.info ?? this.defaultWindowInfo(pe));
+    const state: DeviceDmaState = {
+      fn,
+      mode,
+      window: info,
+      dmaOffset: mode === 'direct' ? info.busOffset : 0n,
+      maskBits: bits,
+    };
+    this.dma.set(fn.node, { state, table });
+    this.lines.push(
+      `${this.devName(fn)}: ${bits}-bit DMA mask: ${describeMode(state)} (LIOBN 0x${info.liobn.toString(16)})`,
+    );
+    return state;
+  }
+
+  private negotiate(pe: PeState, fn: PciFunction): void {
+    new DdwNegotiation(
+      {
+        port: this.port,
+        tree: this.tree,
+        tce: this.calls(),
+        generation: this.generation,
+        pageSize: this.pageSize,
+        ram: this.ram,
+        log: (f, line) => this.lines.push(`${this.devName(f)}: ${line}`),
+      },
+      pe,
+      fn,
+    ).run();
+  }
+
+  /** Every function with a known driver sets that driver's mask, in device-tree order. */
+  probeAll(): DeviceDmaState[] {
+    this.calls();
+    const out: DeviceDmaState[] = [];
+    for (const fn of this.fns) {
+      const bits = this.options.dmaMaskBits
+        ? this.options.dmaMaskBits(fn)
+        : fn.driver !== undefined
+          ? knownDriver(fn.vendorId, fn.deviceId)?.dmaMaskBits
+          : undefined;
+      if (bits !== undefined) out.push(this.setDmaMask(fn, bits));
+    }
+    return out;
+  }
+
+  state(fn: PciFunction): DeviceDmaState | undefined {
+    return this.dma.get(fn.node)?.state;
+  }
+
+  decisions(): PeDecision[] {
+    return [...this.pes.values()].map((pe) => ({
+      ...pe.decision,
+      reasons: [...pe.decision.reasons],
+      rtas: pe.decision.rtas.map((r) => ({ call: r.call, args: [...r.args], rets: [...r.rets] })),
+    }));
+  }
+
+  /**
+   * Maps [gpa, gpa + length) for the device. Direct: gpa + the window's address, no hypercall.
+   * Otherwise bus pages come from the function's table and the TCEs are set with hypercalls;
+   * undefined when the table is full, there is no window, or the hypervisor ran out of resources.
+   */
+  dmaMap(fn: PciFunction, gpa: bigint, length: number, direction: DmaDirection): bigint | undefined {
+    const { state, table } = this.dmaOf(fn);
+    if (!Number.isSafeInteger(length) || length <= 0) return undefined;
+    if (state.mode === 'direct') return gpa + state.dmaOffset;
+    const name = this.devName(fn);
+    if (!table) {
+      this.lines.push(`${name}: dma_map of 0x${length.toString(16)} bytes failed: no DMA window left`);
+      return undefined;
+    }
+    const shift = BigInt(table.pageShift);
+    const pageSize = 1n << shift;
+    const inPage = gpa & (pageSize - 1n);
+    const npages = Number((inPage + BigInt(length) + pageSize - 1n) >> shift);
+    // Buffers of a guest page or more start on a guest-page boundary of the bus space too.
+    const guestShift = orderBase2(this.pageSize);
+    const align =
+      table.pageShift < guestShift && BigInt(length) >= this.pageSize && gpa % this.pageSize === 0n
+        ? 2 ** (guestShift - table.pageShift)
+        : 1;
+    const entry = table.alloc(npages, align);
+    if (entry === undefined) {
+      this.lines.push(
+        `${name}: iommu_alloc failed, LIOBN 0x${table.liobn.toString(16)}, ${npages} pages: the window is full`,
+      );
+      return undefined;
+    }
+    const ioba = table.busOffset + (BigInt(entry) << shift);
+    const tce = (gpa - inPage) | TCE_READ | (direction === 'to-device' ? 0n : TCE_WRITE);
+    const r = this.calls().mapPages(table.liobn, ioba, table.pageShift, tce, npages);
+    if (r.failed) {
+      table.free(entry, npages);
+      this.lines.push(`${name}: dma_map failed: the hypervisor answered ${r.rc}`);
+      return undefined;
+    }
+    return ioba + inPage;
+  }
+
+  /** Unmaps what dmaMap returned: TCEs cleared by hypercall (nothing for direct DMA). */
+  dmaUnmap(fn: PciFunction, busAddr: bigint, length: number): void {
+    const { state, table } = this.dmaOf(fn);
+    if (state.mode === 'direct' || !table) return;
+    const shift = BigInt(table.pageShift);
+    const pageSize = 1n << shift;
+    const inPage = busAddr & (pageSize - 1n);
+    const entryBig = (busAddr - table.busOffset) >> shift;
+    const npages = Number((inPage + BigInt(length) + pageSize - 1n) >> shift);
+    const entry = Number(entryBig);
+    if (entryBig < 0n || !table.free(entry, npages)) {
+      this.lines.push(
+        `${this.devName(fn)}: dma_unmap of 0x${busAddr.toString(16)} (+0x${length.toString(16)}) does not match a mapping; ignored`,
+      );
+      return;
+    }
+    this.calls().freePages(table.liobn, busAddr - inPage, table.pageShift, npages);
+  }
+
+  private calls(): TceCalls {
+    if (!this.tce) throw new Error('LinuxGuest: call boot() first');
+    return this.tce;
+  }
+
+  private dmaOf(fn: PciFunction): FunctionDma {
+    const known = this.dma.get(fn.node);
+    if (known) return known;
+    // A function whose driver never set a mask has the 32-bit default.
+    const pe = this.peOf(fn);
+    const state: DeviceDmaState = {
+      fn,
+      mode: 'default',
+      window: this.defaultWindowInfo(pe),
+      dmaOffset: 0n,
+      maskBits: 32,
+    };
+    const entry = { state, table: pe.defaultTable };
+    this.dma.set(fn.node, entry);
+    return entry;
+  }
+
+  private peOf(fn: PciFunction): PeState {
+    this.calls();
+    const pe = this.pes.get(fn.peNode);
+    if (!pe) throw new Error(`LinuxGuest: ${fn.node} is not a PCI function found at boot`);
+    return pe;
+  }
+
+  /** The nearest ancestor carrying ibm,dma-window, as the kernel searches upward. */
+  private peNodeOf(node: string): string | undefined {
+    let at = parentPath(node);
+    while (true) {
+      if (this.pes.has(at)) return at;
+      if (at === '/') return undefined;
+      at = parentPath(at);
+    }
+  }
+
+  private newPe(node: string): PeState {
+    const reg = this.tree.getCells(node, 'reg') ?? [];
+    const buid = cellsToBigint(reg, 0, 2);
+    const cells = this.tree.getCells(node, 'ibm,dma-window') ?? [];
+    const addrCells =
+      this.tree.getCells(node, 'ibm,#dma-address-cells')?.[0] ??
+      this.tree.getCells(node, '#address-cells')?.[0] ??
+      2;
+    const sizeCells =
+      this.tree.getCells(node, 'ibm,#dma-size-cells')?.[0] ??
+      this.tree.getCells(node, '#size-cells')?.[0] ??
+      2;
+    const defaultWindow =
+      cells.length >= 1 + addrCells + sizeCells
+        ? {
+            liobn: cells[0]!,
+            busOffset: cellsToBigint(cells, 1, addrCells),
+            size: cellsToBigint(cells, 1 + addrCells, sizeCells),
+          }
+        : undefined;
+    return {
+      node,
+      buid,
+      domain: 0,
+      defaultWindow,
+      defaultTable: undefined,
+      window: undefined,
+      negotiated: false,
+      failed: false,
+      decision: {
+        peNode: node,
+        buid,
+        outcome: 'not-attempted',
+        reasons: [],
+        rtas: [],
+        defaultWindowRemoved: false,
+      },
+    };
+  }
+
+  private initDefaultTable(pe: PeState): void {
+    const w = pe.defaultWindow;
+    if (!w) return;
+    const entries = Number(w.size >> BigInt(DEFAULT_WINDOW_PAGE_SHIFT));
+    pe.defaultTable = new IommuTable(w.liobn, w.busOffset, DEFAULT_WINDOW_PAGE_SHIFT, entries);
+    this.lines.push(
+      `pci ${hex4(pe.domain)}:00: default DMA window LIOBN 0x${w.liobn.toString(16)} at 0x${w.busOffset.toString(16)}, ` +
+        `${entries} x 4K TCEs: clearing`,
+    );
+    this.calls().freePages(w.liobn, w.busOffset, DEFAULT_WINDOW_PAGE_SHIFT, entries);
+  }
+
+  private defaultWindowInfo(pe: PeState): DmaWindowInfo {
+    const w = pe.defaultWindow;
+    return {
+      liobn: w?.liobn ?? 0,
+      busOffset: w?.busOffset ?? 0n,
+      pageShift: DEFAULT_WINDOW_PAGE_SHIFT,
+      windowShift: w ? orderBase2(w.size) : 0,
+    };
+  }
+
+  /** "e1000e 0000:00:01.0", as dev_info prefixes a line. */
+  private devName(fn: PciFunction): string {
+    const pe = this.pes.get(fn.peNode);
+    const bus = (fn.cfgAddr >>> 16) & 0xff;
+    const devfn = (fn.cfgAddr >>> 8) & 0xff;
+    const name = `${hex4(pe?.domain ?? 0)}:${hex2(bus)}:${hex2(devfn >> 3)}.${devfn & 7}`;
+    return `${fn.driver ?? 'pci'} ${name}`;
+  }
+}
+
+function describeMode(state: DeviceDmaState): string {
+  switch (state.mode) {
+    case 'direct':
+      return `direct DMA, bus = phys + 0x${state.dmaOffset.toString(16)}`;
+    case 'dynamic':
+      return `dynamic window at 0x${state.window.busOffset.toString(16)}, mapped per request`;
+    default:
+      return 'default window, mapped per request';
+  }
+}
+
+function hex4(n: number): string {
+  return n.toString(16).padStart(4, '0');
+}
+
+function hex2(n: number): string {
+  return n.toString(16).padStart(2, '0');
+}

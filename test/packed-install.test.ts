@@ -1,0 +1,586 @@
+/**
+ * The packages as npm users get them: every workspace package under packages/ and the third-party
+ * plugin example are packed (`npm pack`), installed together into a scratch project in a temporary
+ * directory outside the workspace, and used from there: the custom-machine example (through tsx),
+ * the plugin from its tarball, the `ddw` executable, `import` and `require` of every package, and
+ * their type declarations (tsc). Nothing there runs from the packages' sources.
+ *
+ * It packs the built dist/ directories: CI runs `npm run build` before `npm test` (.ci/run); run it
+ * yourself before this test otherwise. The plugin's tarball is built by its own `prepack` (tsc).
+ * DDW_KEEP_SCRATCH=1 keeps the scratch directory (its path is in os.tmpdir(), `ddw-packed-*`).
+ *
+ * No network: the scratch install must not depend on a registry being reachable. Besides the
+ * tarballs above, the third-party packages the tarballs need (tsyringe, zod, commander, ...; their
+ * whole dependency closure) and the tools the scratch project uses (tsx, typescript, @types/node)
+ * are packed from the repository's own node_modules (what `npm ci` installed from the lockfile, so
+ * the same versions), and everything is installed in one `npm install --offline` of local tarballs
+ * with an empty, private npm cache. `--offline` makes npm fail rather than fetch anything, so a
+ * dependency missing from the closure shows up here, and the result does not depend on the
+ * machine's network or on what its npm cache holds.
+ */
+import { execFile } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join, relative, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = realpathSync(fileURLToPath(new URL('..', import.meta.url)));
+const packagesDir = join(root, 'packages');
+const pluginDir = join(root, 'examples', 'third-party-plugin');
+const customMachineDir = join(root, 'examples', 'custom-machine');
+const replayFixture = join(root, 'test', 'fixtures', 'qemu-7.2', 'v2-64k.trace');
+/** Tools the scratch project installs besides the packages' own dependencies. */
+const TOOLS = ['tsx', 'typescript', '@types/node'];
+/** Dependencies a package may inline in its dist/ (none: each must be shared through node_modules). */
+const SHARED_RUNTIME_DEPENDENCIES = [
+  'tsyringe',
+  'reflect-metadata',
+  'eventemitter3',
+  'zod',
+  'commander',
+  'cli-progress',
+];
+/**
+ * Known packaging problems this test reports without failing, each `package: dependency`. An entry
+ * that is no longer a problem fails the test, so the list only shrinks.
+ * - @ddw/spapr-pci imports zod but does not declare it, so tsup inlines a second zod into its dist/.
+ */
+const KNOWN_INLINED: string[] = ['@ddw/spapr-pci: zod'];
+
+interface Manifest {
+  name: string;
+  version: string;
+  main?: string;
+  module?: string;
+  types?: string;
+  bin?: string | Record<string, string>;
+  exports?: unknown;
+  files?: string[];
+  dependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+  peerDependenciesMeta?: Record<string, { optional?: boolean }>;
+}
+
+interface PackResult {
+  name: string;
+  version: string;
+  filename: string;
+  files: { path: string }[];
+}
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+
+/** The environment child processes get: no npm_* variables of an enclosing `npm test`, no repo bins. */
+function childEnv(cache: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (/^npm_/i.test(key) || key === 'INIT_CWD' || key === 'NODE_OPTIONS' || key.startsWith('VITEST'))
+      continue;
+    env[key] = value;
+  }
+  const path = (process.env.PATH ?? '').split(delimiter).filter((p) => p !== '' && !isInside(p, root));
+  return {
+    ...env,
+    PATH: path.join(delimiter),
+    npm_config_cache: cache,
+    npm_config_update_notifier: 'false',
+    npm_config_fund: 'false',
+    npm_config_audit: 'false',
+  };
+}
+
+function isInside(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel === '' || (!rel.startsWith('..') && !rel.startsWith(sep) && rel !== path);
+}
+
+function run(command: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<Run> {
+  return new Promise((done) => {
+    execFile(command, args, { cwd, env, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      const status = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+      done({ status, stdout, stderr: error && status === null ? `${stderr}\n${error.message}` : stderr });
+    });
+  });
+}
+
+/** Runs and insists on exit code 0, with the command's output in the error otherwise. */
+async function ok(
+  command: string,
+  args: readonly string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+): Promise<Run> {
+  const r = await run(command, args, cwd, env);
+  if (r.status !== 0) {
+    throw new Error(
+      `\`${command} ${args.join(' ')}\` in ${cwd} exited with ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`,
+    );
+  }
+  return r;
+}
+
+/** `npm pack --json` output; lifecycle banners go to stderr, but be lenient about stray lines. */
+function packJson(stdout: string): PackResult[] {
+  const start = stdout.search(/^\[/m);
+  if (start < 0) throw new Error(`npm pack printed no JSON:\n${stdout}`);
+  return JSON.parse(stdout.slice(start));
+}
+
+/** Where node would find `name` from `fromDir` (its real path), or undefined. */
+function locate(name: string, fromDir: string): string | undefined {
+  for (let dir = fromDir; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'node_modules', name);
+    if (existsSync(join(candidate, 'package.json'))) return realpathSync(candidate);
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+/**
+ * The installed directories of `roots` and of everything they depend on, one per package name,
+ * found as node would find them from where each is required (so nested versions are honoured).
+ */
+function dependencyClosure(roots: readonly { name: string; from: string }[]): Map<string, string> {
+  const byName = new Map<string, string>();
+  const visit = (name: string, from: string, required: boolean, why: string) => {
+    const dir = locate(name, from);
+    if (!dir) {
+      if (required)
+        throw new Error(
+          `${name} (needed by ${why}) is not installed in ${root}/node_modules: run \`npm ci\``,
+        );
+      return;
+    }
+    const known = byName.get(name);
+    if (known !== undefined) {
+      if (known !== dir && readManifest(known).version !== readManifest(dir).version) {
+        throw new Error(
+          `two versions of ${name} are needed (${readManifest(known).version} and ${readManifest(dir).version}, for ${why}); ` +
+            'the offline scratch install holds one per name',
+        );
+      }
+      return;
+    }
+    byName.set(name, dir);
+    const m = readManifest(dir);
+    for (const dep of Object.keys(m.dependencies ?? {}))
+      visit(dep, dir, !(dep in (m.optionalDependencies ?? {})), name);
+    for (const dep of Object.keys(m.optionalDependencies ?? {})) visit(dep, dir, false, name);
+    for (const dep of Object.keys(m.peerDependencies ?? {})) {
+      visit(dep, dir, !m.peerDependenciesMeta?.[dep]?.optional, name);
+    }
+  };
+  for (const { name, from } of roots) visit(name, from, true, 'the scratch project');
+  return byName;
+}
+
+/** Every file a package.json makes part of its interface: main, module, types, exports targets, bins. */
+function entryFiles(m: Manifest): string[] {
+  const files = new Set<string>();
+  const add = (p: unknown) => {
+    if (typeof p === 'string' && p.startsWith('./') && !p.includes('*')) files.add(p.slice(2));
+    else if (typeof p === 'string' && !p.startsWith('.') && !p.includes('*')) files.add(p);
+  };
+  add(m.main);
+  add(m.module);
+  add(m.types);
+  if (typeof m.bin === 'string') add(m.bin);
+  else for (const b of Object.values(m.bin ?? {})) add(b);
+  const walk = (node: unknown) => {
+    if (typeof node === 'string') add(node);
+    else if (node && typeof node === 'object') for (const v of Object.values(node)) walk(v);
+  };
+  walk(m.exports);
+  return [...files].sort();
+}
+
+/** Bare module specifiers a JS file imports or requires (package names only). */
+function importedPackages(code: string): Set<string> {
+  const names = new Set<string>();
+  for (const [, spec] of code.matchAll(
+    /(?:from\s*|import\s*\(?\s*|require\s*\(\s*)["']([^"'./][^"']*)["']/g,
+  )) {
+    if (spec!.startsWith('node:')) continue;
+    names.add(spec!.startsWith('@') ? spec!.split('/').slice(0, 2).join('/') : spec!.split('/')[0]!);
+  }
+  return names;
+}
+
+const workspacePackages = readdirSync(packagesDir, { withFileTypes: true })
+  .filter((e) => e.isDirectory() && existsSync(join(packagesDir, e.name, 'package.json')))
+  .map((e) => ({ dir: join(packagesDir, e.name), manifest: readManifest(join(packagesDir, e.name)) }));
+const ddwNames = workspacePackages.map((p) => p.manifest.name);
+const plugin = readManifest(pluginDir);
+
+describe.concurrent('the packed packages, installed in a project outside the workspace', () => {
+  let scratch = '';
+  let env: NodeJS.ProcessEnv = {};
+  const packs = new Map<string, PackResult>();
+  const timings: string[] = [];
+
+  beforeAll(async () => {
+    // The packages must have been built: this test packs what `npm run build` left in dist/.
+    const unbuilt = workspacePackages.filter((p) => !existsSync(join(p.dir, 'dist')));
+    if (unbuilt.length > 0) {
+      throw new Error(
+        `${unbuilt.map((p) => relative(root, p.dir)).join(', ')}: no dist/. This test packs the built packages: ` +
+          'run `npm run build` first (CI runs it before `npm test`)',
+      );
+    }
+    for (const p of workspacePackages) {
+      const newest = (dir: string): number =>
+        readdirSync(dir, { withFileTypes: true }).reduce(
+          (t, e) =>
+            Math.max(t, e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs),
+          0,
+        );
+      if (newest(join(p.dir, 'src')) > newest(join(p.dir, 'dist'))) {
+        console.warn(
+          `packed-install: ${relative(root, p.dir)}/dist is older than its src/; \`npm run build\` to test the current code`,
+        );
+      }
+    }
+
+    scratch = mkdtempSync(join(realpathSync(tmpdir()), 'ddw-packed-'));
+    if (isInside(scratch, root)) throw new Error(`the scratch directory ${scratch} is inside the workspace`);
+    const tarballs = join(scratch, 'tarballs');
+    const project = join(scratch, 'project');
+    mkdirSync(tarballs);
+    mkdirSync(project);
+    env = childEnv(join(scratch, 'npm-cache'));
+
+    // Everything is packed at once: the workspace packages (one npm, every packages/* directory),
+    // the plugin (its prepack builds dist/ with tsc), and the third-party dependency closure.
+    let t = performance.now();
+    const closure = dependencyClosure([
+      ...[
+        ...workspacePackages.map((p) => ({ dir: p.dir, manifest: p.manifest })),
+        { dir: pluginDir, manifest: plugin },
+      ].flatMap(({ dir, manifest }) =>
+        Object.keys({ ...manifest.dependencies, ...manifest.peerDependencies })
+          .filter((name) => !ddwNames.includes(name))
+          .map((name) => ({ name, from: dir })),
+      ),
+      ...TOOLS.map((name) => ({ name, from: root })),
+    ]);
+    const pack = (cwd: string, args: string[]) =>
+      ok('npm', ['pack', '--json', '--pack-destination', tarballs, ...args], cwd, env).then((r) =>
+        packJson(r.stdout),
+      );
+    const packed = await Promise.all([
+      pack(
+        root,
+        workspacePackages.flatMap((p) => ['--workspace', relative(root, p.dir)]),
+      ),
+      pack(pluginDir, []),
+      // Installed copies: their own build and install scripts already ran (or must not run again).
+      pack(root, ['--ignore-scripts', ...closure.values()]),
+    ]);
+    for (const result of packed.flat()) packs.set(result.name, result);
+    timings.push(`pack ${((performance.now() - t) / 1000).toFixed(1)}s (${packs.size} tarballs)`);
+
+    // One install of local tarballs only, with no network. The package.json is written directly
+    // (what `npm init -y` would do, one npm start-up less), as an ES module project: the example
+    // uses top-level await.
+    t = performance.now();
+    writeFileSync(
+      join(project, 'package.json'),
+      `${JSON.stringify({ name: 'ddw-packed-install-check', version: '1.0.0', private: true, type: 'module' }, null, 2)}\n`,
+    );
+    await ok(
+      'npm',
+      [
+        'install',
+        '--offline',
+        '--ignore-scripts',
+        '--no-audit',
+        '--no-fund',
+        ...[...packs.values()].map((p) => join(tarballs, p.filename)),
+      ],
+      project,
+      env,
+    );
+    timings.push(`install ${((performance.now() - t) / 1000).toFixed(1)}s`);
+
+    // The custom-machine example, as it is in the repository (its imports are package names).
+    mkdirSync(join(project, 'custom-machine'));
+    for (const file of readdirSync(customMachineDir).filter((f) => f.endsWith('.ts'))) {
+      copyFileSync(join(customMachineDir, file), join(project, 'custom-machine', file));
+    }
+    copyFileSync(replayFixture, join(project, 'v2-64k.trace'));
+    writeScratchFiles(project);
+  }, 300_000);
+
+  afterAll(() => {
+    if (timings.length > 0) console.log(`packed-install: ${timings.join(', ')}`);
+    if (scratch !== '' && process.env.DDW_KEEP_SCRATCH === undefined)
+      rmSync(scratch, { recursive: true, force: true });
+  });
+
+  const project = () => join(scratch, 'project');
+  const bin = (name: string) => join(project(), 'node_modules', '.bin', name);
+
+  it('ships every file each package.json points to (main, module, types, exports, bin)', () => {
+    for (const { manifest } of [...workspacePackages, { manifest: plugin }]) {
+      const result = packs.get(manifest.name);
+      expect(result, `${manifest.name} was packed`).toBeDefined();
+      const shipped = new Set(result!.files.map((f) => f.path));
+      const missing = entryFiles(manifest).filter((f) => !shipped.has(f));
+      expect(
+        missing,
+        `${manifest.name}: files its package.json names but its tarball lacks (run \`npm run build\`?)`,
+      ).toEqual([]);
+    }
+  });
+
+  it('keeps shared dependencies out of the bundles: each dist/ imports them instead of inlining a copy', () => {
+    const inlined: string[] = [];
+    for (const { dir, manifest } of workspacePackages) {
+      const used = new Set<string>();
+      const walk = (d: string) => {
+        for (const e of readdirSync(d, { withFileTypes: true })) {
+          if (e.isDirectory()) walk(join(d, e.name));
+          else if (e.name.endsWith('.ts'))
+            for (const n of importedPackages(readFileSync(join(d, e.name), 'utf8'))) used.add(n);
+        }
+      };
+      walk(join(dir, 'src'));
+      const installed = join(project(), 'node_modules', ...manifest.name.split('/'));
+      const dist = importedPackages(readFileSync(join(installed, 'dist', 'index.js'), 'utf8'));
+      for (const name of used) {
+        if (SHARED_RUNTIME_DEPENDENCIES.includes(name) && !dist.has(name))
+          inlined.push(`${manifest.name}: ${name}`);
+      }
+    }
+    expect(inlined.sort(), 'a package imports a dependency it does not declare, so tsup inlined it').toEqual(
+      [...KNOWN_INLINED].sort(),
+    );
+  });
+
+  it('installs one copy of tsyringe, reflect-metadata and eventemitter3', async () => {
+    const names = ['tsyringe', 'reflect-metadata', 'eventemitter3'];
+    const listed = await Promise.all(
+      names.map((name) => ok('npm', ['ls', name, '--all', '--parseable'], project(), env)),
+    );
+    const projectPath = realpathSync(project());
+    for (const [i, name] of names.entries()) {
+      const copies = listed[i]!.stdout.split('\n').filter(
+        (line) => line.trim() !== '' && realpathSync(line) !== projectPath,
+      );
+      expect(copies, `npm ls ${name} --all --parseable`).toEqual([join(projectPath, 'node_modules', name)]);
+    }
+  });
+
+  it('runs the custom-machine example with tsx', async () => {
+    const r = await ok(bin('tsx'), ['custom-machine/run.ts'], project(), env);
+    expect(r.stdout).toContain('custom machine: all DMA verified');
+    expect(r.stdout).toMatch(/^dma nic0 to-device \d+ bytes at bus 0x[0-9a-f]+: ok$/m);
+  });
+
+  it('uses the third-party plugin from its tarball, as compiled JavaScript', async () => {
+    const r = await ok(process.execPath, ['plugin-check.mjs'], project(), env);
+    expect(JSON.parse(r.stdout)).toEqual({
+      put: '0',
+      text: 'packed',
+      lines: [
+        'dma_tracer_realize tr0 buid=0x800000020000000 addr=0x1000',
+        'dma_tracer_read tr0 iova=0x1000 len=0x6 res=0',
+      ],
+      counters: { reads: 1, writes: 0, bytesRead: 6, bytesWritten: 0, faults: 0 },
+    });
+  });
+
+  it('runs the ddw executable: info mtree, and replay --check of a QEMU trace', async () => {
+    const [mtree, replay] = await Promise.all([
+      ok('npx', ['--offline', '--no', 'ddw', 'info', 'mtree', '--ram', '1G'], project(), env),
+      ok(
+        'npx',
+        [
+          '--offline',
+          '--no',
+          'ddw',
+          'replay',
+          'v2-64k.trace',
+          '--qemu-args',
+          '-M pseries -m 4G -global spapr-pci-host-bridge.pgsz=0x11000 -device e1000e',
+          '--check',
+        ],
+        project(),
+        env,
+      ),
+    ]);
+    expect(mtree.stdout).toContain('(prio 0, ram): ppc_spapr.ram');
+    expect(replay.stdout).toMatch(/^[1-9]\d* compared, 0 differ\n$/);
+  });
+
+  it('loads every package with import and with require, with the same exports', async () => {
+    const [esm, cjs] = await Promise.all([
+      ok(process.execPath, ['load.mjs', ...ddwNames], project(), env),
+      ok(process.execPath, ['load.cjs', ...ddwNames], project(), env),
+    ]);
+    const imported: Record<string, string[]> = JSON.parse(esm.stdout);
+    const required: Record<string, string[]> = JSON.parse(cjs.stdout);
+    for (const name of ddwNames) {
+      expect(imported[name]!.length, `${name} exports something`).toBeGreaterThan(0);
+      expect(required[name], `${name}: require() gives what import gives`).toEqual(imported[name]);
+    }
+  });
+
+  it('type-checks against the shipped declarations (moduleResolution node16 for ESM and CJS, and bundler)', async () => {
+    await Promise.all([
+      ok(bin('tsc'), ['-p', 'tsconfig.json'], project(), env),
+      ok(bin('tsc'), ['-p', 'tsconfig.bundler.json'], project(), env),
+    ]);
+  });
+});
+
+/** The scratch project's own files: tsconfigs, type checks, load scripts, the plugin script. */
+function writeScratchFiles(project: string): void {
+  const write = (path: string, text: string) => {
+    mkdirSync(dirname(join(project, path)), { recursive: true });
+    writeFileSync(join(project, path), text);
+  };
+  const compilerOptions = {
+    target: 'ES2022',
+    lib: ['ES2022'],
+    strict: true,
+    noEmit: true,
+    // The custom machine's service uses parameter decorators (@inject); tsx reads this too.
+    experimentalDecorators: true,
+    // The declarations are part of what is checked.
+    skipLibCheck: false,
+    types: ['node'],
+  };
+  write(
+    'tsconfig.json',
+    `${JSON.stringify(
+      {
+        compilerOptions: { ...compilerOptions, module: 'Node16', moduleResolution: 'Node16' },
+        include: ['custom-machine/*.ts', 'types/esm.mts', 'types/cjs.cts', 'types/plugin.mts'],
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  write(
+    'tsconfig.bundler.json',
+    `${JSON.stringify(
+      {
+        compilerOptions: { ...compilerOptions, module: 'ESNext', moduleResolution: 'Bundler' },
+        include: ['custom-machine/*.ts', 'types/bundler.ts', 'types/plugin.mts'],
+      },
+      null,
+      2,
+    )}\n`,
+  );
+
+  // Each package by name, as a namespace, plus a use of one export whose type must be real: an
+  // `any` from an unresolved declaration would make the @ts-expect-error lines unused, an error.
+  const ns = (name: string) => `p${ddwNames.indexOf(name)}`;
+  const typeChecks = (importLine: (ns: string, name: string) => string) =>
+    [
+      ...ddwNames.map((name) => importLine(ns(name), name)),
+      '',
+      `export const names: string[] = [${ddwNames.map((name) => `...Object.keys(${ns(name)})`).join(', ')}];`,
+      `export const built: Promise<${ns('@ddw/machine')}.Machine> = ${ns('@ddw/pseries')}.buildPseries('-m 1G');`,
+      `export const tok: ${ns('@ddw/machine')}.Token<number> = ${ns('@ddw/machine')}.token<number>('check', 'Number');`,
+      '// @ts-expect-error createMachine takes plugins, not a string',
+      `export const wrong = ${ns('@ddw/machine')}.createMachine('spapr-pci', {});`,
+      '// @ts-expect-error a PCI driver needs create()',
+      `export const driver: ${ns('@ddw/spapr-pci')}.PciDriver = { name: 'x', dma64: true };`,
+      '',
+    ].join('\n');
+  write(
+    'types/esm.mts',
+    typeChecks((ns, name) => `import * as ${ns} from '${name}';`),
+  );
+  write(
+    'types/cjs.cts',
+    typeChecks((ns, name) => `import ${ns} = require('${name}');`),
+  );
+  write(
+    'types/bundler.ts',
+    typeChecks((ns, name) => `import * as ${ns} from '${name}';`),
+  );
+  write(
+    'types/plugin.mts',
+    [
+      "import { buildPseries } from '@ddw/pseries';",
+      "import { type DmaTraceCounters, type DmaTracerDevice, DmaTraceTokens, dmaTracer } from 'ddw-plugin-dma-trace';",
+      "import { resolve } from '@ddw/machine';",
+      '',
+      "const machine = await buildPseries('-device dma-tracer,id=tr0', { plugins: [dmaTracer()] });",
+      "const tr0: DmaTracerDevice | undefined = resolve(machine.container, DmaTraceTokens.Tracers).get('tr0');",
+      'export const counters: DmaTraceCounters | undefined = tr0?.counters;',
+      '// @ts-expect-error the counters are numbers',
+      'export const wrong: string | undefined = tr0?.counters.bytesRead;',
+      '',
+    ].join('\n'),
+  );
+
+  // Runtime: the export names of each package, through import() and through require().
+  write(
+    'load.mjs',
+    [
+      'const out = {};',
+      'for (const name of process.argv.slice(2)) {',
+      "  out[name] = Object.keys(await import(name)).filter((k) => k !== 'default').sort();",
+      '}',
+      'console.log(JSON.stringify(out));',
+      '',
+    ].join('\n'),
+  );
+  write(
+    'load.cjs',
+    [
+      'const out = {};',
+      'for (const name of process.argv.slice(2)) {',
+      "  out[name] = Object.keys(require(name)).filter((k) => k !== 'default' && k !== '__esModule').sort();",
+      '}',
+      'console.log(JSON.stringify(out));',
+      '',
+    ].join('\n'),
+  );
+
+  // The plugin from its tarball, in plain JavaScript: a pseries machine with one dma-tracer, a page
+  // mapped with H_PUT_TCE, one DMA read.
+  write(
+    'plugin-check.mjs',
+    [
+      "import { H_PUT_TCE, resolve, TraceBus } from '@ddw/machine';",
+      "import { buildPseries } from '@ddw/pseries';",
+      "import { DmaTraceTokens, dmaTracer } from 'ddw-plugin-dma-trace';",
+      '',
+      'const trace = new TraceBus();',
+      "trace.setPatterns(['dma_tracer_*']);",
+      'const lines = trace.collect();',
+      "const m = await buildPseries('-M pseries -m 1G -device dma-tracer,id=tr0,addr=2', { trace, plugins: [dmaTracer()] });",
+      'const put = m.guest.hcall(H_PUT_TCE, 0x80000000n, 0x1000n, 0x200000n | 3n);',
+      "m.guest.memory.write(0x200000n, new TextEncoder().encode('packed'));",
+      "const tr0 = resolve(m.container, DmaTraceTokens.Tracers).get('tr0');",
+      'const read = tr0.dmaRead(0x1000n, 6);',
+      'const text = new TextDecoder().decode(read.data);',
+      'console.log(JSON.stringify({ put: String(put.ret), text, lines: lines.lines, counters: tr0.counters }));',
+      'm.dispose();',
+      '',
+    ].join('\n'),
+  );
+}

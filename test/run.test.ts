@@ -1,0 +1,147 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createProgram, runMachine } from '@ddw/cli';
+import { describe, expect, it } from 'vitest';
+
+/** Runs the `ddw` program in-process; the exit code is what bin.ts would exit with. */
+async function ddw(...args: string[]): Promise<{ out: string; err: string; code: number }> {
+  let out = '';
+  let err = '';
+  const program = createProgram(
+    (t) => {
+      out += t;
+    },
+    (t) => {
+      err += t;
+    },
+  );
+  program.configureOutput({ writeErr: (t) => (err += t), writeOut: (t) => (out += t) });
+  try {
+    await program.parseAsync(['node', 'ddw', ...args]);
+    return { out, err, code: 0 };
+  } catch (error) {
+    const exitCode = (error as { exitCode?: unknown }).exitCode;
+    if (typeof exitCode === 'number') return { out, err, code: exitCode };
+    throw error;
+  }
+}
+
+function descriptionFile(description: unknown): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'ddw-run-')), 'machine.json');
+  writeFileSync(file, JSON.stringify(description));
+  return file;
+}
+
+describe('ddw run on the default machine', () => {
+  it('negotiates a direct DDW for both devices, moves data both ways and verifies every byte', async () => {
+    const r = await runMachine();
+    expect(r.ok).toBe(true);
+    expect(r.machine).toMatchObject({ type: 'pseries-7.2', ram: '4 GiB', accel: 'tcg' });
+    expect(r.machine.devices.map((d) => [d.id, d.driver])).toEqual([
+      ['dma0', 'dma-engine'],
+      ['hostdev0', 'vfio-pci'],
+    ]);
+    // One PE, one negotiation: 16M pages over 4 GiB at 2^59, populated in full.
+    expect(r.guest!.decisions).toHaveLength(1);
+    expect(r.guest!.decisions[0]!.outcome).toBe('direct');
+    expect(r.guest!.devices.map((d) => [d.id, d.mode, d.liobn, d.dmaOffset])).toEqual([
+      ['dma0', 'direct', 0x80000001, '0x800000000000000'],
+      ['hostdev0', 'direct', 0x80000001, '0x800000000000000'],
+    ]);
+    const ddw = r.phbs[0]!.windows.find((w) => w.liobn === 0x80000001)!;
+    expect(ddw).toEqual({
+      liobn: 0x80000001,
+      busOffset: '0x800000000000000',
+      pageShift: 24,
+      entries: 256,
+      mapped: 256,
+    });
+    // The host follows: the 16M guest pages are backed by 64K host pages (RAM is on 64K pages).
+    expect(r.host!.windows.map((w) => [w.startAddr, w.pageShift])).toEqual([
+      ['0x0', 12],
+      ['0x800000000000000', 16],
+    ]);
+    expect(r.host!.mappings).toBe(0x10000);
+    expect(r.host!.prereg).toEqual([{ vaddr: '0x7e0000000000', size: '0x100000000' }]);
+    expect(r.dma.transfers).toHaveLength(4);
+    expect(r.dma.failedBytes).toBe(0);
+    expect(r.dma.verifiedBytes).toBe(4 * (0x30000 + 0x1234));
+  });
+
+  it('prints a report a person can read, and the same as JSON with --json', async () => {
+    const text = await ddw('run');
+    expect(text.code).toBe(0);
+    expect(text.out).toContain('Machine: pseries-7.2, 4 GiB RAM, accel tcg, guest linux-6.1');
+    expect(text.out).toMatch(/0x80000001 +0x800000000000000 - 0x8000000ffffffff +16M +256 +256/);
+    expect(text.out).toMatch(/bytes verified, 0 failed/);
+    const json = await ddw('run', '--json');
+    const report = JSON.parse(json.out);
+    expect(Object.keys(report)).toEqual(expect.arrayContaining(['machine', 'phbs', 'host', 'guest', 'dma']));
+    expect(report.phbs[0]).toMatchObject({ index: 0, buid: '0x800000020000000' });
+    expect(report.guest.devices[0]).toMatchObject({
+      cfgAddr: 0x800,
+      mode: 'direct',
+      liobn: 0x80000001,
+      dmaOffset: '0x800000000000000',
+    });
+    expect(report.dma).toMatchObject({ failedBytes: 0 });
+  });
+});
+
+describe('ddw run on other machines', () => {
+  it('builds only what --qemu-args names, and falls back to the default window with ddw off', async () => {
+    const r = await runMachine({
+      qemuArgs: '-M pseries -m 2G -global spapr-pci-host-bridge.ddw=off -device e1000e',
+    });
+    expect(r.ok).toBe(true);
+    expect(r.machine.devices.map((d) => d.driver)).toEqual(['e1000e']);
+    expect(r.host).toBeNull();
+    expect(r.guest!.devices[0]).toMatchObject({ mode: 'default', liobn: 0x80000000 });
+    expect(r.dma.verifiedBytes).toBeGreaterThan(0);
+  });
+
+  it('removes the default window when the PHB offers no second one (the x-ddw-windows extension)', async () => {
+    const r = await runMachine({
+      qemuArgs: '-M pseries -m 4G -global spapr-pci-host-bridge.x-ddw-windows=1 -device e1000e',
+    });
+    expect(r.ok).toBe(true);
+    const decision = r.guest!.decisions[0]!;
+    expect(decision).toMatchObject({ outcome: 'direct', defaultWindowRemoved: true });
+    // The freed slot is the default window's: LIOBN 0x80000000, at bus 0 since no window was active.
+    expect(r.guest!.devices[0]).toMatchObject({ mode: 'direct', liobn: 0x80000000, dmaOffset: '0x0' });
+    expect(r.phbs[0]!.windows).toEqual([
+      { liobn: 0x80000000, busOffset: '0x0', pageShift: 24, entries: 256, mapped: 256 },
+    ]);
+  });
+
+  it('merges a description over the default machine: change a value, add a device, remove one by id', async () => {
+    const file = descriptionFile({
+      ram: '2G',
+      devices: [
+        { id: 'hostdev0', remove: true },
+        { id: 'nic', driver: 'e1000e', bus: 'pci.0', slot: 3 },
+      ],
+    });
+    const r = await ddw('run', file, '--json');
+    const report = JSON.parse(r.out);
+    expect(report.machine.ram).toBe('2 GiB');
+    expect(report.machine.devices.map((d: { id: string }) => d.id)).toEqual(['dma0', 'nic']);
+    expect(report.host).toBeNull();
+  });
+
+  it('refuses a bad description naming the field', async () => {
+    await expect(
+      ddw('run', descriptionFile({ devices: [{ id: 'x', driver: 'e1000e', bus: 'pci.0', colour: 'red' }] })),
+    ).rejects.toThrow(/devices\[2\]\.colour/);
+  });
+
+  it('runs the 2016 guest algorithm with --guest linux-4.x, and no guest with --guest none', async () => {
+    const old = await runMachine({ guest: 'linux-4.x' });
+    expect(old.ok).toBe(true);
+    expect(old.guest!.generation).toBe('linux-4.x');
+    const none = await runMachine({ guest: 'none' });
+    expect(none.guest).toBeNull();
+    expect(none.dma.transfers).toEqual([]);
+  });
+});
