@@ -55,9 +55,8 @@ const SHARED_RUNTIME_DEPENDENCIES = [
 /**
  * Known packaging problems this test reports without failing, each `package: dependency`. An entry
  * that is no longer a problem fails the test, so the list only shrinks.
- * - @ddw/spapr-pci imports zod but does not declare it, so tsup inlines a second zod into its dist/.
  */
-const KNOWN_INLINED: string[] = ['@ddw/spapr-pci: zod'];
+const KNOWN_INLINED: string[] = [];
 
 interface Manifest {
   name: string;
