@@ -39,4 +39,26 @@ describe('the ddw command, end to end', () => {
     expect(other.status).toBe(1);
     expect(other.stdout).toMatch(/ compared, 2 differ\n$/);
   });
+
+  it('runs `ddw run --json`: one JSON object on stdout, exit 0', () => {
+    const r = ddw('run', '--json');
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report).toMatchObject({ ok: true, dma: { failedBytes: 0 } });
+    expect(report.guest.devices.map((d: { mode: string }) => d.mode)).toEqual(['direct', 'direct']);
+  });
+
+  it('exits 1 when DMA verification fails: a DDW a v1 host cannot map', () => {
+    const r = ddw(
+      'run',
+      '--qemu-args',
+      '-M pseries -m 2G -device vfio-pci,host=0000:01:00.0',
+      '--host',
+      'type=v1',
+    );
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('error: Container 0x');
+    expect(r.stdout).toContain('fatal: vfio: DMA mapping failed, unable to continue');
+    expect(r.stdout).toMatch(/\nFAILED in \d+ ms\n$/);
+  });
 });
