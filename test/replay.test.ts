@@ -2,8 +2,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createProgram } from '@ddw/cli';
 import { describe, expect, it } from 'vitest';
+import { runDdw } from './support/ddw-program.js';
 
 const fixtures = fileURLToPath(new URL('./fixtures/qemu-7.2/', import.meta.url));
 const V1 = join(fixtures, 'v1-basic.trace');
@@ -11,28 +11,9 @@ const V2 = join(fixtures, 'v2-64k.trace');
 const V1_ARGS = '-M pseries -cpu power9 -m 2G -device e1000e -netdev user,id=n0 -device e1000e,netdev=n0';
 const V2_ARGS = '-M pseries -m 4G -global spapr-pci-host-bridge.pgsz=0x11000 -device e1000e';
 
-/** Runs `ddw replay ...`; the exit code is what bin.ts would exit with. */
-async function replay(...args: string[]): Promise<{ out: string; err: string; code: number }> {
-  let out = '';
-  let err = '';
-  const program = createProgram(
-    (t) => {
-      out += t;
-    },
-    (t) => {
-      err += t;
-    },
-  );
-  program.configureOutput({ writeErr: (t) => (err += t), writeOut: (t) => (out += t) });
-  try {
-    await program.parseAsync(['node', 'ddw', 'replay', ...args]);
-    return { out, err, code: 0 };
-  } catch (error) {
-    // Commander's own errors (and the one --check throws) carry the exit code.
-    const exitCode = (error as { exitCode?: unknown }).exitCode;
-    if (typeof exitCode === 'number') return { out, err, code: exitCode };
-    throw error;
-  }
+/** `ddw replay ...` in-process. */
+function replay(...args: string[]) {
+  return runDdw('replay', ...args);
 }
 
 function tempTrace(lines: readonly string[]): string {

@@ -1,31 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createProgram, runMachine } from '@ddw/cli';
+import { runMachine } from '@ddw/cli';
 import { describe, expect, it } from 'vitest';
+import { runDdw } from './support/ddw-program.js';
 
-/** Runs the `ddw` program in-process; the exit code is what bin.ts would exit with. */
-async function ddw(...args: string[]): Promise<{ out: string; err: string; code: number }> {
-  let out = '';
-  let err = '';
-  const program = createProgram(
-    (t) => {
-      out += t;
-    },
-    (t) => {
-      err += t;
-    },
-  );
-  program.configureOutput({ writeErr: (t) => (err += t), writeOut: (t) => (out += t) });
-  try {
-    await program.parseAsync(['node', 'ddw', ...args]);
-    return { out, err, code: 0 };
-  } catch (error) {
-    const exitCode = (error as { exitCode?: unknown }).exitCode;
-    if (typeof exitCode === 'number') return { out, err, code: exitCode };
-    throw error;
-  }
-}
+const ddw = runDdw;
 
 function descriptionFile(description: unknown): string {
   const file = join(mkdtempSync(join(tmpdir(), 'ddw-run-')), 'machine.json');

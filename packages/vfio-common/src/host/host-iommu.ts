@@ -102,6 +102,21 @@ export type HostIommuOp =
   | 'mapDma'
   | 'unmapDma';
 
+/** vfio_iommu_spapr_tce_create's inputs. */
+export interface TceCreateRequest {
+  pageShift: number;
+  windowSize: bigint;
+  levels: number;
+  flags?: number;
+  argsz?: number;
+}
+
+/** The ioctl's result and, on success, the bus address the kernel chose. */
+export interface TceCreateResult {
+  ret: number;
+  startAddr?: bigint;
+}
+
 /** A VFIO container fd (/dev/vfio/vfio) on the host. */
 export interface HostIommuContainer {
   /** VFIO_GROUP_SET_CONTAINER for an IOMMU group such as "0000:01:00.0"'s group. */
@@ -119,16 +134,7 @@ export interface HostIommuContainer {
   registerMemory(req: { vaddr: bigint; size: bigint; flags?: number; argsz?: number }): number;
   unregisterMemory(req: { vaddr: bigint; size: bigint; flags?: number; argsz?: number }): number;
   /** v2 only: VFIO_IOMMU_SPAPR_TCE_CREATE; the kernel chooses startAddr. */
-  createWindow(req: {
-    pageShift: number;
-    windowSize: bigint;
-    levels: number;
-    flags?: number;
-    argsz?: number;
-  }): {
-    ret: number;
-    startAddr?: bigint;
-  };
+  createWindow(req: TceCreateRequest): TceCreateResult;
   /** v2 only: VFIO_IOMMU_SPAPR_TCE_REMOVE (any address inside a window selects it). */
   removeWindow(req: { startAddr: bigint; flags?: number; argsz?: number }): number;
   /** VFIO_IOMMU_MAP_DMA; flags are VFIO_DMA_MAP_FLAG_READ | _WRITE. */

@@ -11,6 +11,8 @@ import {
   type HostMapping,
   type HostRegisteredRegion,
   type HostWindow,
+  type TceCreateRequest,
+  type TceCreateResult,
   VFIO_DMA_MAP_FLAG_READ,
   VFIO_DMA_MAP_FLAG_WRITE,
   VFIO_IOMMU_SPAPR_INFO_DDW,
@@ -575,16 +577,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     return 0;
   }
 
-  createWindow(req: {
-    pageShift: number;
-    windowSize: bigint;
-    levels: number;
-    flags?: number;
-    argsz?: number;
-  }): {
-    ret: number;
-    startAddr?: bigint;
-  } {
+  createWindow(req: TceCreateRequest): TceCreateResult {
     if (this.#closed) return { ret: -EBADF };
     const fault = this.#host.takeFault('createWindow');
     if (fault) return { ret: fault };
