@@ -9,4 +9,5 @@ export {
   type TransferReport,
   type WindowReport,
 } from './run.js';
+export { describeSnapshot, describeWindows, loadMachineSnapshot, saveMachineSnapshot } from './snapshot.js';
 export { compareTraces, type TraceComparison } from './trace-diff.js';

@@ -6,7 +6,8 @@ import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { defaultReplayPatterns, replayTrace } from './replay.js';
 import { formatReport } from './report.js';
-import { buildRunMachine, type RunReport, runMachine } from './run.js';
+import { buildRunMachine, type MachineSource, type RunReport, runMachine } from './run.js';
+import { describeSnapshot, loadMachineSnapshot, saveMachineSnapshot } from './snapshot.js';
 import { compareTraces } from './trace-diff.js';
 
 /** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
@@ -86,6 +87,53 @@ export function createProgram(
       },
     );
 
+  const snapshot = program
+    .command('snapshot')
+    .description('save a machine to a file, load it back, or describe a file');
+  snapshot
+    .command('save')
+    .description('build the machine, let the guest model negotiate its DMA windows, and save everything')
+    .argument('<file>', 'the snapshot file to write')
+    .argument('[description]', 'a machine description (JSON), merged over the default machine')
+    .option('--qemu-args <options>', 'QEMU options describing the whole machine, instead of the default one')
+    .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
+    .option(
+      '--guest <generation>',
+      'the guest model run before saving: linux-6.1, linux-4.x or none',
+      checkGuest,
+      'linux-6.1',
+    )
+    .action(
+      async (
+        file: string,
+        description: string | undefined,
+        opts: MachineOptions & { guest: LinuxGeneration | 'none' },
+      ) => {
+        const saved = await saveMachineSnapshot(file, machineSource(description, opts), opts.guest);
+        out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
+      },
+    );
+  snapshot
+    .command('load')
+    .description(
+      'build a fresh machine of the same description and restore it from the file (all or nothing)',
+    )
+    .argument('<file>', 'the snapshot file to read')
+    .argument('[description]', 'the machine description it was saved from')
+    .option('--qemu-args <options>', 'the QEMU options it was saved with')
+    .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
+    .action(async (file: string, description: string | undefined, opts: MachineOptions) => {
+      const loaded = await loadMachineSnapshot(file, machineSource(description, opts));
+      out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
+    });
+  snapshot
+    .command('info')
+    .description('list the sections of a snapshot file, their versions and sizes')
+    .argument('<file>', 'the snapshot file')
+    .action((file: string) => {
+      out(`${describeSnapshot(file)}\n`);
+    });
+
   program
     .command('replay')
     .description("replay a QEMU trace (log format) against the model and print the model's own trace lines")
@@ -143,13 +191,17 @@ interface MachineOptions {
   ram?: string;
 }
 
-function buildMachine(file: string | undefined, opts: MachineOptions): Promise<Machine> {
-  return buildRunMachine({
+function machineSource(file: string | undefined, opts: MachineOptions): MachineSource {
+  return {
     ...(file !== undefined ? { description: readDescription(file) } : {}),
     ...(opts.qemuArgs !== undefined ? { qemuArgs: opts.qemuArgs } : {}),
     ...(opts.host !== undefined ? { host: opts.host } : {}),
     ...(opts.ram !== undefined ? { ram: opts.ram } : {}),
-  });
+  };
+}
+
+function buildMachine(file: string | undefined, opts: MachineOptions): Promise<Machine> {
+  return buildRunMachine(machineSource(file, opts));
 }
 
 function readDescription(file: string): unknown {

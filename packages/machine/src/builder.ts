@@ -91,6 +91,7 @@ function contextFor(machine: Machine, plugin: Plugin): PluginContext {
     plugin: plugin.name,
     hypercalls: machine.hypercalls,
     rtas: machine.rtas,
+    vmstate: machine.vmstate,
     trace: machine.trace,
     events: machine.events,
     deviceTree: machine.deviceTree,

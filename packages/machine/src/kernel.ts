@@ -10,3 +10,4 @@ export * from './papr.js';
 export * from './plugin.js';
 export * from './rtas.js';
 export * from './trace.js';
+export * from './vmstate.js';

@@ -12,6 +12,7 @@ import { H_RTAS } from './papr.js';
 import { RtasRegistry } from './rtas.js';
 import { MachineTokens } from './tokens.js';
 import { TraceBus } from './trace.js';
+import { registerRamVmstate, VmstateRegistry } from './vmstate.js';
 
 export type MachineState = 'registering' | 'realized' | 'running' | 'unrealized' | 'disposed';
 
@@ -36,6 +37,8 @@ export class Machine {
   readonly memory: AddressSpace;
   readonly hypercalls: HypercallRegistry;
   readonly rtas: RtasRegistry;
+  /** Migration sections (vmstate): what saveSnapshot writes and loadSnapshot reads back. */
+  readonly vmstate: VmstateRegistry;
   readonly trace: TraceBus;
   readonly events: MachineEventBus;
   readonly deviceTree: DeviceTree;
@@ -68,6 +71,8 @@ export class Machine {
       onHandlerError: (token, name, error) =>
         this.events.guestError('rtas', `model error in ${name} (0x${token.toString(16)}): ${String(error)}`),
     });
+    this.vmstate = new VmstateRegistry();
+    registerRamVmstate(this.vmstate, this.ram);
     this.deviceTree = new DeviceTree();
     this.deviceTree.addNode('/rtas');
     this.devices = new DeviceRegistry(this.events);

@@ -10,6 +10,7 @@ import type { DeviceRegistry } from './lifecycle.js';
 import type { Machine } from './machine.js';
 import type { RtasRegistry } from './rtas.js';
 import type { TraceBus } from './trace.js';
+import type { VmstateRegistry } from './vmstate.js';
 
 /**
  * What a plugin gets in register(): the machine, its container and its contribution points. An
@@ -23,6 +24,8 @@ export interface PluginContext {
   readonly plugin: string;
   readonly hypercalls: HypercallRegistry;
   readonly rtas: RtasRegistry;
+  /** Migration sections: register what a snapshot must carry (`vmstate.register(description, id, opaque)`). */
+  readonly vmstate: VmstateRegistry;
   readonly trace: TraceBus;
   readonly events: MachineEventBus;
   readonly deviceTree: DeviceTree;

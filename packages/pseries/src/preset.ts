@@ -102,8 +102,12 @@ export function pseriesPlugins(args: PseriesMachineArgs, host: PseriesHostOption
   };
   return [
     pseriesMachine({ layout }),
-    spaprIommu({ accel: args.accel }),
-    spaprPci({ defaults: info.phbDefaults, compat: { ddwExtensions: info.ddw.extensions } }),
+    spaprIommu({ accel: args.accel, migrationVersion: info.migrationVersion }),
+    spaprPci({
+      defaults: info.phbDefaults,
+      // Machines before 2.8 migrate the PHB with QEMU's LIOBN equality check.
+      compat: { ddwExtensions: info.ddw.extensions, pre28Migration: info.migrationVersion < 3 },
+    }),
     rtasDdw({ compat }),
     vfioCommon({
       // Parsed here so a bad --host is reported as itself, before anything is built.

@@ -6,6 +6,7 @@ export {
   registerTceHypercalls,
   TCE_LIST_MAX,
 } from './hypercalls.js';
+export { MigratingTceTables, spaprIommuVmstate, TceTableMigration } from './migration.js';
 export { addHypertasFunction, type SpaprIommuOptions, SpaprIommuTokens, spaprIommu } from './plugin.js';
 export { SpaprTceTables } from './tables.js';
 export { TCE_CHUNK_SHIFT, TceStorage } from './tce-storage.js';

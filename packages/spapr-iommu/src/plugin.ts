@@ -1,6 +1,7 @@
-import { type DeviceTree, definePlugin, provideValue, token } from '@ddw/machine';
+import { ConfigError, type DeviceTree, definePlugin, provideValue, token } from '@ddw/machine';
 import { registerTceHypercalls } from './hypercalls.js';
-import { SpaprTceTables } from './tables.js';
+import { MigratingTceTables } from './migration.js';
+import type { SpaprTceTables } from './tables.js';
 import { SpaprIommuTraces } from './tce-table.js';
 
 export const SpaprIommuTokens = {
@@ -15,11 +16,23 @@ export const SpaprIommuTokens = {
 export const spaprIommu = definePlugin((options: SpaprIommuOptions = {}) => ({
   name: 'spapr-iommu',
   register(ctx) {
-    const tables = new SpaprTceTables(
+    const migrationVersion = options.migrationVersion ?? 3;
+    if (migrationVersion !== 2 && migrationVersion !== 3) {
+      throw new ConfigError(
+        'spapr-iommu.migrationVersion',
+        `${String(migrationVersion)} is not a "spapr_iommu" section version ddw writes`,
+        'use 3 (QEMU 7.1+) or 2 (QEMU 2.7 to 7.0)',
+      );
+    }
+    // Each table registers its "spapr_iommu" migration section (instance id = LIOBN) when created.
+    const tables: SpaprTceTables = new MigratingTceTables(
       ctx.memory.addressSpace,
       new SpaprIommuTraces(ctx.trace),
       ctx.events,
       options.accel === 'kvm',
+      ctx.vmstate,
+      migrationVersion,
+      ctx.plugin,
     );
     provideValue(ctx.container, SpaprIommuTokens.Tables, tables);
     const multiTce = options.multiTce ?? true;
@@ -40,6 +53,11 @@ export interface SpaprIommuOptions {
    * table to userspace. Default 'tcg'.
    */
   accel?: 'tcg' | 'kvm';
+  /**
+   * Version of the "spapr_iommu" migration section each table writes: 3 (default, QEMU 7.1+,
+   * carries def_win) or 2 (QEMU 2.7 to 7.0). A machine loads versions 2 up to this one.
+   */
+  migrationVersion?: number;
 }
 
 /** Appends a function set to /rtas ibm,hypertas-functions, a list several plugins add to. */

@@ -32,6 +32,8 @@ export class SpaprIommuTraces {
   readonly pciStuff: TraceEvent;
   readonly xlate: TraceEvent;
   readonly newTable: TraceEvent;
+  readonly preSave: TraceEvent;
+  readonly postLoad: TraceEvent;
 
   constructor(bus: TraceBus) {
     const ev = new Map(bus.defineAll(SPAPR_IOMMU_TRACE_EVENTS, 'spapr_iommu').map((e) => [e.name, e]));
@@ -46,6 +48,8 @@ export class SpaprIommuTraces {
     this.pciStuff = get('spapr_iommu_pci_stuff');
     this.xlate = get('spapr_iommu_xlate');
     this.newTable = get('spapr_iommu_new_table');
+    this.preSave = get('spapr_iommu_pre_save');
+    this.postLoad = get('spapr_iommu_post_load');
   }
 }
 
@@ -112,8 +116,10 @@ export class SpaprTceTable {
   /**
    * Enables the window (spapr_tce_table_enable). `nbTable` is a uint32 in QEMU: callers pass what
    * they computed, and a value that truncates to 0 leaves the table disabled (see rtas-ddw).
+   * `entries` (migration's post_load) become the table's contents before the region appears, so
+   * listeners replaying the new window (VFIO) see them.
    */
-  enable(pageShift: number, busOffset: bigint, nbTable: number): void {
+  enable(pageShift: number, busOffset: bigint, nbTable: number, entries?: TceStorage): void {
     if (this.enabled) {
       this.events.guestError(
         'spapr-iommu',
@@ -129,7 +135,7 @@ export class SpaprTceTable {
     this.pageShift = pageShift;
     this.busOffset = busOffset;
     this.nbTable = nbTable >>> 0;
-    this.allocate();
+    this.allocate(entries?.entries === this.nbTable ? entries : undefined);
     // QEMU inserts the region even when nb_table truncated to 0: a zero-sized leftover, kept here.
     this.iommu.setSize(BigInt(this.nbTable) << BigInt(pageShift));
     this.root.addSubregion(busOffset, this.iommu);
@@ -169,6 +175,29 @@ export class SpaprTceTable {
     if (!needVfio || this.fd < 0) return;
     // Re-allocating in userspace copies the entries: the storage itself carries over.
     this.traceNewTable(-1);
+  }
+
+  /**
+   * Replaces every entry of an enabled table with `next` (of the same size), as migration's
+   * post_load copies the incoming entries in. QEMU copies silently; ddw tells the notifiers (VFIO)
+   * about every entry that changes, one MAP or UNMAP each as put_entry would, so host mappings
+   * keep matching the table.
+   */
+  replaceEntries(next: TceStorage): void {
+    const old = this.storage;
+    if (old === null || next.entries !== this.nbTable) return;
+    this.storage = next;
+    if (!this.iommu.hasNotifiers()) return;
+    // Entries that were set and now differ (cleared ones become UNMAPs)...
+    old.forEachNonZero((index, high, low) => {
+      const h = next.high(index);
+      const l = next.low(index);
+      if (h !== high || l !== low) this.notifyEntry(index, h, l);
+    });
+    // ...then entries that were clear and now are set.
+    next.forEachNonZero((index, high, low) => {
+      if (old.high(index) === 0 && old.low(index) === 0) this.notifyEntry(index, high, low);
+    });
   }
 
   /** The entry at `index` as a raw 64-bit TCE (0 outside the window). */
@@ -262,8 +291,8 @@ export class SpaprTceTable {
     this.iommu.notify({ type: perm !== 0 ? IOMMUNotifierFlag.MAP : IOMMUNotifierFlag.UNMAP, entry });
   }
 
-  private allocate(): void {
-    this.storage = new TceStorage(this.nbTable);
+  private allocate(entries?: TceStorage): void {
+    this.storage = entries ?? new TceStorage(this.nbTable);
     this.traceNewTable(this.kvm && !this.needVfio ? nextFakeKvmFd++ : -1);
   }
 

@@ -6,6 +6,7 @@ export {
   type PciDriver,
   PciDriverRegistry,
 } from './drivers.js';
+export { PhbMigration, spaprPciVmstate } from './migration.js';
 export { type PciAddress, PciDevice, type PciIds } from './pci-device.js';
 export { SpaprPhb, type SpaprPhbCompat, type SpaprPhbConfig } from './phb.js';
 export {

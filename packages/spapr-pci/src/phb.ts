@@ -33,6 +33,11 @@ export interface SpaprPhbConfig extends PhbDmaProperties {
 export interface SpaprPhbCompat {
   /** ibm,ddw-extensions cells after the count: [reset token] (2.7) or [reset token, 1] (7.1+). */
   ddwExtensions: readonly number[];
+  /**
+   * The "spapr_pci" migration section carries the equality check of the default window's LIOBN,
+   * as QEMU 2.7 sent it (QEMU's `pre-2.8-migration` PHB property). Default false.
+   */
+  pre28Migration?: boolean;
 }
 
 /**

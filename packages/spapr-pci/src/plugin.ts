@@ -11,6 +11,7 @@ import { SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { z } from 'zod';
 import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
 import { E1000E_IDS, emulatedDmaDriver, PciDriverRegistry } from './drivers.js';
+import { PhbMigration, spaprPciVmstate } from './migration.js';
 import type { PciDevice } from './pci-device.js';
 import { SpaprPhb, type SpaprPhbCompat } from './phb.js';
 
@@ -85,6 +86,7 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
     drivers.register(emulatedDmaDriver('e1000e', E1000E_IDS));
     provideValue(ctx.container, SpaprPciTokens.Phbs, phbs);
     provideValue(ctx.container, SpaprPciTokens.Drivers, drivers);
+    const vmstate = spaprPciVmstate(compat.pre28Migration ?? false);
 
     const described = ctx.description.phbs as PhbDescription[];
     for (const [i, d] of described.entries()) {
@@ -117,6 +119,7 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
       );
       phbs.list.push(phb);
       ctx.devices.add(phb);
+      ctx.vmstate.register(vmstate, phb.index, new PhbMigration(phb), ctx.plugin);
       ctx.machine.addAddressSpace(phb.dmaAddressSpace);
     }
 

@@ -1,0 +1,520 @@
+import { createHash } from 'node:crypto';
+import {
+  crc32,
+  H_PUT_TCE,
+  loadSnapshot,
+  type Machine,
+  resolve,
+  SnapshotError,
+  saveSnapshot,
+  snapshotInfo,
+} from '@ddw/machine';
+import { buildPseries } from '@ddw/pseries';
+import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
+import { SpaprPciTokens } from '@ddw/spapr-pci';
+import { GUEST_RAM_HOST_BASE, VfioTokens } from '@ddw/vfio-common';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const BUID = [0x08000000, 0x20000000];
+const LIST = 0x3ff00000n; // a guest page for TCE lists, inside 1 GiB of RAM
+const HOST_PAGE = 0x10000n;
+const VFIO_MACHINE = '-M pseries -m 1G -device vfio-pci,host=0000:01:00.0 -device e1000e';
+
+const machines: Machine[] = [];
+async function build(args = VFIO_MACHINE): Promise<Machine> {
+  const m = await buildPseries(args);
+  machines.push(m);
+  return m;
+}
+afterEach(() => {
+  for (const m of machines.splice(0)) m.dispose();
+});
+
+const sha = (data: Uint8Array | string) => createHash('sha256').update(data).digest('hex').slice(0, 16);
+
+/**
+ * Everything a guest can observe, as one string: guest RAM, every TCE table (window, flags,
+ * entries, where its region sits) and the device tree.
+ */
+function digest(m: Machine): string {
+  const ram: string[] = [];
+  for (const [offset, chunk] of m.ram.ram.chunks()) {
+    if (chunk.some((b) => b !== 0)) ram.push(`${offset.toString(16)}:${sha(chunk)}`);
+  }
+  const tables = resolve(m.container, SpaprIommuTokens.Tables)
+    .list()
+    .map((t) => {
+      const entries: string[] = [];
+      t.storage?.forEachNonZero((i, high, low) => entries.push(`${i}=${high}:${low}`));
+      return {
+        liobn: t.liobn,
+        nb: t.nbTable,
+        bus: t.busOffset.toString(16),
+        ps: t.pageShift,
+        defWin: t.defWin,
+        bypass: t.bypass,
+        region: t.iommu.container ? `${t.iommu.addr.toString(16)}+${t.iommu.size.toString(16)}` : null,
+        entries: sha(entries.join(',')),
+      };
+    });
+  const dt = m.deviceTree.nodes().map((node) => ({
+    node,
+    props: m.deviceTree
+      .props(node)
+      .map((p) => `${p}=${Buffer.from(m.deviceTree.getProp(node, p)!).toString('hex')}`),
+  }));
+  return JSON.stringify({ ram, tables, dt });
+}
+
+/**
+ * VFIO's host mappings against the guest's valid TCEs in the windows the host knows (the invariant
+ * of test/vfio.property.test.ts), or undefined when it does not apply: the container stopped
+ * working (QEMU's hw_error), or a valid TCE points outside RAM (QEMU refuses to map it and leaves
+ * whatever the host had there).
+ */
+function vfioMappings(m: Machine) {
+  const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+  if (container.broken !== undefined) return undefined;
+  const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+  const expected = new Map<bigint, string>();
+  let outsideRam = false;
+  for (const t of phb.windows) {
+    if (!t.enabled || !container.guestIommus.some((g) => g.mr === t.iommu)) continue;
+    const size = 1n << BigInt(t.pageShift);
+    t.storage?.forEachNonZero((i, high, low) => {
+      const tce = (BigInt(high) << 32n) | BigInt(low);
+      const p = Number(tce & 3n);
+      if (p === 0) return;
+      const gpa = tce & ~(size - 1n);
+      if (gpa + size > m.ram.size) outsideRam = true;
+      const bus = t.busOffset + (BigInt(i) << BigInt(t.pageShift));
+      for (let off = 0n; off < size; off += HOST_PAGE > size ? size : HOST_PAGE) {
+        expected.set(bus + off, `${GUEST_RAM_HOST_BASE + gpa + off}:${(p & 2) !== 0}`);
+      }
+    });
+  }
+  if (outsideRam) return undefined;
+  const actual = new Map<bigint, string>();
+  for (const mp of container.fd.mappings()) {
+    for (let off = 0n; off < mp.size; off += HOST_PAGE > mp.size ? mp.size : HOST_PAGE) {
+      actual.set(mp.iova + off, `${mp.vaddr + off}:${mp.write}`);
+    }
+  }
+  return { expected, actual };
+}
+
+/** Byte equality of two snapshots (without vitest's element-wise diff of large arrays). */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  );
+}
+
+/** The host IOMMU's mappings as they are, for before/after comparisons. */
+function hostMappings(m: Machine): string[] {
+  const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+  return container.fd.mappings().map((mp) => `${mp.iova}+${mp.size}=${mp.vaddr}:${mp.read}:${mp.write}`);
+}
+
+function expectVfioConsistent(m: Machine): void {
+  const mappings = vfioMappings(m);
+  if (mappings) expect(mappings.actual).toEqual(mappings.expected);
+}
+
+/** The TCE tables of the machine's PHB (window 0, the default, and window 1). */
+function windows(m: Machine) {
+  return resolve(m.container, SpaprPciTokens.Phbs).list[0]!.windows;
+}
+
+/** A running machine with a DDW, TCEs in both windows and data in RAM, as Linux leaves it. */
+async function populated(args = VFIO_MACHINE): Promise<Machine> {
+  const m = await build(args);
+  m.run();
+  const r = m.guest.rtasCall('ibm,create-pe-dma-window', [0, ...BUID, 16, 35], 4);
+  expect(r.status).toBe(0);
+  const ddw = windows(m)[1]!;
+  const list = new Uint8Array(512 * 8);
+  const view = new DataView(list.buffer);
+  for (let k = 0; k < 512; k++) view.setBigUint64(k * 8, (BigInt(k) << 16n) | 3n);
+  m.memory.write(LIST, list);
+  m.guest.hcall(H_PUT_TCE_INDIRECT, BigInt(ddw.liobn), ddw.busOffset + (0x100n << 16n), LIST, 512n);
+  m.guest.hcall(H_PUT_TCE, 0x80000000n, 0x5000n, 0x0123_0001n);
+  m.guest.hcall(H_STUFF_TCE, 0x80000000n, 0x20000n, 0x0456_0002n, 7n);
+  m.memory.write(0x0123_0000n, new TextEncoder().encode('data a device reads'));
+  m.memory.write(0x3000_0000n, new Uint8Array(100_000).fill(0x5a));
+  return m;
+}
+
+describe('a whole machine round trip', () => {
+  it('loads into a fresh machine of the same description: guest-visible state identical, VFIO mappings rebuilt', async () => {
+    const src = await populated();
+    const bytes = saveSnapshot(src);
+    const dst = await build();
+    const before = vfioMappings(dst)!;
+    expect(before.actual.size).toBe(0);
+    loadSnapshot(dst, bytes);
+    expect(digest(dst)).toBe(digest(src));
+    const after = vfioMappings(dst)!;
+    expect(after.actual.size).toBe(512 + 1 + 7);
+    expect(after.actual).toEqual(after.expected);
+    expect(after.actual).toEqual(vfioMappings(src)!.actual);
+    // A device's DMA reads the same bytes through the restored window.
+    const dev = (m: Machine) =>
+      resolve(m.container, SpaprPciTokens.Phbs).list[0]!.devices.find((d) => d.driver === 'e1000e')!;
+    expect(dev(dst).dmaRead(0x5000n, 19)).toEqual(dev(src).dmaRead(0x5000n, 19));
+    expect(new TextDecoder().decode(dev(dst).dmaRead(0x5000n, 19).data)).toBe('data a device reads');
+    // Nothing was lost: saving the destination gives the same bytes.
+    expect(sameBytes(saveSnapshot(dst), bytes)).toBe(true);
+    // And the guest carries on as on the source: removing the DDW restores the same state.
+    for (const m of [src, dst]) m.guest.rtasCall('ibm,remove-pe-dma-window', [0x80000001], 1);
+    expect(digest(dst)).toBe(digest(src));
+    expectVfioConsistent(dst);
+  });
+
+  it('is proportional to what is written: a 1 TiB guest with nothing touched is small', async () => {
+    const m = await build('-M pseries -m 1T');
+    expect(saveSnapshot(m).length).toBeLessThan(2000);
+  });
+
+  it('pseries-2.7 writes version 2 TCE sections and round-trips', async () => {
+    const args = '-M pseries-2.7 -m 1G -device vfio-pci,host=0000:01:00.0';
+    const src = await populated(args);
+    const bytes = saveSnapshot(src);
+    expect(
+      snapshotInfo(bytes)
+        .sections.filter((s) => s.name === 'spapr_iommu')
+        .map((s) => s.version),
+    ).toEqual([2, 2]);
+    const dst = await build(args);
+    loadSnapshot(dst, bytes);
+    expect(digest(dst)).toBe(digest(src));
+    expectVfioConsistent(dst);
+  });
+
+  it('refuses a snapshot of another machine before changing anything', async () => {
+    const bytes = saveSnapshot(await populated());
+    const cases: [string, RegExp][] = [
+      [
+        '-M pseries-2.7 -m 1G -device vfio-pci,host=0000:01:00.0 -device e1000e',
+        /is of a "pseries-7.2" machine, this one is "pseries-2.7"/,
+      ],
+      [
+        '-M pseries -m 2G -device vfio-pci,host=0000:01:00.0 -device e1000e',
+        /0x40000000 bytes of RAM, this one 0x80000000/,
+      ],
+      [
+        `${VFIO_MACHINE} -device spapr-pci-host-bridge,index=1,id=pci1`,
+        /snapshot section "spapr_iommu" \(instance 0x80000100\): missing from the snapshot/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const m = await build(args);
+      const before = digest(m);
+      expect(() => loadSnapshot(m, bytes)).toThrow(message);
+      expect(digest(m)).toBe(before);
+    }
+  });
+
+  it('refuses every truncation, naming the section cut, and leaves the machine unchanged', async () => {
+    const bytes = saveSnapshot(await populated());
+    const target = await populated();
+    target.guest.hcall(H_PUT_TCE, 0x80000000n, 0x7000n, 0x0999_0003n);
+    const before = digest(target);
+    const mappings = hostMappings(target);
+    const info = snapshotInfo(bytes);
+    const cuts = new Set<number>([0, 1, 15, 16, 17, bytes.length - 1]);
+    let at = bytes.length - 1 - info.sections.reduce((n, s) => n + s.size, 0);
+    for (const s of info.sections) {
+      for (const d of [0, 1, 5, 30, s.size - 1]) cuts.add(at + d);
+      at += s.size;
+    }
+    for (const cut of cuts) {
+      let error: unknown;
+      try {
+        loadSnapshot(target, bytes.subarray(0, cut));
+      } catch (e) {
+        error = e;
+      }
+      expect(error, `cut at ${cut}`).toBeInstanceOf(SnapshotError);
+      expect((error as Error).message).toMatch(
+        /^snapshot (header|section "\w+" \(instance 0x[0-9a-f]+\)): truncated/,
+      );
+    }
+    expect(digest(target)).toBe(before);
+    expect(hostMappings(target)).toEqual(mappings);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Random machine states
+
+type Op =
+  | { kind: 'put'; window: number; page: number; target: number; perm: number }
+  | { kind: 'stuff'; window: number; page: number; target: number; perm: number; count: number }
+  | { kind: 'indirect'; window: number; page: number; targets: number[]; perm: number }
+  | { kind: 'create'; pageShift: number; windowShift: number }
+  | { kind: 'remove'; window: number }
+  | { kind: 'rtasReset' }
+  | { kind: 'machineReset' }
+  | { kind: 'ram'; addr: number; bytes: number[] };
+
+const windowArb = fc.integer({ min: 0, max: 1 });
+const pageArb = fc.integer({ min: 0, max: 24 });
+const targetArb = fc.integer({ min: 0, max: (1 << 14) - 1 }); // 64K pages of 1 GiB
+const permArb = fc.integer({ min: 0, max: 3 });
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('put' as const),
+      window: windowArb,
+      page: pageArb,
+      target: targetArb,
+      perm: permArb,
+    }),
+    weight: 5,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('stuff' as const),
+      window: windowArb,
+      page: pageArb,
+      target: targetArb,
+      perm: permArb,
+      count: fc.integer({ min: 1, max: 40 }),
+    }),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('indirect' as const),
+      window: windowArb,
+      page: pageArb,
+      targets: fc.array(targetArb, { minLength: 1, maxLength: 40 }),
+      perm: permArb,
+    }),
+    weight: 3,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('create' as const),
+      pageShift: fc.constantFrom(12, 16, 24),
+      windowShift: fc.integer({ min: 20, max: 28 }),
+    }),
+    weight: 2,
+  },
+  { arbitrary: fc.record({ kind: fc.constant('remove' as const), window: windowArb }), weight: 1 },
+  { arbitrary: fc.constant({ kind: 'rtasReset' as const }), weight: 1 },
+  { arbitrary: fc.constant({ kind: 'machineReset' as const }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('ram' as const),
+      addr: fc.integer({ min: 0, max: (1 << 30) - 64 }),
+      bytes: fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 64 }),
+    }),
+    weight: 2,
+  },
+);
+
+function apply(m: Machine, ops: readonly Op[]): void {
+  for (const o of ops) {
+    const table =
+      windows(m)[
+        o.kind === 'put' || o.kind === 'stuff' || o.kind === 'indirect' || o.kind === 'remove' ? o.window : 0
+      ]!;
+    const shift = BigInt(table.pageShift);
+    const tceOf = (t: number, p: number) =>
+      p === 0 ? 0n : ((BigInt(t) << 16n) & ~((1n << shift) - 1n)) | BigInt(p);
+    const ioba = (p: number) => table.busOffset + (BigInt(p) << shift);
+    const liobn = BigInt(table.liobn);
+    switch (o.kind) {
+      case 'put':
+        m.guest.hcall(H_PUT_TCE, liobn, ioba(o.page), tceOf(o.target, o.perm));
+        break;
+      case 'stuff':
+        m.guest.hcall(H_STUFF_TCE, liobn, ioba(o.page), tceOf(o.target, o.perm), BigInt(o.count));
+        break;
+      case 'indirect': {
+        const list = new Uint8Array(o.targets.length * 8);
+        const view = new DataView(list.buffer);
+        for (const [k, t] of o.targets.entries()) view.setBigUint64(k * 8, tceOf(t, o.perm));
+        m.memory.write(LIST, list);
+        m.guest.hcall(H_PUT_TCE_INDIRECT, liobn, ioba(o.page), LIST, BigInt(o.targets.length));
+        break;
+      }
+      case 'create':
+        m.guest.rtasCall('ibm,create-pe-dma-window', [0, ...BUID, o.pageShift, o.windowShift], 4);
+        break;
+      case 'remove':
+        m.guest.rtasCall('ibm,remove-pe-dma-window', [table.liobn], 1);
+        break;
+      case 'rtasReset':
+        m.guest.rtasCall('ibm,reset-pe-dma-window', [0, ...BUID], 1);
+        break;
+      case 'machineReset':
+        m.reset();
+        break;
+      case 'ram':
+        m.memory.write(BigInt(o.addr), Uint8Array.from(o.bytes));
+        break;
+    }
+  }
+}
+
+describe('random machine states', () => {
+  it('save -> load into a machine with its own state -> equal, with VFIO mappings matching the TCEs', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(opArb, { minLength: 1, maxLength: 25 }),
+        fc.array(opArb, { maxLength: 10 }),
+        async (sourceOps, targetOps) => {
+          const src = await buildPseries(VFIO_MACHINE);
+          const dst = await buildPseries(VFIO_MACHINE);
+          try {
+            apply(src, sourceOps);
+            apply(dst, targetOps);
+            const bytes = saveSnapshot(src);
+            loadSnapshot(dst, bytes);
+            expect(digest(dst)).toBe(digest(src));
+            if (vfioMappings(src) !== undefined) expectVfioConsistent(dst);
+            expect(sameBytes(saveSnapshot(dst), bytes)).toBe(true);
+          } finally {
+            src.dispose();
+            dst.dispose();
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+  }, 120_000);
+});
+
+describe('fuzzed snapshots', () => {
+  /** A machine to load into whose state must survive every refused load. */
+  async function fixture() {
+    const src = await populated();
+    apply(src, [{ kind: 'ram', addr: 0x100, bytes: [1, 2, 3] }]);
+    const bytes = saveSnapshot(src);
+    const target = await build();
+    apply(target, [
+      { kind: 'put', window: 0, page: 3, target: 77, perm: 3 },
+      { kind: 'ram', addr: 0x200, bytes: [9] },
+    ]);
+    return { src, bytes, target };
+  }
+
+  /** Loads `bytes`: a SnapshotError and no change, or (checksums intact) a complete load. */
+  function tryLoad(target: Machine, bytes: Uint8Array, srcDigest: string | undefined): 'refused' | 'loaded' {
+    const before = digest(target);
+    const mappings = hostMappings(target);
+    try {
+      loadSnapshot(target, bytes);
+    } catch (error) {
+      expect(error).toBeInstanceOf(SnapshotError);
+      expect((error as SnapshotError).message).toMatch(
+        /^snapshot (header|section "[^"]+"( \(instance 0x[0-9a-f]+\))?): ./,
+      );
+      expect(digest(target)).toBe(before);
+      expect(hostMappings(target)).toEqual(mappings);
+      return 'refused';
+    }
+    if (srcDigest !== undefined) expect(digest(target)).toBe(srcDigest);
+    expectVfioConsistent(target);
+    return 'loaded';
+  }
+
+  it('random byte flips and truncations: a SnapshotError and an unchanged machine', async () => {
+    const { src, bytes, target } = await fixture();
+    const srcDigest = digest(src);
+    let loaded = 0;
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({ at: fc.nat({ max: bytes.length - 1 }), xor: fc.integer({ min: 1, max: 255 }) }),
+          {
+            minLength: 1,
+            maxLength: 4,
+          },
+        ),
+        fc.option(fc.nat({ max: bytes.length }), { nil: undefined }),
+        (flips, cut) => {
+          const mutated = bytes.slice(0, cut);
+          for (const { at, xor } of flips) if (at < mutated.length) mutated[at]! ^= xor;
+          if (tryLoad(target, mutated, srcDigest) === 'loaded') loaded++;
+        },
+      ),
+      { numRuns: 300 },
+    );
+    // Only an unchanged file (the flips all beyond a cut at the very end) loads.
+    expect(loaded).toBeLessThan(300);
+  }, 60_000);
+
+  it('mutations behind the checksums: never another error, never half a load', async () => {
+    const { bytes, target } = await fixture();
+    const view = new DataView(bytes.buffer);
+    const headerLength = view.getUint32(8);
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + headerLength)));
+    const payloadAt = 16 + headerLength;
+    const starts: number[] = [];
+    let at = payloadAt;
+    for (const s of header.sections) {
+      starts.push(at);
+      at += s.size;
+    }
+    /** The file with its checksums recomputed after `mutate` changed the payload. */
+    const resealed = (mutate: (payload: Uint8Array) => Uint8Array) => {
+      const payload = mutate(bytes.slice(payloadAt));
+      const h = structuredClone(header);
+      // Section sizes stay; a truncated or grown payload is refused by the header check.
+      let p = 0;
+      for (const s of h.sections) {
+        s.crc = crc32(payload.subarray(p, p + s.size));
+        p += s.size;
+      }
+      const hb = new TextEncoder().encode(JSON.stringify(h));
+      const out = new Uint8Array(16 + hb.length + payload.length);
+      out.set(bytes.subarray(0, 8));
+      new DataView(out.buffer).setUint32(8, hb.length);
+      new DataView(out.buffer).setUint32(12, crc32(hb));
+      out.set(hb, 16);
+      out.set(payload, 16 + hb.length);
+      return out;
+    };
+    let refused = 0;
+    let loaded = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: header.sections.length - 1 }),
+        fc.array(fc.record({ offset: fc.nat({ max: 200 }), value: fc.integer({ min: 0, max: 255 }) }), {
+          minLength: 1,
+          maxLength: 3,
+        }),
+        async (section, writes) => {
+          const base = starts[section]! - payloadAt;
+          const size = header.sections[section].size as number;
+          const mutated = resealed((payload) => {
+            for (const { offset, value } of writes) payload[base + (offset % size)] = value;
+            return payload;
+          });
+          if (tryLoad(target, mutated, undefined) === 'refused') {
+            refused++;
+            return;
+          }
+          // A load that succeeds is complete: the machine is what a fresh one loads from the same
+          // bytes (for the first few; each needs a machine of its own).
+          if (++loaded > 15) return;
+          const fresh = await buildPseries(VFIO_MACHINE);
+          try {
+            loadSnapshot(fresh, mutated);
+            expect(digest(target)).toBe(digest(fresh));
+          } finally {
+            fresh.dispose();
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+    expect(refused).toBeGreaterThan(0);
+    expect(loaded).toBeGreaterThan(0);
+  }, 60_000);
+});
