@@ -1,5 +1,6 @@
 import { type DeviceDmaState, type LinuxGeneration, LinuxGuest, type PeDecision } from '@ddw/guest-linux';
 import {
+  formatHex,
   formatSize,
   type HostErrorEvent,
   type Machine,
@@ -19,8 +20,6 @@ import {
 import type { TceStorage } from '@ddw/spapr-iommu';
 import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
 import { formatHostConfig, VfioTokens } from '@ddw/vfio-common';
-
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 /** What `ddw run` was asked to build and do. */
 export interface RunOptions extends MachineSource {
@@ -129,12 +128,12 @@ export async function runMachine(options: RunOptions = {}): Promise<RunReport> {
       phbs: resolve(machine.container, SpaprPciTokens.Phbs).list.map((phb) => ({
         index: phb.index,
         id: phb.id,
-        buid: hex(phb.buid),
+        buid: formatHex(phb.buid),
         windows: phb.windows
           .filter((t) => t.enabled)
           .map((t) => ({
             liobn: t.liobn,
-            busOffset: hex(t.busOffset),
+            busOffset: formatHex(t.busOffset),
             pageShift: t.pageShift,
             entries: t.nbTable,
             mapped: mappedEntries(t.storage),
@@ -146,7 +145,7 @@ export async function runMachine(options: RunOptions = {}): Promise<RunReport> {
             generation,
             decisions: guest.decisions().map((d: PeDecision) => ({
               pe: d.peNode,
-              buid: hex(d.buid),
+              buid: formatHex(d.buid),
               outcome: d.outcome,
               defaultWindowRemoved: d.defaultWindowRemoved,
               reasons: d.reasons,
@@ -191,14 +190,14 @@ export function buildRunMachine(source: MachineSource): Promise<Machine> {
   }
   const preset =
     source.qemuArgs !== undefined ? jsonDescription(parseQemuArgs(source.qemuArgs)) : DEFAULT_PSERIES_MACHINE;
-  const ram = source.ram !== undefined ? { ram: hex(parseQemuSize(source.ram, '-m size', 20n)) } : {};
+  const ram = source.ram !== undefined ? { ram: formatHex(parseQemuSize(source.ram, '-m size', 20n)) } : {};
   return buildPseriesFromDescription(mergeDescription(source.description ?? {}, ram), { ...build, preset });
 }
 
 /** A QEMU command line as a description a JSON file can merge over (64-bit values as hex strings). */
 function jsonDescription(args: QemuArgs): unknown {
   return JSON.parse(
-    JSON.stringify(pseriesDescription(args), (_k, v) => (typeof v === 'bigint' ? hex(v) : v)),
+    JSON.stringify(pseriesDescription(args), (_k, v) => (typeof v === 'bigint' ? formatHex(v) : v)),
   );
 }
 
@@ -230,7 +229,7 @@ function exercise(
     out.push({
       device: device.id,
       direction: 'to-device',
-      busAddress: hex(busIn),
+      busAddress: formatHex(busIn),
       bytes: length,
       ok: read.result === 0 && equal(read.data, toDevice),
     });
@@ -249,7 +248,7 @@ function exercise(
     out.push({
       device: device.id,
       direction: 'from-device',
-      busAddress: hex(busOut),
+      busAddress: formatHex(busOut),
       bytes: length,
       ok: wrote === 0 && equal(back, fromDevice),
     });
@@ -259,7 +258,7 @@ function exercise(
 }
 
 /** Entries that map something (a TCE with a permission bit). */
-function mappedEntries(storage: TceStorage | null): number {
+export function mappedEntries(storage: TceStorage | null): number {
   let n = 0;
   storage?.forEachNonZero((_i, _high, low) => {
     if ((low & 3) !== 0) n++;
@@ -312,14 +311,14 @@ function hostReport(machine: Machine, devices: PciDevice[], errors: HostErrorEve
     config: formatHostConfig(vfio.host.config),
     windows: containers.flatMap((c) =>
       c.fd.windows().map((w) => ({
-        startAddr: hex(w.startAddr),
-        size: hex(w.size),
+        startAddr: formatHex(w.startAddr),
+        size: formatHex(w.size),
         pageShift: w.pageShift,
         levels: w.levels,
       })),
     ),
     prereg: containers.flatMap((c) =>
-      c.fd.registered().map((r) => ({ vaddr: hex(r.vaddr), size: hex(r.size) })),
+      c.fd.registered().map((r) => ({ vaddr: formatHex(r.vaddr), size: formatHex(r.size) })),
     ),
     mappings: containers.reduce((n, c) => n + c.fd.mappings().length, 0),
     errors: errors.map((e) => `${e.fatal ? 'fatal: ' : ''}${e.message}`),
@@ -334,7 +333,7 @@ function deviceReport(device: PciDevice, state: DeviceDmaState | undefined): Dev
     cfgAddr: device.configAddress,
     mode: state?.mode ?? 'none',
     liobn: state ? state.window.liobn : null,
-    dmaOffset: hex(state?.dmaOffset ?? 0n),
+    dmaOffset: formatHex(state?.dmaOffset ?? 0n),
     pageShift: state ? state.window.pageShift : null,
   };
 }

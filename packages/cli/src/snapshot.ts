@@ -1,10 +1,16 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { type LinuxGeneration, LinuxGuest } from '@ddw/guest-linux';
-import { formatSize, loadSnapshot, type Machine, resolve, saveSnapshot, snapshotInfo } from '@ddw/machine';
+import {
+  formatHex,
+  formatSize,
+  loadSnapshot,
+  type Machine,
+  resolve,
+  saveSnapshot,
+  snapshotInfo,
+} from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
-import { buildRunMachine, type MachineSource } from './run.js';
-
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
+import { buildRunMachine, type MachineSource, mappedEntries } from './run.js';
 
 /** The DMA windows of every PHB, one line each: what a snapshot carries and a load restores. */
 export function describeWindows(machine: Machine): string[] {
@@ -12,12 +18,9 @@ export function describeWindows(machine: Machine): string[] {
   for (const phb of resolve(machine.container, SpaprPciTokens.Phbs).list) {
     for (const t of phb.windows) {
       if (!t.enabled) continue;
-      let mapped = 0;
-      t.storage?.forEachNonZero(() => {
-        mapped++;
-      });
+      const mapped = mappedEntries(t.storage);
       lines.push(
-        `PHB ${phb.index} LIOBN ${hex(t.liobn)}: bus ${hex(t.busOffset)}, 2^${t.pageShift} pages, ${t.nbTable} entries, ${mapped} in use`,
+        `PHB ${phb.index} LIOBN ${formatHex(BigInt(t.liobn))}: bus ${formatHex(t.busOffset)}, 2^${t.pageShift} pages, ${t.nbTable} entries, ${mapped} in use`,
       );
     }
   }
@@ -69,7 +72,7 @@ export function describeSnapshot(file: string): string {
   const info = snapshotInfo(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   const rows = info.sections.map((s) => [
     s.name,
-    `instance ${hex(s.instanceId)}`,
+    `instance ${formatHex(BigInt(s.instanceId))}`,
     `version ${s.version}`,
     `${s.size} bytes`,
   ]);

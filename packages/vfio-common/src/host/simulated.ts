@@ -760,13 +760,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       const at = index - chunkIndex * CHUNK_ENTRIES;
       const perm = chunk.perm[at]!;
       if (perm === 0) return undefined;
-      return {
-        iova: window.start + (BigInt(index) << window.shift),
-        size: window.pageSize,
-        vaddr: BigInt(chunk.vpn[at]!) << window.shift,
-        read: (perm & TCE_READ) !== 0,
-        write: (perm & TCE_WRITE) !== 0,
-      };
+      return mappingAt(window, chunk, index, at);
     }
     return undefined;
   }
@@ -781,13 +775,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
         for (let at = 0; at < CHUNK_ENTRIES; at++) {
           const perm = chunk.perm[at]!;
           if (perm === 0) continue;
-          out.push({
-            iova: window.start + (BigInt(key * CHUNK_ENTRIES + at) << window.shift),
-            size: window.pageSize,
-            vaddr: BigInt(chunk.vpn[at]!) << window.shift,
-            read: (perm & TCE_READ) !== 0,
-            write: (perm & TCE_WRITE) !== 0,
-          });
+          out.push(mappingAt(window, chunk, key * CHUNK_ENTRIES + at, at));
         }
       }
     }
@@ -1075,4 +1063,16 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       }
     }
   }
+}
+
+/** The hardware's view of entry `index` of `window` (at `at` in its chunk), which maps something. */
+function mappingAt(window: Window, chunk: TceChunk, index: number, at: number): HostMapping {
+  const perm = chunk.perm[at]!;
+  return {
+    iova: window.start + (BigInt(index) << window.shift),
+    size: window.pageSize,
+    vaddr: BigInt(chunk.vpn[at]!) << window.shift,
+    read: (perm & TCE_READ) !== 0,
+    write: (perm & TCE_WRITE) !== 0,
+  };
 }
