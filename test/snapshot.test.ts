@@ -12,13 +12,19 @@ import {
 import { buildPseries } from '@ddw/pseries';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
-import { GUEST_RAM_HOST_BASE, VfioTokens } from '@ddw/vfio-common';
+import { VfioTokens } from '@ddw/vfio-common';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
+import {
+  applyGuestOps,
+  guestOpArb,
+  vfioMappings as guestOpMappings,
+  phbWindows,
+} from './support/guest-ops.js';
 
 const BUID = [0x08000000, 0x20000000];
 const LIST = 0x3ff00000n; // a guest page for TCE lists, inside 1 GiB of RAM
-const HOST_PAGE = 0x10000n;
+const _HOST_PAGE = 0x10000n;
 const VFIO_MACHINE = '-M pseries -m 1G -device vfio-pci,host=0000:01:00.0 -device e1000e';
 
 const machines: Machine[] = [];
@@ -73,35 +79,11 @@ function digest(m: Machine): string {
  * working (QEMU's hw_error), or a valid TCE points outside RAM (QEMU refuses to map it and leaves
  * whatever the host had there).
  */
+/** VFIO's expected and actual host mappings, unless the container stopped (QEMU's hw_error). */
 function vfioMappings(m: Machine) {
   const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
   if (container.broken !== undefined) return undefined;
-  const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
-  const expected = new Map<bigint, string>();
-  let outsideRam = false;
-  for (const t of phb.windows) {
-    if (!t.enabled || !container.guestIommus.some((g) => g.mr === t.iommu)) continue;
-    const size = 1n << BigInt(t.pageShift);
-    t.storage?.forEachNonZero((i, high, low) => {
-      const tce = (BigInt(high) << 32n) | BigInt(low);
-      const p = Number(tce & 3n);
-      if (p === 0) return;
-      const gpa = tce & ~(size - 1n);
-      if (gpa + size > m.ram.size) outsideRam = true;
-      const bus = t.busOffset + (BigInt(i) << BigInt(t.pageShift));
-      for (let off = 0n; off < size; off += HOST_PAGE > size ? size : HOST_PAGE) {
-        expected.set(bus + off, `${GUEST_RAM_HOST_BASE + gpa + off}:${(p & 2) !== 0}`);
-      }
-    });
-  }
-  if (outsideRam) return undefined;
-  const actual = new Map<bigint, string>();
-  for (const mp of container.fd.mappings()) {
-    for (let off = 0n; off < mp.size; off += HOST_PAGE > mp.size ? mp.size : HOST_PAGE) {
-      actual.set(mp.iova + off, `${mp.vaddr + off}:${mp.write}`);
-    }
-  }
-  return { expected, actual };
+  return guestOpMappings(m);
 }
 
 /** Byte equality of two snapshots (without vitest's element-wise diff of large arrays). */
@@ -123,9 +105,7 @@ function expectVfioConsistent(m: Machine): void {
 }
 
 /** The TCE tables of the machine's PHB (window 0, the default, and window 1). */
-function windows(m: Machine) {
-  return resolve(m.container, SpaprPciTokens.Phbs).list[0]!.windows;
-}
+const windows = phbWindows;
 
 /** A running machine with a DDW, TCEs in both windows and data in RAM, as Linux leaves it. */
 async function populated(args = VFIO_MACHINE): Promise<Machine> {
@@ -249,117 +229,8 @@ describe('a whole machine round trip', () => {
 // ---------------------------------------------------------------------------------------------
 // Random machine states
 
-type Op =
-  | { kind: 'put'; window: number; page: number; target: number; perm: number }
-  | { kind: 'stuff'; window: number; page: number; target: number; perm: number; count: number }
-  | { kind: 'indirect'; window: number; page: number; targets: number[]; perm: number }
-  | { kind: 'create'; pageShift: number; windowShift: number }
-  | { kind: 'remove'; window: number }
-  | { kind: 'rtasReset' }
-  | { kind: 'machineReset' }
-  | { kind: 'ram'; addr: number; bytes: number[] };
-
-const windowArb = fc.integer({ min: 0, max: 1 });
-const pageArb = fc.integer({ min: 0, max: 24 });
-const targetArb = fc.integer({ min: 0, max: (1 << 14) - 1 }); // 64K pages of 1 GiB
-const permArb = fc.integer({ min: 0, max: 3 });
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  {
-    arbitrary: fc.record({
-      kind: fc.constant('put' as const),
-      window: windowArb,
-      page: pageArb,
-      target: targetArb,
-      perm: permArb,
-    }),
-    weight: 5,
-  },
-  {
-    arbitrary: fc.record({
-      kind: fc.constant('stuff' as const),
-      window: windowArb,
-      page: pageArb,
-      target: targetArb,
-      perm: permArb,
-      count: fc.integer({ min: 1, max: 40 }),
-    }),
-    weight: 2,
-  },
-  {
-    arbitrary: fc.record({
-      kind: fc.constant('indirect' as const),
-      window: windowArb,
-      page: pageArb,
-      targets: fc.array(targetArb, { minLength: 1, maxLength: 40 }),
-      perm: permArb,
-    }),
-    weight: 3,
-  },
-  {
-    arbitrary: fc.record({
-      kind: fc.constant('create' as const),
-      pageShift: fc.constantFrom(12, 16, 24),
-      windowShift: fc.integer({ min: 20, max: 28 }),
-    }),
-    weight: 2,
-  },
-  { arbitrary: fc.record({ kind: fc.constant('remove' as const), window: windowArb }), weight: 1 },
-  { arbitrary: fc.constant({ kind: 'rtasReset' as const }), weight: 1 },
-  { arbitrary: fc.constant({ kind: 'machineReset' as const }), weight: 1 },
-  {
-    arbitrary: fc.record({
-      kind: fc.constant('ram' as const),
-      addr: fc.integer({ min: 0, max: (1 << 30) - 64 }),
-      bytes: fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 64 }),
-    }),
-    weight: 2,
-  },
-);
-
-function apply(m: Machine, ops: readonly Op[]): void {
-  for (const o of ops) {
-    const table =
-      windows(m)[
-        o.kind === 'put' || o.kind === 'stuff' || o.kind === 'indirect' || o.kind === 'remove' ? o.window : 0
-      ]!;
-    const shift = BigInt(table.pageShift);
-    const tceOf = (t: number, p: number) =>
-      p === 0 ? 0n : ((BigInt(t) << 16n) & ~((1n << shift) - 1n)) | BigInt(p);
-    const ioba = (p: number) => table.busOffset + (BigInt(p) << shift);
-    const liobn = BigInt(table.liobn);
-    switch (o.kind) {
-      case 'put':
-        m.guest.hcall(H_PUT_TCE, liobn, ioba(o.page), tceOf(o.target, o.perm));
-        break;
-      case 'stuff':
-        m.guest.hcall(H_STUFF_TCE, liobn, ioba(o.page), tceOf(o.target, o.perm), BigInt(o.count));
-        break;
-      case 'indirect': {
-        const list = new Uint8Array(o.targets.length * 8);
-        const view = new DataView(list.buffer);
-        for (const [k, t] of o.targets.entries()) view.setBigUint64(k * 8, tceOf(t, o.perm));
-        m.memory.write(LIST, list);
-        m.guest.hcall(H_PUT_TCE_INDIRECT, liobn, ioba(o.page), LIST, BigInt(o.targets.length));
-        break;
-      }
-      case 'create':
-        m.guest.rtasCall('ibm,create-pe-dma-window', [0, ...BUID, o.pageShift, o.windowShift], 4);
-        break;
-      case 'remove':
-        m.guest.rtasCall('ibm,remove-pe-dma-window', [table.liobn], 1);
-        break;
-      case 'rtasReset':
-        m.guest.rtasCall('ibm,reset-pe-dma-window', [0, ...BUID], 1);
-        break;
-      case 'machineReset':
-        m.reset();
-        break;
-      case 'ram':
-        m.memory.write(BigInt(o.addr), Uint8Array.from(o.bytes));
-        break;
-    }
-  }
-}
+const opArb = guestOpArb({ ram: true });
+const apply = applyGuestOps;
 
 describe('random machine states', () => {
   it('save -> load into a machine with its own state -> equal, with VFIO mappings matching the TCEs', async () => {
