@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs';
-import type { LinuxGeneration } from '@ddw/guest-linux';
+import { type LinuxGeneration, LinuxGuest } from '@ddw/guest-linux';
 import { ConfigError, type Machine, TraceBus } from '@ddw/machine';
 import { buildPseries, parseQemuSize } from '@ddw/pseries';
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { defaultReplayPatterns, replayTrace } from './replay.js';
+import { replayCommand } from './replay.js';
 import { formatReport } from './report.js';
 import { buildRunMachine, type MachineSource, type RunReport, runMachine } from './run.js';
 import { describeSnapshot, loadMachineSnapshot, saveMachineSnapshot } from './snapshot.js';
-import { compareTraces } from './trace-diff.js';
 
 /** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
 export function createProgram(
@@ -109,7 +108,18 @@ export function createProgram(
         description: string | undefined,
         opts: MachineOptions & { guest: LinuxGeneration | 'none' },
       ) => {
-        const saved = await saveMachineSnapshot(file, machineSource(description, opts), opts.guest);
+        const machine = await buildRunMachine(machineSource(description, opts));
+        let saved: { bytes: number; windows: string[] };
+        try {
+          if (opts.guest !== 'none') {
+            const guest = new LinuxGuest(machine.guest, { generation: opts.guest });
+            guest.boot();
+            guest.probeAll();
+          }
+          saved = await saveMachineSnapshot(file, machine);
+        } finally {
+          machine.dispose();
+        }
         out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
       },
     );
@@ -123,7 +133,7 @@ export function createProgram(
     .option('--qemu-args <options>', 'the QEMU options it was saved with')
     .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
     .action(async (file: string, description: string | undefined, opts: MachineOptions) => {
-      const loaded = await loadMachineSnapshot(file, machineSource(description, opts));
+      const loaded = await loadMachineSnapshot(file, () => buildRunMachine(machineSource(description, opts)));
       out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
     });
   snapshot
@@ -155,30 +165,18 @@ export function createProgram(
     )
     .action(
       async (file: string, opts: { qemuArgs: string; host?: string; trace: string[]; check?: boolean }) => {
-        const input = readFileSync(file, 'utf8').split('\n');
-        const patterns = opts.trace.length > 0 ? opts.trace : defaultReplayPatterns(input);
         const host = opts.host !== undefined ? { host: opts.host } : {};
-        const result = await replayTrace(
-          async (trace) => {
-            const machine = await buildPseries(opts.qemuArgs, { trace, ...host });
-            // QEMU's error_report goes to stderr; so do the model's host-side errors.
-            machine.events.on('host-error', (e) => err(`ddw: ${e.source}: ${e.message}\n`));
-            return machine;
+        const code = await replayCommand(
+          {
+            file,
+            patterns: opts.trace,
+            check: opts.check ?? false,
+            json: false,
+            build: (trace) => buildPseries(opts.qemuArgs, { trace, ...host }),
           },
-          input,
-          patterns,
+          { out, err },
         );
-        result.machine.dispose();
-        for (const why of result.skipped) err(`ddw replay: skipped ${why}\n`);
-        if (!opts.check) {
-          out(result.lines.map((l) => `${l}\n`).join(''));
-          return;
-        }
-        const cmp = compareTraces(result.expected, result.lines);
-        if (cmp.diff.length > 0) out(`${cmp.diff.join('\n')}\n`);
-        const summary = `${cmp.compared} compared, ${cmp.differ} differ`;
-        out(`${summary}\n`);
-        if (cmp.differ > 0) throw new CommanderError(1, 'ddw.replay.differ', summary);
+        if (code !== 0) throw new CommanderError(code, 'ddw.replay.differ', 'the model differs from QEMU');
       },
     );
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import {
   H_GET_TCE,
   H_PUT_TCE,
@@ -9,6 +10,8 @@ import {
 } from '@ddw/machine';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
+import type { CommandIO } from './io.js';
+import { compareTraces } from './trace-diff.js';
 
 /** Events the model reproduces; other lines of a QEMU log (MSI, LSI, ...) are outside its scope. */
 const MODELLED = /^(spapr_iommu_|vfio_)/;
@@ -201,6 +204,49 @@ export async function replayTrace(
   }
   // A snapshot: what the machine prints later (its teardown) is not part of the replay.
   return { machine, lines: [...lines], expected: selected.map((p) => `${p.name} ${p.text}`), skipped };
+}
+
+/** What `ddw replay` was asked to do. */
+export interface ReplayCommandOptions {
+  /** The QEMU trace log to replay. */
+  file: string;
+  /** Events to print and compare, as QEMU -trace (empty: the default selection). */
+  patterns: readonly string[];
+  /** Compare with the input and print a diff and "N compared, M differ". */
+  check: boolean;
+  /** Print one JSON object instead of text. */
+  json: boolean;
+  /** Builds the traced run's machine (from its QEMU options) on the given trace bus. */
+  build: (trace: TraceBus) => Promise<Machine>;
+}
+
+/**
+ * `ddw replay`: replays the file and prints the model's lines, or with `check` the comparison.
+ * Returns the exit code: 0, or 1 when the model differs from QEMU. Input errors throw DdwErrors.
+ */
+export async function replayCommand(options: ReplayCommandOptions, io: CommandIO): Promise<number> {
+  const input = readFileSync(options.file, 'utf8').split('\n');
+  const patterns = options.patterns.length > 0 ? options.patterns : defaultReplayPatterns(input);
+  const result = await replayTrace(
+    async (trace) => {
+      const machine = await options.build(trace);
+      // QEMU's error_report goes to stderr; so do the model's host-side errors.
+      machine.events.on('host-error', (e) => io.err(`ddw: ${e.source}: ${e.message}\n`));
+      return machine;
+    },
+    input,
+    patterns,
+  );
+  result.machine.dispose();
+  for (const why of result.skipped) io.err(`ddw replay: skipped ${why}\n`);
+  if (!options.check) {
+    io.out(result.lines.map((l) => `${l}\n`).join(''));
+    return 0;
+  }
+  const cmp = compareTraces(result.expected, result.lines);
+  if (cmp.diff.length > 0) io.out(`${cmp.diff.join('\n')}\n`);
+  io.out(`${cmp.compared} compared, ${cmp.differ} differ\n`);
+  return cmp.differ > 0 ? 1 : 0;
 }
 
 /**

@@ -1,5 +1,4 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { type LinuxGeneration, LinuxGuest } from '@ddw/guest-linux';
 import {
   formatHex,
   formatSize,
@@ -10,7 +9,7 @@ import {
   snapshotInfo,
 } from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
-import { buildRunMachine, type MachineSource, mappedEntries } from './run.js';
+import { mappedEntries } from './run.js';
 
 /** The DMA windows of every PHB, one line each: what a snapshot carries and a load restores. */
 export function describeWindows(machine: Machine): string[] {
@@ -27,37 +26,23 @@ export function describeWindows(machine: Machine): string[] {
   return lines;
 }
 
-/**
- * `ddw snapshot save`: builds the machine, lets the guest model negotiate its DMA windows (so
- * there is state worth saving), and writes the snapshot.
- */
+/** `ddw snapshot save`: writes the snapshot of `machine` (the caller builds, runs and disposes it). */
 export async function saveMachineSnapshot(
   file: string,
-  source: MachineSource,
-  guest: LinuxGeneration | 'none',
+  machine: Machine,
 ): Promise<{ bytes: number; windows: string[] }> {
-  const machine = await buildRunMachine(source);
-  try {
-    if (guest !== 'none') {
-      const g = new LinuxGuest(machine.guest, { generation: guest });
-      g.boot();
-      g.probeAll();
-    }
-    const bytes = saveSnapshot(machine);
-    writeFileSync(file, bytes);
-    return { bytes: bytes.length, windows: describeWindows(machine) };
-  } finally {
-    machine.dispose();
-  }
+  const bytes = saveSnapshot(machine);
+  writeFileSync(file, bytes);
+  return { bytes: bytes.length, windows: describeWindows(machine) };
 }
 
-/** `ddw snapshot load`: a fresh machine of the same description, restored from the file. */
+/** `ddw snapshot load`: a fresh machine from `build`, restored from the file. */
 export async function loadMachineSnapshot(
   file: string,
-  source: MachineSource,
+  build: () => Promise<Machine>,
 ): Promise<{ windows: string[] }> {
   const bytes = readFileSync(file);
-  const machine = await buildRunMachine(source);
+  const machine = await build();
   try {
     loadSnapshot(machine, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
     return { windows: describeWindows(machine) };
