@@ -11,13 +11,13 @@ function ddw(...args: string[]) {
 
 describe('the ddw command, end to end', () => {
   it('runs `ddw info mtree` and exits 0', () => {
-    const r = ddw('info', 'mtree', '--ram', '1G');
+    const r = ddw('info', 'mtree', '-m', '1G');
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('(prio 0, ram): ppc_spapr.ram');
   });
 
   it('reports a bad option on stderr, without a stack, and exits non-zero', () => {
-    const r = ddw('info', 'mtree', '--ram', 'lots');
+    const r = ddw('info', 'mtree', '-m', 'lots');
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain('"lots" is not a size');
     expect(r.stderr).not.toMatch(/\n\s+at /);

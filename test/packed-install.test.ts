@@ -409,7 +409,7 @@ describe.concurrent('the packed packages, installed in a project outside the wor
 
   it('runs the ddw executable: info mtree, and replay --check of a QEMU trace', async () => {
     const [mtree, replay] = await Promise.all([
-      ok('npx', ['--offline', '--no', 'ddw', 'info', 'mtree', '--ram', '1G'], project(), env),
+      ok('npx', ['--offline', '--no', 'ddw', 'info', 'mtree', '-m', '1G'], project(), env),
       ok(
         'npx',
         [

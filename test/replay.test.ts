@@ -84,26 +84,36 @@ describe('replaying under other options', () => {
       '--check',
     );
     expect(r.code).toBe(1);
-    expect(r.out).toMatch(/^-\d+: spapr_iommu_ddw_create /m);
-    expect(r.out).toMatch(/^\+\d+: spapr_iommu_pci_indirect .* ret=-4$/m);
+    expect(r.out).toMatch(/^--- qemu\n\+\+\+ ddw\n@@ -\d+,\d+ \+\d+,\d+ @@\n/);
+    expect(r.out).toMatch(/^-spapr_iommu_ddw_create /m);
+    expect(r.out).toMatch(/^\+spapr_iommu_pci_indirect .* ret=-4$/m);
     expect(r.out).toMatch(/\n\d+ compared, [1-9]\d* differ\n$/);
   });
 
   it('on pseries-2.7, queries with 5 outputs and prints the RAM-derived largest block', async () => {
     const r = await replay(V2, '--qemu-args', V2_ARGS.replace('-M pseries', '-M pseries-2.7'), '--check');
     expect(r.out).toMatch(
-      /^-\d+: spapr_iommu_ddw_query buid=0x800000020000000 addr=0x0, 1 windows available, max window size=0x80000000, mask=0x3$/m,
+      /^-spapr_iommu_ddw_query buid=0x800000020000000 addr=0x0, 1 windows available, max window size=0x80000000, mask=0x3$/m,
     );
     expect(r.out).toMatch(
-      /^\+\d+: spapr_iommu_ddw_query buid=0x800000020000000 addr=0x0, 1 windows available, max window size=0x100000000, mask=0x3$/m,
+      /^\+spapr_iommu_ddw_query buid=0x800000020000000 addr=0x0, 1 windows available, max window size=0x100000000, mask=0x3$/m,
     );
     expect(r.out).toContain(`${modelled(V2).length} compared, 2 differ`);
   });
 
   it('refuses options QEMU would refuse, naming them', async () => {
-    await expect(replay(V1, '--qemu-args', '-M pseries -m 2G,maxmem=1G,slots=1')).rejects.toThrow(
-      /-m maxmem/,
-    );
+    const r = await replay(V1, '--qemu-args', '-M pseries -m 2G,maxmem=1G,slots=1');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^ddw: QEMU options: -m maxmem: /);
+  });
+
+  it('reports an unreadable trace in one line and exits 2', async () => {
+    const r = await replay(join(fixtures, 'no-such.trace'), '--qemu-args', V1_ARGS);
+    expect(r).toEqual({
+      out: '',
+      err: `ddw: trace ${join(fixtures, 'no-such.trace')}: cannot read: no such file\n`,
+      code: 2,
+    });
   });
 });
 

@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runMachine } from '@ddw/cli';
+import { runMachine, runReportSchema } from '@ddw/cli';
 import { describe, expect, it } from 'vitest';
 import { runDdw } from './support/ddw-program.js';
 
@@ -17,7 +17,7 @@ describe('ddw run on the default machine', () => {
   it('negotiates a direct DDW for both devices, moves data both ways and verifies every byte', async () => {
     const r = await runMachine();
     expect(r.ok).toBe(true);
-    expect(r.machine).toMatchObject({ type: 'pseries-7.2', ram: '4 GiB', accel: 'tcg' });
+    expect(r.machine).toMatchObject({ type: 'pseries-7.2', ram: '0x100000000', accel: 'tcg' });
     expect(r.machine.devices.map((d) => [d.id, d.driver])).toEqual([
       ['dma0', 'dma-engine'],
       ['hostdev0', 'vfio-pci'],
@@ -26,12 +26,12 @@ describe('ddw run on the default machine', () => {
     expect(r.guest!.decisions).toHaveLength(1);
     expect(r.guest!.decisions[0]!.outcome).toBe('direct');
     expect(r.guest!.devices.map((d) => [d.id, d.mode, d.liobn, d.dmaOffset])).toEqual([
-      ['dma0', 'direct', 0x80000001, '0x800000000000000'],
-      ['hostdev0', 'direct', 0x80000001, '0x800000000000000'],
+      ['dma0', 'direct', '0x80000001', '0x800000000000000'],
+      ['hostdev0', 'direct', '0x80000001', '0x800000000000000'],
     ]);
-    const ddw = r.phbs[0]!.windows.find((w) => w.liobn === 0x80000001)!;
+    const ddw = r.phbs[0]!.windows.find((w) => w.liobn === '0x80000001')!;
     expect(ddw).toEqual({
-      liobn: 0x80000001,
+      liobn: '0x80000001',
       busOffset: '0x800000000000000',
       pageShift: 24,
       entries: 256,
@@ -60,9 +60,9 @@ describe('ddw run on the default machine', () => {
     expect(Object.keys(report)).toEqual(expect.arrayContaining(['machine', 'phbs', 'host', 'guest', 'dma']));
     expect(report.phbs[0]).toMatchObject({ index: 0, buid: '0x800000020000000' });
     expect(report.guest.devices[0]).toMatchObject({
-      cfgAddr: 0x800,
+      cfgAddr: '0x800',
       mode: 'direct',
-      liobn: 0x80000001,
+      liobn: '0x80000001',
       dmaOffset: '0x800000000000000',
     });
     expect(report.dma).toMatchObject({ failedBytes: 0 });
@@ -77,7 +77,7 @@ describe('ddw run on other machines', () => {
     expect(r.ok).toBe(true);
     expect(r.machine.devices.map((d) => d.driver)).toEqual(['e1000e']);
     expect(r.host).toBeNull();
-    expect(r.guest!.devices[0]).toMatchObject({ mode: 'default', liobn: 0x80000000 });
+    expect(r.guest!.devices[0]).toMatchObject({ mode: 'default', liobn: '0x80000000' });
     expect(r.dma.verifiedBytes).toBeGreaterThan(0);
   });
 
@@ -89,9 +89,9 @@ describe('ddw run on other machines', () => {
     const decision = r.guest!.decisions[0]!;
     expect(decision).toMatchObject({ outcome: 'direct', defaultWindowRemoved: true });
     // The freed slot is the default window's: LIOBN 0x80000000, at bus 0 since no window was active.
-    expect(r.guest!.devices[0]).toMatchObject({ mode: 'direct', liobn: 0x80000000, dmaOffset: '0x0' });
+    expect(r.guest!.devices[0]).toMatchObject({ mode: 'direct', liobn: '0x80000000', dmaOffset: '0x0' });
     expect(r.phbs[0]!.windows).toEqual([
-      { liobn: 0x80000000, busOffset: '0x0', pageShift: 24, entries: 256, mapped: 256 },
+      { liobn: '0x80000000', busOffset: '0x0', pageShift: 24, entries: 256, mapped: 256 },
     ]);
   });
 
@@ -105,15 +105,56 @@ describe('ddw run on other machines', () => {
     });
     const r = await ddw('run', file, '--json');
     const report = JSON.parse(r.out);
-    expect(report.machine.ram).toBe('2 GiB');
+    expect(report.machine.ram).toBe('0x80000000');
     expect(report.machine.devices.map((d: { id: string }) => d.id)).toEqual(['dma0', 'nic']);
     expect(report.host).toBeNull();
   });
 
-  it('refuses a bad description naming the field', async () => {
-    await expect(
-      ddw('run', descriptionFile({ devices: [{ id: 'x', driver: 'e1000e', bus: 'pci.0', colour: 'red' }] })),
-    ).rejects.toThrow(/devices\[2\]\.colour/);
+  it('refuses a bad description naming the field as the file has it, not as merged over the preset', async () => {
+    const file = descriptionFile({ devices: [{ id: 'x', driver: 'e1000e', bus: 'pci.0', colour: 'red' }] });
+    const r = await ddw('run', file);
+    expect(r.code).toBe(2);
+    expect(r.err).toBe(`ddw: ${file}: devices[0].colour: is not a known field; check its spelling\n`);
+  });
+
+  it('applies --host over the preset: the option is one more layer of the description, never ignored', async () => {
+    const described = await ddw('run', '--host', 'type=v1', '--print-description');
+    expect(JSON.parse(described.out).host).toMatchObject({ type: 'v1', page: '64K' });
+    const r = await runMachine({ host: 'type=v1' });
+    expect(r.host!.config).toMatch(/^type=v1,/);
+    // A v1 host cannot map the DDW at 2^59: the answer is no, and the report says why.
+    expect(r.ok).toBe(false);
+    expect(r.host!.errors.join('\n')).toContain("can't map guest IOVA region");
+  });
+
+  it('orders layers preset < file < command line, and QEMU hardware options replace the preset', async () => {
+    const file = descriptionFile({ ram: '2G', devices: [{ id: 'nic', driver: 'e1000e', bus: 'pci.0' }] });
+    const overFile = JSON.parse((await ddw('run', file, '-m', '3G', '--print-description')).out);
+    expect(overFile.ram).toBe('0xc0000000');
+    // -m describes hardware: QEMU's defaults are the preset, so only the file's device is there.
+    expect(overFile.devices.map((d: { id: string }) => d.id)).toEqual(['nic']);
+    expect(overFile.host).toBeUndefined();
+    const overPreset = JSON.parse((await ddw('run', file, '--print-description')).out);
+    expect(overPreset.devices.map((d: { id: string }) => d.id)).toEqual(['dma0', 'hostdev0', 'nic']);
+    expect(overPreset.ram).toBe('2G');
+    const guest = JSON.parse((await ddw('run', '--guest', 'linux-4.x', '--print-description')).out);
+    expect(guest.guest).toEqual({ generation: 'linux-4.x' });
+  });
+
+  it('reports every machine: no PCI device, no guest, several PHBs', async () => {
+    for (const args of [
+      ['-m', '4G'],
+      ['--guest', 'none'],
+      ['-M', 'pseries', '-device', 'spapr-pci-host-bridge,index=1', '-device', 'e1000e,bus=pci.1'],
+      ['-M', 'pseries', '-global', 'spapr-pci-host-bridge.ddw=off', '-device', 'e1000e'],
+    ]) {
+      const text = await ddw('run', ...args);
+      expect(text.code, args.join(' ')).toBe(0);
+      expect(text.err).toBe('');
+      expect(text.out).toMatch(/\nOK in \d+ ms\n$/);
+      const json = await ddw('run', ...args, '--json');
+      expect(runReportSchema.parse(JSON.parse(json.out)).ok).toBe(true);
+    }
   });
 
   it('runs the 2016 guest algorithm with --guest linux-4.x, and no guest with --guest none', async () => {

@@ -1,13 +1,37 @@
-export { createProgram } from './program.js';
+export {
+  configureMachine,
+  type MachineCommandLine,
+  type MachineConfiguration,
+  readDescriptionFile,
+  UsageError,
+} from './configure.js';
+export type { CommandIO } from './io.js';
+export { type MtreeReport, mtreeReport, mtreeReportSchema } from './mtree-report.js';
+export { createProgram, EXIT, runCli } from './program.js';
 export { defaultReplayPatterns, type ReplayResult, replayTrace, sameEvent } from './replay.js';
 export { formatReport } from './report.js';
 export {
+  buildConfigured,
+  configureSource,
   type DeviceReport,
+  type MachineSource,
   type RunOptions,
   type RunReport,
   runMachine,
+  runReportSchema,
+  runResolved,
   type TransferReport,
   type WindowReport,
 } from './run.js';
-export { describeSnapshot, describeWindows, loadMachineSnapshot, saveMachineSnapshot } from './snapshot.js';
+export { schemaNames, schemaOf } from './schemas.js';
+export {
+  describeSnapshot,
+  describeWindows,
+  formatSnapshotInfo,
+  loadMachineSnapshot,
+  type SnapshotInfoReport,
+  saveMachineSnapshot,
+  snapshotInfoReportSchema,
+} from './snapshot.js';
 export { compareTraces, type TraceComparison } from './trace-diff.js';
+export { DDW_VERSION } from './version.js';

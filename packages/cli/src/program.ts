@@ -1,147 +1,249 @@
-import { readFileSync } from 'node:fs';
-import { type LinuxGeneration, LinuxGuest } from '@ddw/guest-linux';
-import { ConfigError, type Machine, TraceBus } from '@ddw/machine';
-import { buildPseries, parseQemuSize } from '@ddw/pseries';
+import { type GuestChoice, LinuxGuest, linuxGuestSection } from '@ddw/guest-linux';
+import { DdwError } from '@ddw/machine';
+import { buildPseries, checkResolved } from '@ddw/pseries';
 import { Presets, SingleBar } from 'cli-progress';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
+import {
+  configureMachine,
+  type MachineCommandLine,
+  type MachineConfiguration,
+  qemuOptionsOf,
+  UsageError,
+} from './configure.js';
+import { answerRequests, versionText } from './help.js';
+import type { CommandIO } from './io.js';
+import { mtreeReport } from './mtree-report.js';
 import { replayCommand } from './replay.js';
 import { formatReport } from './report.js';
-import { buildRunMachine, type MachineSource, type RunReport, runMachine } from './run.js';
-import { describeSnapshot, loadMachineSnapshot, saveMachineSnapshot } from './snapshot.js';
+import { buildConfigured, runResolved } from './run.js';
+import { schemaNames, schemaOf } from './schemas.js';
+import {
+  describeSnapshot,
+  formatSnapshotInfo,
+  loadMachineSnapshot,
+  saveMachineSnapshot,
+} from './snapshot.js';
+import { openTraceOutput } from './trace-output.js';
 
-/** The `ddw` command line. `out` receives what a command prints (stdout in the real CLI). */
+/**
+ * Exit codes: 0 done, 1 the answer is no (replay differs, a DMA byte failed, a fatal host error),
+ * 2 usage, configuration or input error, 70 an internal error (a bug), 130 interrupted (SIGINT).
+ */
+export const EXIT = { ok: 0, no: 1, usage: 2, internal: 70, interrupted: 130 } as const;
+
+const GUEST_CHOICES: readonly GuestChoice[] = ['linux-6.1', 'linux-4.x', 'none'];
+
+const QEMU_OPTIONS_HELP = `
+QEMU options (as qemu-system-ppc64 takes them; also inside --qemu-args "..."):
+  -M, -machine TYPE[,accel=tcg|kvm]  machine type (-M help lists them)
+  -m SIZE[,maxmem=SIZE][,slots=N]     guest RAM (a bare number is MiB)
+  -device DRIVER[,PROP=VALUE...]      a PCI device or PHB (-device help, -device DRIVER,help)
+  -global spapr-pci-host-bridge.PROP=VALUE
+  -accel tcg|kvm, -enable-kvm
+  -trace [enable=]PATTERN[,events=FILE][,file=FILE]   trace events (-trace help lists them)
+  -d trace:PATTERN, -D FILE, -msg timestamp=on
+  -version
+Options that change nothing ddw models (-nographic, -cpu, -smp, -kernel, ...) are accepted.
+
+Configuration layers, later wins: ddw's defaults < preset < DESCRIPTION.json < QEMU options
+< --host < --guest. The preset is ddw's default machine unless the QEMU options describe hardware
+(-M, -m, -device, -global); then they describe the whole machine, as with QEMU.`;
+
+const stdio: CommandIO = {
+  out: (text) => void process.stdout.write(text),
+  err: (text) => void process.stderr.write(text),
+};
+
+/**
+ * Runs `ddw` with these arguments (without node and the script) and returns its exit code; every
+ * error is printed here as one line. bin.ts sets it as the process's exit code, never calling
+ * process.exit(), so whatever was printed reaches a pipe before the process ends.
+ */
+export async function runCli(args: readonly string[], io: CommandIO = stdio): Promise<number> {
+  const program = createProgram(io.out, io.err);
+  try {
+    // QEMU spells it -version; ddw's own flag is --version.
+    const words = args[0] === '-version' ? ['--version', ...args.slice(1)] : [...args];
+    await program.parseAsync(words, { from: 'user' });
+    return EXIT.ok;
+  } catch (error) {
+    return exitCodeFor(error, io);
+  }
+}
+
+function exitCodeFor(error: unknown, io: CommandIO): number {
+  if (error instanceof CommanderError) {
+    // Commander has printed its usage error, or the help or version text.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.ok;
+    if (error.code.startsWith('ddw.')) return error.exitCode;
+    return EXIT.usage;
+  }
+  if (error instanceof DdwError) {
+    io.err(`ddw: ${oneLine(error.message)}\n`);
+    return EXIT.usage;
+  }
+  // A bug in ddw, not in what the user gave: say so, and keep the stack for whoever debugs it.
+  const message = error instanceof Error ? error.message : String(error);
+  if (process.env.DDW_DEBUG === '1' && error instanceof Error && error.stack) {
+    io.err(`ddw: internal error: ${error.stack}\n`);
+  } else {
+    io.err(
+      `ddw: internal error: ${oneLine(message)} (run with DDW_DEBUG=1 to see where; please report it)\n`,
+    );
+  }
+  return EXIT.internal;
+}
+
+/** A multi-line message (several configuration problems) as one line. */
+function oneLine(message: string): string {
+  return message
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '')
+    .join('; ');
+}
+
+/** The `ddw` command line. `out` and `err` receive what it prints (stdout and stderr in the real CLI). */
 export function createProgram(
   out: (text: string) => void = (t) => process.stdout.write(t),
   err: (text: string) => void = (t) => process.stderr.write(t),
 ): Command {
+  const io: CommandIO = { out, err };
   const program = new Command('ddw')
     .description('ddw: how a pseries guest gets DMA windows from its hypervisor, modelled')
-    .showHelpAfterError()
+    .version(versionText().trimEnd(), '-V, --version', 'print the version and the machine types')
+    .helpOption('-h, --help', 'show help')
+    .configureOutput({
+      writeOut: out,
+      writeErr: err,
+      // One line: commander's "error: ..." becomes "ddw: ...", with where to look.
+      outputError: (text, write) => write(`ddw: ${text.replace(/^error: /, '').trimEnd()}\n`),
+    })
     // Throw instead of exiting, so the program can run inside tests and other tools; bin.ts exits.
     .exitOverride();
 
-  const info = program.command('info').description('inspect a machine, as QEMU monitor `info` commands');
-  info
-    .command('mtree')
-    .description('print the memory tree (`info mtree`), or the flat views with --flat (`info mtree -f`)')
-    .argument('[description]', 'a machine description (JSON), merged over the default machine')
-    .option('-f, --flat', 'print the rendered flat views')
-    .option('-D, --disabled', 'also print disabled regions')
-    .option('--qemu-args <options>', 'QEMU options describing the whole machine, instead of the default one')
-    .option('-m, --ram <size>', 'guest RAM size, as QEMU -m (a bare number is MiB)', checkSize)
-    .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
-    .action(
-      async (
-        file: string | undefined,
-        opts: MachineOptions & { flat?: boolean; disabled?: boolean; ram?: string },
-      ) => {
-        const machine = await buildMachine(file, opts);
-        try {
-          out(machine.mtree({ flat: opts.flat ?? false, disabled: opts.disabled ?? false }));
-        } finally {
-          machine.dispose();
-        }
-      },
-    );
+  const info = program
+    .command('info')
+    .description('inspect a machine, as QEMU monitor `info` commands')
+    .action(() => {
+      throw new UsageError('info needs a subcommand: mtree (see ddw info --help)');
+    });
+  machineCommand(
+    info
+      .command('mtree')
+      .description('print the memory tree (`info mtree`), or the flat views with -f (`info mtree -f`)')
+      .option('-f, --flat', 'print the rendered flat views')
+      .option('--disabled', 'also print disabled regions (HMP: info mtree -D)')
+      .option('--json', 'print one JSON object'),
+    { guest: false },
+  ).action(
+    async (opts: MachineOpts & { flat?: boolean; disabled?: boolean; json?: boolean }, cmd: Command) => {
+      const config = await prepare(cmd, opts, io);
+      if (!config) return;
+      const machine = await buildConfigured(config.resolved);
+      try {
+        const flat = opts.flat ?? false;
+        const disabled = opts.disabled ?? false;
+        out(
+          opts.json
+            ? `${JSON.stringify(mtreeReport(machine, { flat, disabled }), null, 2)}\n`
+            : machine.mtree({ flat, disabled }),
+        );
+      } finally {
+        machine.dispose();
+      }
+    },
+  );
 
-  program
-    .command('run', { isDefault: true })
-    .description('build a machine, let a Linux guest negotiate DMA windows, move data both ways, and report')
-    .argument(
-      '[description]',
-      'a machine description (JSON), merged over the default machine (or over --qemu-args)',
-    )
-    .option('--qemu-args <options>', 'QEMU options describing the whole machine, instead of the default one')
-    .option(
-      '--host <options>',
-      'host IOMMU for vfio-pci devices, e.g. "type=v2,page=64K,pgsizes=0x1011000,windows=2,levels=5"',
-    )
-    .option('--guest <generation>', 'the guest model: linux-6.1, linux-4.x or none', checkGuest, 'linux-6.1')
-    .option('--trace <pattern>', 'trace events to print on stderr, as QEMU -trace (repeatable)', collect, [])
-    .option('--json', 'print the report as one JSON object')
-    .action(
-      async (
-        file: string | undefined,
-        opts: MachineOptions & { guest: LinuxGeneration | 'none'; trace: string[]; json?: boolean },
-      ) => {
-        const trace = new TraceBus();
-        trace.setPatterns(opts.trace);
-        trace.addSink({ write: (line) => err(`${line}\n`) });
-        const progress = progressBar();
-        let report: RunReport;
-        try {
-          report = await runMachine({
-            ...(file !== undefined ? { description: readDescription(file) } : {}),
-            ...(opts.qemuArgs !== undefined ? { qemuArgs: opts.qemuArgs } : {}),
-            ...(opts.host !== undefined ? { host: opts.host } : {}),
-            guest: opts.guest,
-            trace,
-            onProgress: progress.update,
-          });
-        } finally {
-          progress.stop();
-        }
-        out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
-        if (!report.ok) throw new CommanderError(1, 'ddw.run.failed', 'DMA verification failed');
-      },
-    );
+  machineCommand(
+    program
+      .command('run', { isDefault: true })
+      .description(
+        'build a machine, let a Linux guest negotiate DMA windows, move data both ways, and report',
+      )
+      .option('--json', 'print the report as one JSON object'),
+    { guest: true },
+  ).action(async (opts: MachineOpts & { json?: boolean }, cmd: Command) => {
+    const config = await prepare(cmd, opts, io);
+    if (!config) return;
+    const trace = await openTraceOutput(config.qemu, io);
+    const progress = progressBar();
+    try {
+      const report = await runResolved(config.resolved, { trace: trace.bus, onProgress: progress.update });
+      progress.stop();
+      await trace.close();
+      out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+      if (!report.ok) throw new CommanderError(EXIT.no, 'ddw.run.failed', 'DMA verification failed');
+    } finally {
+      progress.stop();
+      trace.abort();
+    }
+  });
 
   const snapshot = program
     .command('snapshot')
-    .description('save a machine to a file, load it back, or describe a file');
-  snapshot
-    .command('save')
-    .description('build the machine, let the guest model negotiate its DMA windows, and save everything')
-    .argument('<file>', 'the snapshot file to write')
-    .argument('[description]', 'a machine description (JSON), merged over the default machine')
-    .option('--qemu-args <options>', 'QEMU options describing the whole machine, instead of the default one')
-    .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
-    .option(
-      '--guest <generation>',
-      'the guest model run before saving: linux-6.1, linux-4.x or none',
-      checkGuest,
-      'linux-6.1',
-    )
-    .action(
-      async (
-        file: string,
-        description: string | undefined,
-        opts: MachineOptions & { guest: LinuxGeneration | 'none' },
-      ) => {
-        const machine = await buildRunMachine(machineSource(description, opts));
-        let saved: { bytes: number; windows: string[] };
-        try {
-          if (opts.guest !== 'none') {
-            const guest = new LinuxGuest(machine.guest, { generation: opts.guest });
-            guest.boot();
-            guest.probeAll();
-          }
-          saved = await saveMachineSnapshot(file, machine);
-        } finally {
-          machine.dispose();
-        }
-        out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
-      },
-    );
-  snapshot
-    .command('load')
-    .description(
-      'build a fresh machine of the same description and restore it from the file (all or nothing)',
-    )
-    .argument('<file>', 'the snapshot file to read')
-    .argument('[description]', 'the machine description it was saved from')
-    .option('--qemu-args <options>', 'the QEMU options it was saved with')
-    .option('--host <options>', 'host IOMMU capabilities for vfio-pci devices')
-    .action(async (file: string, description: string | undefined, opts: MachineOptions) => {
-      const loaded = await loadMachineSnapshot(file, () => buildRunMachine(machineSource(description, opts)));
-      out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
+    .description('save a machine to a file, load it back, or describe a file')
+    .action(() => {
+      throw new UsageError('snapshot needs a subcommand: save, load or info (see ddw snapshot --help)');
     });
+  machineCommand(
+    snapshot
+      .command('save')
+      .description('build the machine, let the guest model negotiate its DMA windows, and save everything'),
+    { guest: true, operand: 'snapshot file' },
+  ).action(async (opts: MachineOpts, cmd: Command) => {
+    const config = await prepare(cmd, opts, io, ['snapshot file']);
+    if (!config) return;
+    const file = config.operands[0]!;
+    const trace = await openTraceOutput(config.qemu, io);
+    try {
+      const machine = await buildConfigured(config.resolved, trace.bus);
+      let saved: { bytes: number; windows: string[] };
+      try {
+        const generation = (config.resolved.description.guest as { generation: GuestChoice }).generation;
+        if (generation !== 'none') {
+          const guest = new LinuxGuest(machine.guest, { generation });
+          guest.boot();
+          guest.probeAll();
+        }
+        saved = await saveMachineSnapshot(file, machine);
+      } finally {
+        machine.dispose();
+      }
+      await trace.close();
+      out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
+    } finally {
+      trace.abort();
+    }
+  });
+  machineCommand(
+    snapshot
+      .command('load')
+      .description(
+        'build a fresh machine of the same description and restore it from the file (all or nothing)',
+      ),
+    { guest: false, operand: 'snapshot file' },
+  ).action(async (opts: MachineOpts, cmd: Command) => {
+    const config = await prepare(cmd, opts, io, ['snapshot file']);
+    if (!config) return;
+    const file = config.operands[0]!;
+    const trace = await openTraceOutput(config.qemu, io);
+    try {
+      const loaded = await loadMachineSnapshot(file, () => buildConfigured(config.resolved, trace.bus));
+      await trace.close();
+      out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
+    } finally {
+      trace.abort();
+    }
+  });
   snapshot
     .command('info')
-    .description('list the sections of a snapshot file, their versions and sizes')
+    .description('list the sections of a snapshot file, their versions and sizes (checksums verified)')
     .argument('<file>', 'the snapshot file')
-    .action((file: string) => {
-      out(`${describeSnapshot(file)}\n`);
+    .option('--json', 'print one JSON object')
+    .action((file: string, opts: { json?: boolean }) => {
+      const report = describeSnapshot(file);
+      out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatSnapshotInfo(report)}\n`);
     });
 
   program
@@ -155,76 +257,123 @@ export function createProgram(
     )
     .option(
       '--trace <pattern>',
-      'events to print, as QEMU -trace (repeatable; -PATTERN disables; default: spapr_iommu_* and the vfio_ events the trace has)',
+      'events to print and compare, as QEMU -trace (repeatable; -PATTERN disables; default: spapr_iommu_* and the vfio_ events the trace has)',
       collect,
       [],
     )
     .option(
       '--check',
-      'compare with the input: print a diff and "N compared, M differ"; exit 1 on a difference',
+      'compare with the input: print a unified diff and "N compared, M differ"; exit 1 on a difference',
     )
+    .option('--json', 'print one JSON object')
     .action(
-      async (file: string, opts: { qemuArgs: string; host?: string; trace: string[]; check?: boolean }) => {
+      async (
+        file: string,
+        opts: { qemuArgs: string; host?: string; trace: string[]; check?: boolean; json?: boolean },
+      ) => {
         const host = opts.host !== undefined ? { host: opts.host } : {};
+        // The traced run's machine: its QEMU options, checked before the trace is read.
+        const qemu = qemuOptionsOf({ words: [], qemuArgs: [opts.qemuArgs] });
         const code = await replayCommand(
           {
             file,
             patterns: opts.trace,
             check: opts.check ?? false,
-            json: false,
-            build: (trace) => buildPseries(opts.qemuArgs, { trace, ...host }),
+            json: opts.json ?? false,
+            build: (trace) => buildPseries(qemu, { trace, ...host }),
           },
-          { out, err },
+          io,
         );
         if (code !== 0) throw new CommanderError(code, 'ddw.replay.differ', 'the model differs from QEMU');
       },
     );
 
+  program
+    .command('schema')
+    .description('print the JSON Schema of a machine description or of a --json report')
+    .argument('<name>', `one of: ${schemaNames().join(', ')}`)
+    .action(async (name: string) => {
+      out(`${JSON.stringify(await schemaOf(name), null, 2)}\n`);
+    });
+
   return program;
 }
 
-interface MachineOptions {
-  qemuArgs?: string;
+interface MachineOpts {
+  qemuArgs?: string[];
   host?: string;
-  ram?: string;
+  guest?: GuestChoice;
+  printDescription?: boolean;
 }
 
-function machineSource(file: string | undefined, opts: MachineOptions): MachineSource {
-  return {
-    ...(file !== undefined ? { description: readDescription(file) } : {}),
-    ...(opts.qemuArgs !== undefined ? { qemuArgs: opts.qemuArgs } : {}),
+/**
+ * A command that takes a machine the way QEMU does: QEMU options directly (commander cannot parse
+ * -device and friends, so it passes them through and configure.ts reads them), --qemu-args, the
+ * ddw flags, and at most one DESCRIPTION.json.
+ */
+function machineCommand(command: Command, options: { guest: boolean; operand?: string }): Command {
+  command
+    .usage(`${options.operand ? 'FILE ' : ''}[options] [QEMU options] [DESCRIPTION.json]`)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    // `-h` is left to QEMU's options parser, so `-hda`-like words are never taken for help.
+    .helpOption('--help', 'show help')
+    .option(
+      '--qemu-args <options>',
+      'QEMU options as one string (repeatable), before the ones given directly',
+      collect,
+      [],
+    )
+    .option(
+      '--host <options>',
+      'host IOMMU for vfio-pci devices, e.g. "type=v2,page=64K,pgsizes=0x1011000,windows=2,levels=5"',
+    )
+    .option('--print-description', 'print the merged machine description (JSON) and exit');
+  if (options.guest) {
+    command.addOption(new Option('--guest <generation>', 'the guest model').choices(GUEST_CHOICES));
+  }
+  return command.addHelpText('after', QEMU_OPTIONS_HELP);
+}
+
+/**
+ * Reads a machine command's configuration; answers help, version and --print-description itself
+ * (and returns undefined: nothing more to do).
+ */
+async function prepare(
+  cmd: Command,
+  opts: MachineOpts,
+  io: CommandIO,
+  operands: readonly string[] = [],
+): Promise<MachineConfiguration | undefined> {
+  const line: MachineCommandLine = {
+    words: cmd.args,
+    operands,
+    ...(opts.qemuArgs && opts.qemuArgs.length > 0 ? { qemuArgs: opts.qemuArgs } : {}),
     ...(opts.host !== undefined ? { host: opts.host } : {}),
-    ...(opts.ram !== undefined ? { ram: opts.ram } : {}),
+    ...(opts.guest !== undefined ? { guest: opts.guest } : {}),
   };
-}
-
-function buildMachine(file: string | undefined, opts: MachineOptions): Promise<Machine> {
-  return buildRunMachine(machineSource(file, opts));
-}
-
-function readDescription(file: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError(
-      'description',
-      `cannot read ${file}: ${error instanceof Error ? error.message : String(error)}`,
-    );
+  refuseUnknownCommand(cmd);
+  const qemu = qemuOptionsOf(line);
+  if (await answerRequests(qemu, io, () => cmd.helpInformation())) return undefined;
+  const config = configureMachine(line, qemu);
+  if (opts.printDescription) {
+    checkResolved(config.resolved, { plugins: [linuxGuestSection()] });
+    io.out(`${JSON.stringify(config.resolved.description, null, 2)}\n`);
+    return undefined;
   }
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError(
-      'description',
-      `${file} is not JSON: ${error instanceof Error ? error.message : String(error)}`,
-    );
-  }
+  return config;
 }
 
-function checkGuest(value: string): LinuxGeneration | 'none' {
-  if (value === 'linux-6.1' || value === 'linux-4.x' || value === 'none') return value;
-  throw new InvalidArgumentError(`"${value}" is not a guest model; use linux-6.1, linux-4.x or none`);
+/** `ddw bogus`: a word that is no command, no option and no file is refused as a command. */
+function refuseUnknownCommand(cmd: Command): void {
+  if (cmd.name() !== 'run' || cmd.parent?.args[0] === 'run') return;
+  const first = cmd.args.find((w) => !w.startsWith('-'));
+  if (first === undefined || cmd.args.indexOf(first) !== 0) return;
+  if (/[./\\]/.test(first)) return; // a path: configure.ts reads it or says why it cannot
+  const commands = cmd.parent?.commands.map((c) => c.name()).join(', ') ?? '';
+  throw new UsageError(
+    `unknown command "${first}"; the commands are ${commands} (a description file needs a path such as ./${first}.json)`,
+  );
 }
 
 /** A progress bar on stderr, only on a terminal and only once the work has lasted a moment. */
@@ -249,18 +398,11 @@ function progressBar(): { update: (step: string, done: number, total: number) =>
       }
       bar.update(done, { step });
     },
-    stop: () => bar?.stop(),
+    stop: () => {
+      bar?.stop();
+      bar = undefined;
+    },
   };
-}
-
-/** Refuses a size QEMU's -m would refuse, with the same message. */
-function checkSize(value: string): string {
-  try {
-    parseQemuSize(value, '-m size', 20n);
-  } catch (error) {
-    throw new InvalidArgumentError(error instanceof Error ? error.message : String(error));
-  }
-  return value;
 }
 
 function collect(value: string, previous: string[]): string[] {

@@ -1,3 +1,4 @@
+import { formatSize } from '@ddw/machine';
 import type { RunReport } from './run.js';
 
 const PAGE_NAMES: Readonly<Record<number, string>> = {
@@ -11,22 +12,12 @@ const PAGE_NAMES: Readonly<Record<number, string>> = {
   28: '256M',
   34: '16G',
 };
-const pageName = (shift: number | null) => (shift === null ? '-' : (PAGE_NAMES[shift] ?? `2^${shift}`));
-
-/** 4294967296 -> "4 GiB"; odd sizes in hex. */
-function size(bytes: bigint): string {
-  for (const [unit, shift] of [
-    ['TiB', 40n],
-    ['GiB', 30n],
-    ['MiB', 20n],
-    ['KiB', 10n],
-  ] as const) {
-    if (bytes >= 1n << shift && bytes % (1n << shift) === 0n) return `${bytes >> shift} ${unit}`;
-  }
-  return `0x${bytes.toString(16)} bytes`;
-}
+/** A page size for people: "16M" for 2^24; "2^N bytes" where no unit fits. */
+export const pageName = (shift: number | null) =>
+  shift === null ? '-' : (PAGE_NAMES[shift] ?? `2^${shift}-byte`);
 
 function table(rows: string[][], indent = '  '): string[] {
+  if (rows.length === 0) return [];
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
   return rows.map(
     (r) =>
@@ -43,12 +34,10 @@ export function formatReport(r: RunReport): string {
   const out: string[] = [];
   const m = r.machine;
   out.push(
-    `Machine: ${m.type}, ${m.ram} RAM${m.maxmem ? ` (up to ${m.maxmem})` : ''}, accel ${m.accel}, guest ${r.guest?.generation ?? 'none'}`,
+    `Machine: ${m.type}, ${formatSize(BigInt(m.ram))} RAM${m.maxmem ? ` (up to ${formatSize(BigInt(m.maxmem))})` : ''}, accel ${m.accel}, guest ${r.guest?.generation ?? 'none'}`,
   );
   if (m.devices.length > 0) {
-    out.push(
-      ...table(m.devices.map((d) => [d.id, d.driver, d.bus, `config address 0x${d.cfgAddr.toString(16)}`])),
-    );
+    out.push(...table(m.devices.map((d) => [d.id, d.driver, d.bus, `config address ${d.cfgAddr}`])));
   } else {
     out.push('  no PCI devices');
   }
@@ -60,7 +49,7 @@ export function formatReport(r: RunReport): string {
       const start = BigInt(w.busOffset);
       const end = start + (BigInt(w.entries) << BigInt(w.pageShift)) - 1n;
       rows.push([
-        `0x${w.liobn.toString(16)}`,
+        w.liobn,
         `${w.busOffset} - 0x${end.toString(16)}`,
         pageName(w.pageShift),
         String(w.entries),
@@ -74,10 +63,10 @@ export function formatReport(r: RunReport): string {
     out.push('', `Host IOMMU (${r.host.config})`);
     for (const w of r.host.windows) {
       out.push(
-        `  window at ${w.startAddr}: ${size(BigInt(w.size))} in ${pageName(w.pageShift)} pages, ${w.levels} level${w.levels === 1 ? '' : 's'}`,
+        `  window at ${w.startAddr}: ${formatSize(BigInt(w.size))} in ${pageName(w.pageShift)} pages, ${w.levels} level${w.levels === 1 ? '' : 's'}`,
       );
     }
-    for (const p of r.host.prereg) out.push(`  pre-registered: ${size(BigInt(p.size))} at ${p.vaddr}`);
+    for (const p of r.host.prereg) out.push(`  pre-registered: ${formatSize(BigInt(p.size))} at ${p.vaddr}`);
     out.push(`  mapped: ${r.host.mappings} host IOMMU pages`);
     for (const e of r.host.errors) out.push(`  error: ${e}`);
   }
@@ -95,7 +84,7 @@ export function formatReport(r: RunReport): string {
         r.guest.devices.map((d) => [
           d.id,
           d.mode,
-          d.liobn === null ? '-' : `LIOBN 0x${d.liobn.toString(16)}`,
+          d.liobn === null ? '-' : `LIOBN ${d.liobn}`,
           `${pageName(d.pageShift)} pages`,
           d.mode === 'direct'
             ? `device address = guest address + ${d.dmaOffset}`
@@ -114,7 +103,7 @@ export function formatReport(r: RunReport): string {
       r.dma.transfers.map((t) => [
         t.device,
         t.direction,
-        `bus ${t.busAddress}`,
+        t.busAddress === null ? 'not mapped' : `bus ${t.busAddress}`,
         `${t.bytes} bytes`,
         t.ok ? 'verified' : 'FAILED',
       ]),

@@ -1,102 +1,122 @@
-import { type DeviceDmaState, type LinuxGeneration, LinuxGuest, type PeDecision } from '@ddw/guest-linux';
 import {
-  formatHex,
-  formatSize,
-  type HostErrorEvent,
-  type Machine,
-  mergeDescription,
-  resolve,
-  type TraceBus,
-} from '@ddw/machine';
-import {
-  buildPseries,
-  buildPseriesFromDescription,
-  DEFAULT_PSERIES_MACHINE,
-  parseQemuArgs,
-  parseQemuSize,
-  pseriesDescription,
-  type QemuArgs,
-} from '@ddw/pseries';
+  type DeviceDmaState,
+  type GuestChoice,
+  guestOf,
+  LinuxGuest,
+  linuxGuestSection,
+  type PeDecision,
+} from '@ddw/guest-linux';
+import { formatHex, type HostErrorEvent, type Machine, resolve, type TraceBus } from '@ddw/machine';
+import { buildResolved, type ResolvedDescription } from '@ddw/pseries';
 import type { TceStorage } from '@ddw/spapr-iommu';
 import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
 import { formatHostConfig, VfioTokens } from '@ddw/vfio-common';
+import { z } from 'zod';
+import { configureMachine, type MachineConfiguration } from './configure.js';
 
-/** What `ddw run` was asked to build and do. */
+/** What `ddw run` was asked to build and do, as the API takes it. */
 export interface RunOptions extends MachineSource {
-  guest?: LinuxGeneration | 'none';
   /** Called as the run advances (for a progress bar). */
   onProgress?: (step: string, done: number, total: number) => void;
 }
 
-export interface WindowReport {
-  liobn: number;
-  busOffset: string;
-  pageShift: number;
-  entries: number;
-  mapped: number;
-}
+const hex = z.string().regex(/^0x[0-9a-f]+$/, 'a 0x-prefixed lowercase hexadecimal number');
+const count = z.number().int().min(0);
 
-export interface DeviceReport {
-  id: string;
-  driver: string;
-  bus: string;
-  cfgAddr: number;
-  mode: 'direct' | 'dynamic' | 'default' | 'none';
-  liobn: number | null;
-  dmaOffset: string;
-  pageShift: number | null;
-}
+const windowReportSchema = z.object({
+  liobn: hex,
+  busOffset: hex,
+  pageShift: z.number().int(),
+  entries: count,
+  mapped: count,
+});
 
-export interface TransferReport {
-  device: string;
-  direction: 'to-device' | 'from-device';
-  busAddress: string;
-  bytes: number;
-  ok: boolean;
-}
+const deviceReportSchema = z.object({
+  id: z.string(),
+  driver: z.string(),
+  bus: z.string(),
+  cfgAddr: hex,
+  mode: z.enum(['direct', 'dynamic', 'default', 'none']),
+  liobn: hex.nullable(),
+  dmaOffset: hex,
+  pageShift: z.number().int().nullable(),
+});
+
+const transferReportSchema = z.object({
+  device: z.string(),
+  direction: z.enum(['to-device', 'from-device']),
+  busAddress: hex.nullable(),
+  bytes: count,
+  ok: z.boolean(),
+});
 
 /** The report `ddw run` prints, as text or (with --json) as this object. */
-export interface RunReport {
-  machine: {
-    type: string;
-    ram: string;
-    maxmem?: string;
-    accel: string;
-    devices: { id: string; driver: string; bus: string; cfgAddr: number }[];
-  };
-  phbs: { index: number; id: string; buid: string; windows: WindowReport[] }[];
-  host: {
-    config: string;
-    windows: { startAddr: string; size: string; pageShift: number; levels: number }[];
-    prereg: { vaddr: string; size: string }[];
-    mappings: number;
-    errors: string[];
-  } | null;
-  guest: {
-    generation: string;
-    decisions: {
-      pe: string;
-      buid: string;
-      outcome: string;
-      defaultWindowRemoved: boolean;
-      reasons: string[];
-    }[];
-    devices: DeviceReport[];
-  } | null;
-  dma: { verifiedBytes: number; failedBytes: number; transfers: TransferReport[] };
-  timeMs: number;
-  ok: boolean;
-}
+export const runReportSchema = z.object({
+  schemaVersion: z.literal(1),
+  kind: z.literal('run'),
+  machine: z.object({
+    type: z.string(),
+    ram: hex,
+    maxmem: hex.optional(),
+    accel: z.enum(['tcg', 'kvm']),
+    devices: z.array(z.object({ id: z.string(), driver: z.string(), bus: z.string(), cfgAddr: hex })),
+  }),
+  phbs: z.array(
+    z.object({ index: z.number().int(), id: z.string(), buid: hex, windows: z.array(windowReportSchema) }),
+  ),
+  host: z
+    .object({
+      config: z.string(),
+      windows: z.array(
+        z.object({ startAddr: hex, size: hex, pageShift: z.number().int(), levels: z.number().int() }),
+      ),
+      prereg: z.array(z.object({ vaddr: hex, size: hex })),
+      mappings: count,
+      errors: z.array(z.string()),
+    })
+    .nullable(),
+  guest: z
+    .object({
+      generation: z.string(),
+      decisions: z.array(
+        z.object({
+          pe: z.string(),
+          buid: hex,
+          outcome: z.string(),
+          defaultWindowRemoved: z.boolean(),
+          reasons: z.array(z.string()),
+        }),
+      ),
+      devices: z.array(deviceReportSchema),
+    })
+    .nullable(),
+  dma: z.object({ verifiedBytes: count, failedBytes: count, transfers: z.array(transferReportSchema) }),
+  timeMs: count,
+  ok: z.boolean(),
+});
+
+export type RunReport = z.infer<typeof runReportSchema>;
+export type WindowReport = z.infer<typeof windowReportSchema>;
+export type DeviceReport = z.infer<typeof deviceReportSchema>;
+export type TransferReport = z.infer<typeof transferReportSchema>;
 
 /** Builds the machine, lets the guest negotiate, moves data both ways through every device, and reports. */
-export async function runMachine(options: RunOptions = {}): Promise<RunReport> {
+export function runMachine(options: RunOptions = {}): Promise<RunReport> {
+  return runResolved(configureSource(options).resolved, options);
+}
+
+/** `ddw run` on a description resolved from the command line (see configure.ts). */
+export async function runResolved(
+  resolved: ResolvedDescription,
+  options: { trace?: TraceBus; onProgress?: RunOptions['onProgress'] } = {},
+): Promise<RunReport> {
   const started = performance.now();
-  const machine = await buildRunMachine(options);
+  const machine = await buildConfigured(resolved, options.trace);
   const hostErrors: HostErrorEvent[] = [];
   machine.events.on('host-error', (e) => hostErrors.push(e));
   try {
     const devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
-    const generation = options.guest ?? 'linux-6.1';
+    const generation = guestOf(machine.description).generation;
     let guest: LinuxGuest | undefined;
     const states = new Map<PciDevice, DeviceDmaState>();
     const transfers: TransferReport[] = [];
@@ -124,6 +144,8 @@ export async function runMachine(options: RunOptions = {}): Promise<RunReport> {
     const verifiedBytes = transfers.filter((t) => t.ok).reduce((n, t) => n + t.bytes, 0);
     const failedBytes = transfers.filter((t) => !t.ok).reduce((n, t) => n + t.bytes, 0);
     const report: RunReport = {
+      schemaVersion: 1,
+      kind: 'run',
       machine: machineReport(machine, devices),
       phbs: resolve(machine.container, SpaprPciTokens.Phbs).list.map((phb) => ({
         index: phb.index,
@@ -132,7 +154,7 @@ export async function runMachine(options: RunOptions = {}): Promise<RunReport> {
         windows: phb.windows
           .filter((t) => t.enabled)
           .map((t) => ({
-            liobn: t.liobn,
+            liobn: formatHex(BigInt(t.liobn)),
             busOffset: formatHex(t.busOffset),
             pageShift: t.pageShift,
             entries: t.nbTable,
@@ -163,42 +185,40 @@ export async function runMachine(options: RunOptions = {}): Promise<RunReport> {
   }
 }
 
-/** What a machine is built from on the command line. */
+/** What a machine is built from, as the API takes it (the CLI gives the same as a command line). */
 export interface MachineSource {
-  /** A description (parsed JSON), merged over the default machine, or over `qemuArgs` when given. */
+  /** A description (parsed JSON), merged over the preset. */
   description?: unknown;
-  /** QEMU options describing the whole machine. */
+  /** QEMU options (a command line); with hardware options they describe the whole machine. */
   qemuArgs?: string;
   /** Host IOMMU capabilities (`--host`). */
   host?: string;
-  /** RAM size as QEMU's -m reads it, over everything else. */
-  ram?: string;
+  /** The guest model (`--guest`). */
+  guest?: GuestChoice;
   trace?: TraceBus;
 }
 
-/** The machine `ddw run` and `ddw info` build: QEMU options, or a description over the default machine. */
-export function buildRunMachine(source: MachineSource): Promise<Machine> {
-  const build = {
-    ...(source.trace ? { trace: source.trace } : {}),
+/** A MachineSource through the one configuration channel. */
+export function configureSource(source: MachineSource): MachineConfiguration {
+  return configureMachine({
+    words: [],
+    ...(source.qemuArgs !== undefined ? { qemuArgs: [source.qemuArgs] } : {}),
+    ...(source.description !== undefined
+      ? { description: { name: 'description', data: source.description } }
+      : {}),
     ...(source.host !== undefined ? { host: source.host } : {}),
-  };
-  if (source.qemuArgs !== undefined && source.description === undefined) {
-    return buildPseries(
-      source.ram === undefined ? source.qemuArgs : `${source.qemuArgs} -m ${source.ram}`,
-      build,
-    );
-  }
-  const preset =
-    source.qemuArgs !== undefined ? jsonDescription(parseQemuArgs(source.qemuArgs)) : DEFAULT_PSERIES_MACHINE;
-  const ram = source.ram !== undefined ? { ram: formatHex(parseQemuSize(source.ram, '-m size', 20n)) } : {};
-  return buildPseriesFromDescription(mergeDescription(source.description ?? {}, ram), { ...build, preset });
+    ...(source.guest !== undefined ? { guest: source.guest } : {}),
+  });
 }
 
-/** A QEMU command line as a description a JSON file can merge over (64-bit values as hex strings). */
-function jsonDescription(args: QemuArgs): unknown {
-  return JSON.parse(
-    JSON.stringify(pseriesDescription(args), (_k, v) => (typeof v === 'bigint' ? formatHex(v) : v)),
-  );
+/** The machine a resolved description describes, with the guest section ddw's commands read. */
+export function buildConfigured(resolved: ResolvedDescription, trace?: TraceBus): Promise<Machine> {
+  return buildResolved(resolved, { ...(trace ? { trace } : {}), plugins: [linuxGuestSection()] });
+}
+
+/** The machine `ddw info` and `ddw snapshot` build from a MachineSource. */
+export function buildRunMachine(source: MachineSource): Promise<Machine> {
+  return buildConfigured(configureSource(source).resolved, source.trace);
 }
 
 /**
@@ -223,7 +243,7 @@ function exercise(
   machine.guest.memory.write(src, toDevice);
   const busIn = guest.dmaMap(state.fn, src, length, 'to-device');
   if (busIn === undefined) {
-    out.push({ device: device.id, direction: 'to-device', busAddress: '-', bytes: length, ok: false });
+    out.push({ device: device.id, direction: 'to-device', busAddress: null, bytes: length, ok: false });
   } else {
     const read = device.dmaRead(busIn, length);
     out.push({
@@ -240,7 +260,7 @@ function exercise(
   machine.guest.memory.write(dst, new Uint8Array(length));
   const busOut = guest.dmaMap(state.fn, dst, length, 'from-device');
   if (busOut === undefined) {
-    out.push({ device: device.id, direction: 'from-device', busAddress: '-', bytes: length, ok: false });
+    out.push({ device: device.id, direction: 'from-device', busAddress: null, bytes: length, ok: false });
   } else {
     const wrote = device.dmaWrite(busOut, fromDevice);
     const back = new Uint8Array(length);
@@ -287,18 +307,18 @@ function machineReport(machine: Machine, devices: PciDevice[]): RunReport['machi
     type?: string;
     ram: bigint;
     maxmem?: bigint;
-    pseries?: { accel?: string };
+    pseries?: { accel?: 'tcg' | 'kvm' };
   };
   return {
-    type: d.type ?? 'pseries-7.2',
-    ram: formatSize(d.ram),
-    ...(d.maxmem !== undefined && d.maxmem !== d.ram ? { maxmem: formatSize(d.maxmem) } : {}),
+    type: d.type ?? 'pseries',
+    ram: formatHex(d.ram),
+    ...(d.maxmem !== undefined && d.maxmem !== d.ram ? { maxmem: formatHex(d.maxmem) } : {}),
     accel: d.pseries?.accel ?? 'tcg',
     devices: devices.map((dev) => ({
       id: dev.id,
       driver: dev.driver,
       bus: dev.phb.busName,
-      cfgAddr: dev.configAddress,
+      cfgAddr: formatHex(BigInt(dev.configAddress)),
     })),
   };
 }
@@ -330,9 +350,9 @@ function deviceReport(device: PciDevice, state: DeviceDmaState | undefined): Dev
     id: device.id,
     driver: device.driver,
     bus: device.phb.busName,
-    cfgAddr: device.configAddress,
+    cfgAddr: formatHex(BigInt(device.configAddress)),
     mode: state?.mode ?? 'none',
-    liobn: state ? state.window.liobn : null,
+    liobn: state ? formatHex(BigInt(state.window.liobn)) : null,
     dmaOffset: formatHex(state?.dmaOffset ?? 0n),
     pageShift: state ? state.window.pageShift : null,
   };

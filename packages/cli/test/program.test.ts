@@ -1,19 +1,24 @@
 import { describe, expect, it } from 'vitest';
-import { createProgram } from '../src/index.js';
+import { runCli } from '../src/index.js';
 
 async function run(...args: string[]): Promise<string> {
   let text = '';
-  const program = createProgram((t) => {
-    text += t;
+  let err = '';
+  const code = await runCli(args, {
+    out: (t) => {
+      text += t;
+    },
+    err: (t) => {
+      err += t;
+    },
   });
-  program.configureOutput({ writeErr: () => {} });
-  await program.parseAsync(['node', 'ddw', ...args]);
+  if (code !== 0) throw new Error(`exit ${code}: ${err}`);
   return text;
 }
 
 describe('ddw info mtree', () => {
   it('prints the memory tree of the pseries machine with the RAM size asked for', async () => {
-    const out = await run('info', 'mtree', '--ram', '4G');
+    const out = await run('info', 'mtree', '-m', '4G');
     expect(out).toMatch(
       /^address-space: memory\n {2}0000000000000000-ffffffffffffffff \(prio 0, i\/o\): system\n/,
     );
@@ -34,13 +39,15 @@ describe('ddw info mtree', () => {
   });
 
   it('prints the flat views with --flat', async () => {
-    const out = await run('info', 'mtree', '-f', '--ram', '512M');
+    const out = await run('info', 'mtree', '-f', '-m', '512M');
     expect(out).toContain('FlatView #0\n AS "memory", root: system\n Root memory region: system\n');
     expect(out).toContain('  0000000000000000-000000001fffffff (prio 0, ram): ppc_spapr.ram\n');
   });
 
   it('refuses a malformed size with the description message', async () => {
-    await expect(run('info', 'mtree', '--ram', '2X')).rejects.toThrow(/"2X" is not a size/);
+    await expect(run('info', 'mtree', '-m', '2X')).rejects.toThrow(
+      /exit 2: ddw: QEMU options: -m size: "2X" is not a size/,
+    );
   });
 
   it('runs `ddw run` with no command: the default machine, negotiated and verified', async () => {

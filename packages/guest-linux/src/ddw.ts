@@ -247,7 +247,7 @@ export class DdwNegotiation {
     if (status !== 0) throw new Failure(`create returned ${status}`);
     const busOffset = (BigInt(ahi) << 32n) | BigInt(alo);
     this.reason(
-      `created LIOBN 0x${hex(liobn)} at 0x${busOffset.toString(16)}, 2^${pageShift} pages, 2^${windowShift} bytes`,
+      `created LIOBN 0x${hex(liobn)} at 0x${busOffset.toString(16)}, page size 2^${pageShift}, 2^${windowShift} bytes`,
     );
     return { liobn, busOffset, pageShift, windowShift };
   }
@@ -290,7 +290,9 @@ export class DdwNegotiation {
     const table = new IommuTable(info.liobn, info.busOffset, info.pageShift, entries);
     table.reserveBus(MMIO32_BUS_START, MMIO32_BUS_END);
     this.ctx.tce.freePages(info.liobn, info.busOffset, info.pageShift, entries);
-    this.reason(`dynamic window: ${entries} entries of 2^${info.pageShift}, mapped per DMA request`);
+    this.reason(
+      `dynamic window: ${entries} entries of page size 2^${info.pageShift}, mapped per DMA request`,
+    );
     return table;
   }
 

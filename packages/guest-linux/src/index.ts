@@ -3,4 +3,13 @@ export { KNOWN_DRIVERS, knownDriver } from './drivers.js';
 export { LinuxGuest } from './guest.js';
 export { IommuTable } from './iommu-table.js';
 export { DIRECT64_PROP, DMA64_PROP, windowInfoProperty } from './pe.js';
+export {
+  DEFAULT_LINUX_GENERATION,
+  type GuestChoice,
+  type GuestSection,
+  guestOf,
+  guestSectionSchema,
+  LINUX_GENERATIONS,
+  linuxGuestSection,
+} from './section.js';
 export { H_NOT_ENOUGH_RESOURCES, TCE_READ, TCE_WRITE, TCES_PER_CALL } from './tce.js';

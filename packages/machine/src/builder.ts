@@ -1,5 +1,5 @@
 import { DescriptionSchemaRegistry, type MachineDescription, parseDescription } from './description.js';
-import { PluginError } from './errors.js';
+import { InvalidArgumentError, PluginError } from './errors.js';
 import { Machine } from './machine.js';
 import { orderPlugins, type Plugin, type PluginContext } from './plugin.js';
 import type { TraceBus } from './trace.js';
@@ -21,9 +21,14 @@ export class MachineBuilder {
   readonly #plugins: Plugin[] = [];
   #description: unknown = {};
 
-  constructor(private readonly options: MachineBuilderOptions = {}) {}
+  private readonly options: MachineBuilderOptions;
+
+  constructor(options: MachineBuilderOptions = {}) {
+    this.options = checkBuilderOptions('new MachineBuilder(options)', options);
+  }
 
   use(...plugins: Plugin[]): this {
+    // Checked in plan() (orderPlugins), so a bad plugin fails build() with a PluginError.
     this.#plugins.push(...plugins);
     return this;
   }
@@ -73,29 +78,101 @@ export class MachineBuilder {
 }
 
 /** Builds a machine from plugins and a description in one call. */
-export function createMachine(
+export async function createMachine(
   plugins: readonly Plugin[],
   description: unknown,
   options: MachineBuilderOptions = {},
 ): Promise<Machine> {
+  if (!Array.isArray(plugins)) {
+    throw new InvalidArgumentError(
+      'createMachine(plugins, description)',
+      `plugins is ${plugins === null ? 'null' : typeof plugins}, not an array; pass a list such as [spaprIommu(), spaprPci()]`,
+    );
+  }
   return new MachineBuilder(options)
     .use(...plugins)
     .describe(description)
     .build();
 }
 
+function checkBuilderOptions(where: string, options: unknown): MachineBuilderOptions {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new InvalidArgumentError(
+      where,
+      `options is ${options === null ? 'null' : Array.isArray(options) ? 'an array' : typeof options}; pass an object such as { ramRegionName: "ram" } or nothing`,
+    );
+  }
+  const { ramRegionName, trace } = options as MachineBuilderOptions;
+  if (ramRegionName !== undefined && (typeof ramRegionName !== 'string' || ramRegionName === '')) {
+    throw new InvalidArgumentError(
+      where,
+      'options.ramRegionName must be a non-empty string, e.g. "ppc_spapr.ram"',
+    );
+  }
+  // By shape, not class: a second copy of @ddw/machine makes buses that are not instanceof ours.
+  if (trace !== undefined && typeof (trace as { defineAll?: unknown } | null)?.defineAll !== 'function') {
+    throw new InvalidArgumentError(where, 'options.trace must be a TraceBus from @ddw/machine');
+  }
+  return options as MachineBuilderOptions;
+}
+
+/**
+ * `target` as one plugin sees it: the same object, except that the methods in `overrides` take
+ * their place. Other methods run bound to the real object (its private fields stay reachable).
+ */
+function pluginView<T extends object>(target: T, overrides: Partial<T>): T {
+  return new Proxy(target, {
+    get(real, key) {
+      if (Object.hasOwn(overrides, key)) return (overrides as Record<PropertyKey, unknown>)[key];
+      const value: unknown = Reflect.get(real, key, real);
+      return typeof value === 'function' ? value.bind(real) : value;
+    },
+  });
+}
+
+/**
+ * A plugin's context. Its registries default `owner` to the plugin, so a clash (the same hypercall,
+ * RTAS call or token, vmstate section or device id registered twice) names the plugin that
+ * registered second and the one that was first, never "machine".
+ */
 function contextFor(machine: Machine, plugin: Plugin): PluginContext {
+  const name = plugin.name;
+  const { hypercalls, rtas, vmstate, devices } = machine;
   return {
     machine,
     container: machine.container,
-    plugin: plugin.name,
-    hypercalls: machine.hypercalls,
-    rtas: machine.rtas,
-    vmstate: machine.vmstate,
+    plugin: name,
+    hypercalls: pluginView(hypercalls, {
+      register: (opcode, hcallName, handler, owner = name) =>
+        hypercalls.register(opcode, hcallName, handler, owner),
+    }),
+    rtas: pluginView(rtas, {
+      register: (callName, handler, options = {}) =>
+        rtas.register(callName, handler, { ...options, owner: options.owner ?? name }),
+    }),
+    vmstate: pluginView(vmstate, {
+      register: (description, instanceId, opaque, owner = name) => {
+        const sectionName = (description as { name?: unknown } | null)?.name;
+        const existing =
+          typeof sectionName === 'string' && Number.isInteger(instanceId)
+            ? vmstate.find(sectionName, instanceId)
+            : undefined;
+        if (existing) {
+          throw new PluginError(
+            owner,
+            'conflict',
+            `plugin "${owner}" registers vmstate section "${sectionName}" instance 0x${instanceId.toString(16)}, ` +
+              `which plugin "${existing.owner}" already registered; give each section a unique name or instance id`,
+          );
+        }
+        return vmstate.register(description, instanceId, opaque, owner);
+      },
+    }),
     trace: machine.trace,
     events: machine.events,
     deviceTree: machine.deviceTree,
-    devices: machine.devices,
+    devices: pluginView(devices, { add: (device, owner = name) => devices.add(device, owner) }),
     description: machine.description,
     memory: { system: machine.systemMemory, ram: machine.ram, addressSpace: machine.memory },
   };

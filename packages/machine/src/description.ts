@@ -1,3 +1,4 @@
+import { MAX_RAM_SIZE } from '@ddw/memory';
 import { z } from 'zod';
 import { injectable } from './di.js';
 import { ConfigError, type ConfigIssue, PluginError } from './errors.js';
@@ -128,10 +129,47 @@ export const hexSchema = z
   .union([z.string(), z.number(), z.bigint()], { error: missing('hexadecimal value, e.g. "0x1000"') })
   .transform(fromParsed(tryU64));
 
+/** Guest RAM: at least one byte, at most what ddw backs (MAX_RAM_SIZE, 4 PiB). */
+const ramSchema = sizeSchema.superRefine((ram, ctx) => {
+  if (ram === 0n) {
+    ctx.addIssue({
+      code: 'custom',
+      message: 'RAM size is 0',
+      params: { fix: 'give the guest some RAM, e.g. "2G"' },
+      input: ram,
+    });
+  } else if (ram > MAX_RAM_SIZE) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${formatSize(ram)} is more than the ${formatSize(MAX_RAM_SIZE)} of RAM ddw can back`,
+      params: { fix: `give at most ${formatSize(MAX_RAM_SIZE)}` },
+      input: ram,
+    });
+  }
+});
+
+/**
+ * QEMU's id_wellformed: a letter, then letters, digits, '-', '.' or '_'. What -device id=,
+ * -object id= and friends accept.
+ */
+export const QEMU_ID_PATTERN = /^[A-Za-z][A-Za-z0-9._-]*$/;
+
+/** A device or bus id, refused as QEMU refuses it: "Parameter 'id' expects an identifier". */
+export const qemuIdSchema = z.string({ error: missing('id, e.g. "nic0"') }).superRefine((id, ctx) => {
+  if (!QEMU_ID_PATTERN.test(id)) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `Parameter 'id' expects an identifier, got ${JSON.stringify(id)}`,
+      params: { fix: "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter." },
+      input: id,
+    });
+  }
+});
+
 const baseShape = {
   /** Machine type, e.g. "pseries-7.2". */
   type: z.string().optional(),
-  ram: sizeSchema,
+  ram: ramSchema,
   maxmem: sizeSchema.optional(),
   name: z.string().optional(),
   /** Per-plugin options by plugin name. */
@@ -258,7 +296,9 @@ function issuesOf(error: z.ZodError, knownKeys: readonly string[]): ConfigIssue[
 
 /**
  * Validates a description (a JSON string or already-parsed data) against the base keys and the
- * registered sections. Throws one ConfigError naming every failing field.
+ * registered sections. Throws one ConfigError naming every failing field; a document that is not
+ * a plain object, nests deeper than MAX_DESCRIPTION_DEPTH or has a `__proto__`, `constructor` or
+ * `prototype` key is refused before anything walks it (see checkDocument).
  */
 export function parseDescription(input: unknown, registry: DescriptionSchemaRegistry): MachineDescription {
   let data = input;
@@ -271,16 +311,85 @@ export function parseDescription(input: unknown, registry: DescriptionSchemaRegi
       });
     }
   }
-  if (!isPlainObject(data)) {
-    throw new ConfigError(
-      '(document)',
-      'is not a JSON object',
-      'write the description as { "ram": "2G", ... }',
-    );
-  }
+  checkDocument(data);
   const result = registry.schema().safeParse(data);
   if (!result.success) throw ConfigError.fromIssues(issuesOf(result.error, registry.knownKeys()));
   return result.data;
+}
+
+/** How deep a description may nest; real ones need four or five levels. */
+export const MAX_DESCRIPTION_DEPTH = 64;
+
+/** Keys that would reach an object's prototype if a merge or a consumer assigned through them. */
+const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * Throws a ConfigError unless `data` is a plain object, no deeper than MAX_DESCRIPTION_DEPTH
+ * levels, with no `__proto__`, `constructor` or `prototype` key at any depth. The walk is
+ * iterative, so a hostile document cannot overflow the stack before it is refused; everything
+ * that walks a description recursively (zod, merge, clone) runs only after this.
+ */
+export function checkDocument(data: unknown, subject?: string): asserts data is Record<string, unknown> {
+  const options = subject === undefined ? {} : { subject };
+  if (!isPlainObject(data)) {
+    throw new ConfigError(
+      '(document)',
+      `is not a JSON object (it is ${describeDocument(data)})`,
+      'write the description as { "ram": "2G", ... }',
+      options,
+    );
+  }
+  // Depth-first with an explicit stack. A value shared by several parents (possible in data built
+  // in code) is walked again only when reached deeper than before: at most once per level.
+  const deepest = new Map<object, number>();
+  const stack: { value: object; depth: number; path: PropertyKey[] }[] = [
+    { value: data, depth: 1, path: [] },
+  ];
+  while (stack.length > 0) {
+    const { value, depth, path } = stack.pop()!;
+    if (depth > MAX_DESCRIPTION_DEPTH) {
+      throw new ConfigError(
+        path.length > 0 ? formatFieldPath(path.slice(0, 1)) : '(document)',
+        `nesting deeper than ${MAX_DESCRIPTION_DEPTH} levels`,
+        'flatten it: a machine description needs only a few levels',
+        options,
+      );
+    }
+    const seen = deepest.get(value);
+    if (seen !== undefined && seen >= depth) continue;
+    deepest.set(value, depth);
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const inner: unknown = value[i];
+        if (inner !== null && typeof inner === 'object')
+          stack.push({ value: inner, depth: depth + 1, path: [...path, i] });
+      }
+      continue;
+    }
+    for (const key of Object.keys(value)) {
+      if (FORBIDDEN_KEYS.has(key)) {
+        throw new ConfigError(
+          formatFieldPath([...path, key]),
+          'is a reserved JavaScript name, not a description key',
+          'remove it',
+          options,
+        );
+      }
+      const inner: unknown = (value as Record<string, unknown>)[key];
+      if (inner !== null && typeof inner === 'object')
+        stack.push({ value: inner, depth: depth + 1, path: [...path, key] });
+    }
+  }
+}
+
+function describeDocument(data: unknown): string {
+  if (data === null) return 'null';
+  if (Array.isArray(data)) return 'an array';
+  if (typeof data === 'object')
+    return `a ${Object.getPrototypeOf(data)?.constructor?.name ?? 'non-plain'} object`;
+  if (typeof data === 'string')
+    return `the string ${JSON.stringify(data.length > 20 ? `${data.slice(0, 20)}...` : data)}`;
+  return `${typeof data} ${describeInput(data)}`;
 }
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -299,18 +408,29 @@ function isIdentified(value: unknown): value is Identified {
  * `overlay` applied on top of `preset`, neither modified. Plain objects merge key by key. An
  * array whose entries all carry an `id` merges entry by entry with the preset's array of the same
  * kind: a matching id merges into that entry, a new id is appended, and `{ id, remove: true }`
- * deletes the entry. Any other value, arrays included, replaces.
+ * deletes the entry. Any other value, arrays included, replaces. Both documents must pass
+ * checkDocument (a plain object, bounded depth, no reserved keys), or a ConfigError is thrown on
+ * `(document)` or the offending path; the result's keys are own data properties only.
  */
 export function mergeDescription<T>(preset: T, overlay: unknown): T {
+  checkDocument(preset, 'preset description');
+  checkDocument(overlay);
   return mergeAt(preset, overlay, []) as T;
+}
+
+/** `target[key] = value` as a data property, never through an inherited setter such as __proto__. */
+function defineOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 function mergeAt(base: unknown, overlay: unknown, path: PropertyKey[]): unknown {
   if (overlay === undefined) return clone(base);
   if (isPlainObject(base) && isPlainObject(overlay)) {
     const merged: Record<string, unknown> = clone(base) as Record<string, unknown>;
-    for (const [key, value] of Object.entries(overlay))
-      merged[key] = mergeAt(base[key], value, [...path, key]);
+    for (const [key, value] of Object.entries(overlay)) {
+      const own = Object.hasOwn(base, key) ? base[key] : undefined;
+      defineOwn(merged, key, mergeAt(own, value, [...path, key]));
+    }
     return merged;
   }
   if (
@@ -356,7 +476,7 @@ function clone(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(clone);
   if (isPlainObject(value)) {
     const copy: Record<string, unknown> = {};
-    for (const [key, inner] of Object.entries(value)) copy[key] = clone(inner);
+    for (const [key, inner] of Object.entries(value)) defineOwn(copy, key, clone(inner));
     return copy;
   }
   return value;

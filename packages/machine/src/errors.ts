@@ -144,6 +144,22 @@ export class DeviceError extends DdwError {
   }
 }
 
+/**
+ * A programming mistake in how the API was called (a missing or wrongly typed argument): the
+ * message names the function, the argument and what it must be. Not something a machine
+ * description can cause; those are ConfigErrors.
+ */
+export class InvalidArgumentError extends DdwError {
+  override name = 'InvalidArgumentError';
+  /** `createMachine(plugins)`, `new MachineBuilder(options)`: where the bad argument went. */
+  readonly where: string;
+
+  constructor(where: string, message: string) {
+    super('INVALID_ARGUMENT', `${where}: ${message}`);
+    this.where = where;
+  }
+}
+
 /** The message of anything thrown, for wrapping errors whose type we do not control. */
 export function messageOf(error: unknown): string {
   if (error instanceof Error) return error.message;

@@ -1,7 +1,7 @@
 import { type AddressSpace, MemTxResult } from '@ddw/memory';
 import type { DeviceTree } from './devicetree.js';
 import { inject, injectable } from './di.js';
-import { DdwError } from './errors.js';
+import { DdwError, InvalidArgumentError } from './errors.js';
 import type { HypercallRegistry, HypercallResult } from './hcall.js';
 import { H_PARAMETER, H_RTAS, H_SUCCESS } from './papr.js';
 import type { RtasRegistry } from './rtas.js';
@@ -48,6 +48,20 @@ export class GuestPort {
 
   /** A hypercall: opcode and up to the PAPR register arguments, each wrapped to 64 bits. */
   hcall(opcode: number | bigint, ...args: (bigint | number)[]): HypercallResult {
+    if (!isInteger(opcode)) {
+      throw new InvalidArgumentError(
+        'GuestPort.hcall(opcode)',
+        `opcode ${describe(opcode)} is not an integer`,
+      );
+    }
+    for (const [i, a] of args.entries()) {
+      if (!isInteger(a)) {
+        throw new InvalidArgumentError(
+          'GuestPort.hcall(opcode, ...args)',
+          `argument ${i} (${describe(a)}) is not an integer; pass register values as bigint`,
+        );
+      }
+    }
     return this.hypercalls.dispatch(
       Number(opcode),
       args.map((a) => BigInt.asUintN(64, BigInt(a))),
@@ -65,8 +79,33 @@ export class GuestPort {
     nret: number,
     options: RtasCallOptions = {},
   ): RtasCallResult {
+    const where = 'GuestPort.rtasCall(call, args, nret)';
+    if (typeof call === 'number' ? !isU32(call) : typeof call !== 'string') {
+      throw new InvalidArgumentError(
+        where,
+        `call ${describe(call)} is neither a 32-bit token nor an RTAS call name`,
+      );
+    }
+    if (!Array.isArray(args) || args.length > RTAS_MAX_CELLS || !args.every((a) => isU32(a) || isI32(a))) {
+      throw new InvalidArgumentError(
+        where,
+        `args must be a list of at most ${RTAS_MAX_CELLS} 32-bit cells (integers from -2^31 to 2^32-1)`,
+      );
+    }
+    if (!Number.isInteger(nret) || nret < 0 || nret > RTAS_MAX_CELLS) {
+      throw new InvalidArgumentError(
+        where,
+        `nret ${describe(nret)} is not a cell count from 0 to ${RTAS_MAX_CELLS}`,
+      );
+    }
     const token = typeof call === 'number' ? call : this.rtasToken(call);
     const buffer = options.bufferAddress ?? DEFAULT_RTAS_ARGS_ADDRESS;
+    if (typeof buffer !== 'bigint' || buffer < 0n) {
+      throw new InvalidArgumentError(
+        where,
+        `options.bufferAddress ${describe(buffer)} is not a guest address (a bigint)`,
+      );
+    }
     const cells = [token, args.length, nret, ...args, ...new Array<number>(nret).fill(0)];
     const bytes = new Uint8Array(cells.length * 4);
     const view = new DataView(bytes.buffer);
@@ -113,4 +152,24 @@ export class GuestPort {
     }
     return known ? H_SUCCESS : H_PARAMETER;
   }
+}
+
+function isInteger(value: unknown): value is number | bigint {
+  return typeof value === 'bigint' || Number.isSafeInteger(value);
+}
+
+function isU32(value: unknown): boolean {
+  return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= 0xffffffff;
+}
+
+function isI32(value: unknown): boolean {
+  return Number.isInteger(value) && (value as number) >= -0x80000000 && (value as number) < 0;
+}
+
+function describe(value: unknown): string {
+  return typeof value === 'bigint'
+    ? `${value}n`
+    : typeof value === 'string'
+      ? JSON.stringify(value)
+      : String(value);
 }

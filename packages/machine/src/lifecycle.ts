@@ -1,5 +1,5 @@
 import { inject, injectable } from './di.js';
-import { ConfigError, DdwError, DeviceError, type DevicePhase } from './errors.js';
+import { ConfigError, DdwError, DeviceError, type DevicePhase, InvalidArgumentError } from './errors.js';
 import type { MachineEventBus } from './events.js';
 import { MachineTokens } from './tokens.js';
 
@@ -23,6 +23,8 @@ export type DeviceState = 'created' | 'realized' | 'unrealized' | 'disposed';
 
 interface Slot {
   readonly device: Device;
+  /** The plugin that added it, for messages. */
+  readonly owner: string | undefined;
   state: DeviceState;
 }
 
@@ -39,22 +41,36 @@ export class DeviceRegistry {
 
   constructor(@inject(MachineTokens.Events) private readonly events?: MachineEventBus) {}
 
-  add<D extends Device>(device: D): D {
-    const id = device?.id;
+  /**
+   * Adds a device; `owner` is the plugin adding it (a plugin's `ctx.devices` passes its own name),
+   * which messages about a clash of ids name.
+   */
+  add<D extends Device>(device: D, owner?: string): D {
+    if (device === null || typeof device !== 'object') {
+      throw new InvalidArgumentError(
+        'DeviceRegistry.add(device)',
+        `got ${device === null ? 'null' : typeof device}; pass an object with an id and optional realize/reset/unrealize/dispose hooks`,
+      );
+    }
+    const id = device.id;
     if (typeof id !== 'string' || id === '') {
       throw new DdwError(
         'LIFECYCLE',
-        'a device was added without an id; give every device a unique string id',
+        `${owner === undefined ? 'a device' : `plugin "${owner}" added a device`} without an id; give every device a unique string id`,
       );
     }
-    if (this.slots.has(id)) {
+    const taken = this.slots.get(id);
+    if (taken) {
+      const by = (who: string | undefined) => (who === undefined ? 'the machine' : `plugin "${who}"`);
+      const owners =
+        owner === undefined && taken.owner === undefined
+          ? ''
+          : ` (${by(taken.owner)} added it; ${by(owner)} adds this one)`;
       throw new ConfigError(
         `device "${id}"`,
-        'the id is already taken by another device',
+        `the id is already taken by another device${owners}`,
         'give each device a unique id',
-        {
-          subject: 'machine',
-        },
+        { subject: 'machine' },
       );
     }
     if (this.disposed) {
@@ -63,7 +79,7 @@ export class DeviceRegistry {
         `device "${id}" was added to a machine that has been disposed; build a new machine`,
       );
     }
-    this.slots.set(id, { device, state: 'created' });
+    this.slots.set(id, { device, owner, state: 'created' });
     return device;
   }
 

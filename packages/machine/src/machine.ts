@@ -3,7 +3,7 @@ import type { DependencyContainer } from 'tsyringe';
 import type { MachineDescription } from './description.js';
 import { DeviceTree } from './devicetree.js';
 import { createMachineContainer } from './di.js';
-import { DdwError } from './errors.js';
+import { DdwError, InvalidArgumentError } from './errors.js';
 import { MachineEventBus } from './events.js';
 import { GuestPort } from './guest-port.js';
 import { HypercallRegistry } from './hcall.js';
@@ -49,6 +49,13 @@ export class Machine {
   readonly #addressSpaces: AddressSpace[] = [];
 
   constructor(init: MachineInit) {
+    const ram = (init as Partial<MachineInit> | null | undefined)?.description?.ram;
+    if (typeof ram !== 'bigint' || ram <= 0n) {
+      throw new InvalidArgumentError(
+        'new Machine(init)',
+        'init.description must be a validated description with a positive bigint `ram`; build machines with createMachine() or MachineBuilder',
+      );
+    }
     this.description = init.description;
     this.container = createMachineContainer();
     this.events = new MachineEventBus();
@@ -110,6 +117,12 @@ export class Machine {
   }
 
   addAddressSpace(as: AddressSpace): AddressSpace {
+    if (!(as instanceof AddressSpace)) {
+      throw new InvalidArgumentError(
+        'Machine.addAddressSpace(as)',
+        "as must be an AddressSpace from @ddw/memory, e.g. a PHB's DMA address space",
+      );
+    }
     if (!this.#addressSpaces.includes(as)) this.#addressSpaces.push(as);
     return as;
   }

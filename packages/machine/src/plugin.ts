@@ -3,7 +3,7 @@ import type { ZodType } from 'zod';
 import type { MachineDescription } from './description.js';
 import type { DeviceTree } from './devicetree.js';
 import type { DependencyContainer } from './di.js';
-import { PluginError } from './errors.js';
+import { InvalidArgumentError, PluginError } from './errors.js';
 import type { MachineEventBus } from './events.js';
 import type { HypercallRegistry } from './hcall.js';
 import type { DeviceRegistry } from './lifecycle.js';
@@ -95,13 +95,7 @@ export function validatePlugin(plugin: Plugin): Plugin {
   if (typeof register !== 'function') {
     throw new PluginError(name, 'invalid', `plugin "${name}" has no register(ctx) function`);
   }
-  if (plugin.sections !== undefined && (plugin.sections === null || typeof plugin.sections !== 'object')) {
-    throw new PluginError(
-      name,
-      'invalid',
-      `plugin "${name}" has \`sections\` that is not an object of schemas`,
-    );
-  }
+  if (plugin.sections !== undefined) checkSections(name, plugin.sections);
   if (requires !== undefined) {
     if (!Array.isArray(requires) || requires.some((r) => typeof r !== 'string' || r.trim() === '')) {
       throw new PluginError(
@@ -114,12 +108,67 @@ export function validatePlugin(plugin: Plugin): Plugin {
   return plugin;
 }
 
+/** A description section key: what `registerSection` accepts. */
+export const SECTION_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+/**
+ * Throws a PluginError naming the plugin and the section unless `sections` is a plain object whose
+ * keys are identifiers and whose values are zod schemas. Checked by shape (`safeParse`), not by
+ * class, so a schema from another copy of zod still passes.
+ */
+function checkSections(name: string, sections: unknown): void {
+  if (sections === null || typeof sections !== 'object' || Array.isArray(sections)) {
+    throw new PluginError(
+      name,
+      'invalid',
+      `plugin "${name}" has \`sections\` that is not an object of schemas; write sections: { key: z.object({...}).optional() }`,
+    );
+  }
+  for (const key of Object.keys(sections)) {
+    if (
+      !SECTION_KEY_PATTERN.test(key) ||
+      key === '__proto__' ||
+      key === 'constructor' ||
+      key === 'prototype'
+    ) {
+      throw new PluginError(
+        name,
+        'invalid',
+        `plugin "${name}" has description section ${JSON.stringify(key)}, which is not a usable key; name it like "phbs" (a letter or _, then letters, digits, _ or -)`,
+      );
+    }
+    const schema = (sections as Record<string, unknown>)[key];
+    if (
+      schema === null ||
+      typeof schema !== 'object' ||
+      typeof (schema as { safeParse?: unknown }).safeParse !== 'function'
+    ) {
+      throw new PluginError(
+        name,
+        'invalid',
+        `plugin "${name}" has description section "${key}" that is ${describeValue(schema)}, not a zod schema; give a schema such as z.object({...}).optional()`,
+      );
+    }
+  }
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'object') return 'an object';
+  return `${typeof value} ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`;
+}
+
 /**
  * The order to register `plugins` in: every plugin after the plugins it requires, and otherwise
  * in the order given (at each step the earliest plugin whose requirements are met goes next).
  * Throws a PluginError for a duplicate name, a requirement not in the list, or a cycle.
  */
 export function orderPlugins(plugins: readonly Plugin[]): Plugin[] {
+  if (!Array.isArray(plugins as unknown)) {
+    throw new InvalidArgumentError('orderPlugins(plugins)', 'plugins must be an array of plugins');
+  }
   const byName = new Map<string, Plugin>();
   for (const plugin of plugins) {
     validatePlugin(plugin);

@@ -1050,9 +1050,36 @@ function parseFile(bytes: unknown): ParsedFile {
   return { formatVersion, machine: identity, sections: list, payloadAt };
 }
 
-/** The file's format version, machine identity and sections, without loading anything. */
+/**
+ * Checks every section's bytes against the CRC32 the header gives for it, in header order (the
+ * header's own CRC was checked by parseFile); returns where each section starts in the file.
+ */
+function checkSectionCrcs(bytes: Uint8Array, file: ParsedFile): number[] {
+  let at = file.payloadAt;
+  const offsets: number[] = [];
+  for (const entry of file.sections) {
+    if (crc32(bytes.subarray(at, at + entry.size)) !== entry.crc)
+      throw new SnapshotError(entry.name, entry.instanceId, 'checksum mismatch: the section is corrupted');
+    offsets.push(at);
+    at += entry.size;
+  }
+  return offsets;
+}
+
+/**
+ * The file's format version, machine identity and sections, without building or loading anything.
+ * The file is verified as loadSnapshot verifies it before decoding: preamble, header CRC, header,
+ * size, and every section's CRC, with the same SnapshotError for the same fault. What it cannot
+ * check without a machine (identity, section list, versions, field contents) is left to a load.
+ */
 export function snapshotInfo(bytes: Uint8Array): SnapshotInfo {
-  const parsed = parseFile(bytes);
+  let parsed: ParsedFile;
+  try {
+    parsed = parseFile(bytes);
+    checkSectionCrcs(bytes, parsed);
+  } catch (error) {
+    throw asSnapshotError('header', undefined, error, 'malformed: ');
+  }
   return {
     formatVersion: parsed.formatVersion,
     machine: parsed.machine,
@@ -1223,14 +1250,7 @@ function planLoad(machine: Machine, bytes: Uint8Array): PlannedSection[] {
   }
 
   // Checksums first, so corruption is reported as such rather than as whatever it decodes to.
-  let at = file.payloadAt;
-  const offsets: number[] = [];
-  for (const entry of file.sections) {
-    if (crc32(bytes.subarray(at, at + entry.size)) !== entry.crc)
-      throw new SnapshotError(entry.name, entry.instanceId, 'checksum mismatch: the section is corrupted');
-    offsets.push(at);
-    at += entry.size;
-  }
+  const offsets = checkSectionCrcs(bytes, file);
 
   const planned: PlannedSection[] = [];
   for (const [i, entry] of file.sections.entries()) {

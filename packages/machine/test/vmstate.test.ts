@@ -374,6 +374,55 @@ describe('saveSnapshot / loadSnapshot', () => {
     expect(() => loadSnapshot(dst, longer)).toThrow(/1 unexpected bytes after the end/);
   });
 
+  it('snapshotInfo verifies the file as a load does: every corruption and truncation, the same error', async () => {
+    const a = new Toy();
+    a.count = 3;
+    a.values = varrayOf([1n, 2n, 3n]);
+    a.sub_a = 5n;
+    const src = await machineWith([a, new Toy()]);
+    src.memory.write(0x2000n, new Uint8Array([1, 2, 3]));
+    const bytes = saveSnapshot(src);
+    const dst = await machineWith([new Toy(), new Toy()]);
+    const loadError = (b: Uint8Array) => snapshotError(() => loadSnapshot(dst, b)).message;
+    const infoError = (b: Uint8Array) => snapshotError(() => snapshotInfo(b)).message;
+    // Every byte of the preamble and the header, and bytes all over each section and the end
+    // marker, flipped: both refuse it, alike.
+    const positions = new Set<number>();
+    let at = 16 + new DataView(bytes.buffer).getUint32(8);
+    for (let i = 0; i < at; i++) positions.add(i);
+    for (const s of snapshotInfo(bytes).sections) {
+      for (let i = 0; i < s.size; i += Math.max(1, Math.floor(s.size / 40))) positions.add(at + i);
+      positions.add(at + s.size - 1);
+      at += s.size;
+    }
+    positions.add(bytes.length - 1);
+    const checked = new Set<string>();
+    for (const at of positions) {
+      const damaged = bytes.slice();
+      damaged[at] ^= 0x10;
+      const message = loadError(damaged);
+      expect(infoError(damaged), `byte ${at}`).toBe(message);
+      checked.add(message.replace(/: .*/, ''));
+    }
+    // Each section's corruption was reported as such, naming it.
+    expect([...checked].sort()).toEqual([
+      'snapshot header',
+      'snapshot section "ram" (instance 0x0)',
+      'snapshot section "toy" (instance 0x0)',
+      'snapshot section "toy" (instance 0x1)',
+    ]);
+    expect(infoError(Uint8Array.from(bytes, (b, i) => (i === bytes.length - 30 ? b ^ 1 : b)))).toBe(
+      'snapshot section "toy" (instance 0x1): checksum mismatch: the section is corrupted',
+    );
+    for (const cut of [...positions, bytes.length - 1]) {
+      expect(infoError(bytes.subarray(0, cut)), `cut at ${cut}`).toBe(loadError(bytes.subarray(0, cut)));
+    }
+    // What needs a machine to check is a load's business: info describes a snapshot of any machine.
+    const other = await machineWith([new Toy()], '2G');
+    expect(() => loadSnapshot(other, bytes)).toThrow(/RAM/);
+    expect(snapshotInfo(bytes).sections).toHaveLength(3);
+  });
+
   it('names the section and field of a malformed stream even when its checksum is right', async () => {
     const src = await machineWith([new Toy()]);
     const dst = await machineWith([new Toy()]);

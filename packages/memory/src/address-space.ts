@@ -1,13 +1,13 @@
 import type { Endianness } from './constants.js';
 import { accessPermission, MemTxResult, UINT64_SPAN } from './constants.js';
-import { MemoryConfigError } from './errors.js';
+import { describeValue, MemoryArgumentError, MemoryConfigError } from './errors.js';
 import { type FlatRange, type FlatView, renderFlatView, sameFlatRange } from './flatview.js';
 import type { IommuMemoryRegion } from './iommu.js';
 import type { MemoryListener, MemoryRegionSection } from './listener.js';
 import type { AccessSize, MmioRegion } from './mmio.js';
-import { loadBytes, storeBytes } from './mmio.js';
+import { checkAccessSize, loadBytes, storeBytes } from './mmio.js';
 import type { RamRegion } from './ram.js';
-import type { MemoryRegion } from './region.js';
+import { MemoryRegion } from './region.js';
 import type { TopologyObserver } from './transaction.js';
 
 /**
@@ -25,6 +25,31 @@ export interface Translation {
 /** A translation past the top of the 64-bit space: nothing there. */
 function beyondTop(plen: bigint): Translation {
   return { mr: null, xlat: 0n, plen, readonly: false };
+}
+
+/**
+ * Addresses are bigints: a number would mix with bigint arithmetic and throw deep inside, or lose
+ * precision past 2^53. Negative or too-large bigints are fine: they decode to nothing.
+ */
+function checkAddress(where: string, addr: unknown): void {
+  if (typeof addr !== 'bigint') {
+    throw new MemoryArgumentError(
+      where,
+      `address ${describeValue(addr)} is not a bigint; write it as e.g. 0x1000n`,
+    );
+  }
+}
+
+function checkBuffer(where: string, buf: unknown): void {
+  if (!(buf instanceof Uint8Array)) {
+    throw new MemoryArgumentError(where, `buffer ${describeValue(buf)} is not a Uint8Array`);
+  }
+}
+
+function checkEndian(where: string, endian: unknown): void {
+  if (endian !== 'big' && endian !== 'little') {
+    throw new MemoryArgumentError(where, `endianness ${describeValue(endian)} is neither "big" nor "little"`);
+  }
 }
 
 /** Result of a load: the value and how the access went. */
@@ -47,6 +72,18 @@ export class AddressSpace implements TopologyObserver {
     readonly root: MemoryRegion,
     readonly name: string,
   ) {
+    if (!(root instanceof MemoryRegion)) {
+      throw new MemoryArgumentError(
+        `new AddressSpace(root, ${describeValue(name)})`,
+        `root is ${describeValue(root)}, not a MemoryRegion; pass the region the address space shows, e.g. a ContainerRegion`,
+      );
+    }
+    if (typeof name !== 'string' || name === '') {
+      throw new MemoryArgumentError(
+        `new AddressSpace(${describeValue(root.name)}, name)`,
+        'name must be a non-empty string, e.g. "memory"',
+      );
+    }
     this.#view = renderFlatView(root);
     root.addressSpaces.add(this);
   }
@@ -108,6 +145,9 @@ export class AddressSpace implements TopologyObserver {
    * address_space_translate does for an access of `len` bytes.
    */
   translate(addr: bigint, isWrite: boolean, len = 1n): Translation {
+    checkAddress('AddressSpace.translate', addr);
+    if (typeof len !== 'bigint')
+      throw new MemoryArgumentError('AddressSpace.translate', 'len must be a bigint');
     let as: AddressSpace = this;
     let plen = len;
     let readonly = false;
@@ -139,11 +179,15 @@ export class AddressSpace implements TopologyObserver {
 
   /** Reads `buf.length` bytes at `addr`; unmapped bytes read as zero and flag a decode error. */
   read(addr: bigint, buf: Uint8Array): MemTxResult {
+    checkAddress('AddressSpace.read', addr);
+    checkBuffer('AddressSpace.read', buf);
     return this.access(addr, buf, false);
   }
 
   /** Writes `data` at `addr`; bytes that land nowhere (or on ROM) are dropped and flag an error. */
   write(addr: bigint, data: Uint8Array): MemTxResult {
+    checkAddress('AddressSpace.write', addr);
+    checkBuffer('AddressSpace.write', data);
     return this.access(addr, data, true);
   }
 
@@ -188,6 +232,9 @@ export class AddressSpace implements TopologyObserver {
    * (address_space_access_valid): lets a device check a DMA before touching anything.
    */
   accessValid(addr: bigint, len: bigint, isWrite: boolean): boolean {
+    checkAddress('AddressSpace.accessValid', addr);
+    if (typeof len !== 'bigint')
+      throw new MemoryArgumentError('AddressSpace.accessValid', 'len must be a bigint');
     let done = 0n;
     while (done < len) {
       const at = addr + done;
@@ -204,6 +251,9 @@ export class AddressSpace implements TopologyObserver {
    * On MMIO it is one access of that size, which the device may refuse (size, alignment).
    */
   load(addr: bigint, size: AccessSize, endian: Endianness = 'big'): LoadResult {
+    checkAccessSize('AddressSpace.load', size);
+    checkAddress('AddressSpace.load', addr);
+    checkEndian('AddressSpace.load', endian);
     const buf = this.#scratch.subarray(0, size);
     const mmio = this.singleMmioAccess(addr, size, false);
     const result = mmio ? mmio.region.readInto(mmio.offset, size, buf, 0) : this.read(addr, buf);
@@ -212,6 +262,12 @@ export class AddressSpace implements TopologyObserver {
 
   /** Stores the low `size` bytes of `value` at `addr` (stb/stw/stl/stq), as one access on MMIO. */
   store(addr: bigint, size: AccessSize, value: bigint, endian: Endianness = 'big'): MemTxResult {
+    checkAccessSize('AddressSpace.store', size);
+    checkAddress('AddressSpace.store', addr);
+    checkEndian('AddressSpace.store', endian);
+    if (typeof value !== 'bigint') {
+      throw new MemoryArgumentError('AddressSpace.store', `value ${describeValue(value)} is not a bigint`);
+    }
     const buf = this.#scratch.subarray(0, size);
     storeBytes(buf, 0, size, value, endian);
     const mmio = this.singleMmioAccess(addr, size, true);

@@ -11,7 +11,13 @@ export {
   UINT64_MAX,
   UINT64_SPAN,
 } from './constants.js';
-export { IommuNotifierRefusedError, MemoryConfigError } from './errors.js';
+export {
+  InvalidAccessSizeError,
+  IommuNotifierRefusedError,
+  MemoryArgumentError,
+  MemoryConfigError,
+  MemoryRangeError,
+} from './errors.js';
 export { type FlatRange, FlatView, renderFlatView, sameFlatRange } from './flatview.js';
 export {
   IOMMUNotifier,
@@ -28,6 +34,7 @@ export type { MemoryListener, MemoryRegionSection } from './listener.js';
 export {
   type AccessConstraints,
   type AccessSize,
+  checkAccessSize,
   loadBytes,
   type MemoryRegionOps,
   MmioRegion,

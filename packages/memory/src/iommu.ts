@@ -1,6 +1,11 @@
 import type { AddressSpace } from './address-space.js';
 import { IOMMUAccessFlags, IOMMUNotifierFlag, TARGET_PAGE_SIZE, UINT64_MAX } from './constants.js';
-import { IommuNotifierRefusedError, MemoryConfigError } from './errors.js';
+import {
+  describeValue,
+  IommuNotifierRefusedError,
+  MemoryArgumentError,
+  MemoryConfigError,
+} from './errors.js';
 import { MemoryRegion } from './region.js';
 
 /**
@@ -71,6 +76,24 @@ export class IOMMUNotifier {
     /** Optional fast path for runs of pages; see IOMMURun. */
     readonly notifyRun?: IOMMUNotifyRun,
   ) {
+    if (typeof notify !== 'function') {
+      throw new MemoryArgumentError(
+        'new IOMMUNotifier(notify, flags)',
+        `notify is ${describeValue(notify)}, not a function`,
+      );
+    }
+    if (typeof start !== 'bigint' || typeof end !== 'bigint') {
+      throw new MemoryArgumentError(
+        'new IOMMUNotifier(notify, flags, start, end)',
+        'start and end must be bigints',
+      );
+    }
+    if (!Number.isInteger(flags)) {
+      throw new MemoryArgumentError(
+        'new IOMMUNotifier(notify, flags)',
+        `flags ${describeValue(flags)} is not an IOMMUNotifierFlag`,
+      );
+    }
     if (start > end)
       throw new MemoryConfigError('IOMMU notifier', `start 0x${start.toString(16)} is above end`);
     if (flags === IOMMUNotifierFlag.NONE)
@@ -134,6 +157,12 @@ export abstract class IommuMemoryRegion extends MemoryRegion {
 
   /** Subscribes `notifier`; throws IommuNotifierRefusedError if the region refuses it. */
   registerNotifier(notifier: IOMMUNotifier): void {
+    if (!(notifier instanceof IOMMUNotifier)) {
+      throw new MemoryArgumentError(
+        `"${this.name}".registerNotifier(notifier)`,
+        `notifier is ${describeValue(notifier)}, not an IOMMUNotifier`,
+      );
+    }
     if (this.#notifiers.includes(notifier)) {
       throw new MemoryConfigError(this.name, 'this IOMMU notifier is already registered');
     }

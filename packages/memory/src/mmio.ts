@@ -1,6 +1,6 @@
 import type { Endianness } from './constants.js';
 import { MemTxResult } from './constants.js';
-import { MemoryConfigError } from './errors.js';
+import { InvalidAccessSizeError, MemoryArgumentError, MemoryConfigError } from './errors.js';
 import { MemoryRegion } from './region.js';
 
 export type AccessSize = 1 | 2 | 4 | 8;
@@ -31,6 +31,11 @@ export interface MemoryRegionOps {
 
 const SIZES: readonly AccessSize[] = [1, 2, 4, 8];
 
+/** Throws InvalidAccessSizeError unless `size` is 1, 2, 4 or 8. */
+export function checkAccessSize(where: string, size: unknown): asserts size is AccessSize {
+  if (size !== 1 && size !== 2 && size !== 4 && size !== 8) throw new InvalidAccessSizeError(where, size);
+}
+
 /** A region whose accesses call device callbacks (memory_region_init_io). */
 export class MmioRegion extends MemoryRegion {
   readonly kind = 'mmio' as const;
@@ -47,6 +52,17 @@ export class MmioRegion extends MemoryRegion {
     readonly ops: MemoryRegionOps,
   ) {
     super(name, size);
+    if (ops === null || typeof ops !== 'object') {
+      throw new MemoryArgumentError(
+        `new MmioRegion("${name}")`,
+        'ops must be an object of callbacks, e.g. { read(offset, size) {...}, write(offset, value, size) {...} }',
+      );
+    }
+    for (const hook of ['read', 'write'] as const) {
+      if (ops[hook] !== undefined && typeof ops[hook] !== 'function') {
+        throw new MemoryArgumentError(`new MmioRegion("${name}")`, `ops.${hook} must be a function`);
+      }
+    }
     this.endianness = ops.endianness ?? 'big';
     this.validMin = ops.valid?.minAccessSize ?? 1;
     this.validMax = ops.valid?.maxAccessSize ?? 4;
@@ -79,6 +95,7 @@ export class MmioRegion extends MemoryRegion {
 
   /** One access of `size` bytes whose bytes land in `buf` (memory_region_dispatch_read). */
   readInto(offset: bigint, size: AccessSize, buf: Uint8Array, at: number): MemTxResult {
+    checkAccessSize('MmioRegion.readInto', size);
     if (!this.accessValid(offset, size)) {
       buf.fill(0, at, at + size);
       return MemTxResult.DECODE_ERROR;
@@ -110,6 +127,7 @@ export class MmioRegion extends MemoryRegion {
 
   /** One access of `size` bytes taken from `buf` (memory_region_dispatch_write). */
   writeFrom(offset: bigint, size: AccessSize, buf: Uint8Array, at: number): MemTxResult {
+    checkAccessSize('MmioRegion.writeFrom', size);
     if (!this.accessValid(offset, size)) return MemTxResult.DECODE_ERROR;
     let result: MemTxResult = MemTxResult.OK;
     const step = clampSize(size, this.implMin, this.implMax);
@@ -144,6 +162,8 @@ export function storeBytes(
   value: bigint,
   endian: Endianness,
 ): void {
+  checkAccessSize('storeBytes', size);
+  if (typeof value !== 'bigint') throw new MemoryArgumentError('storeBytes', 'value must be a bigint');
   let v = value;
   for (let i = 0; i < size; i++) {
     const byte = Number(v & 0xffn);
@@ -154,6 +174,7 @@ export function storeBytes(
 
 /** Reads `size` bytes at `buf[at]` as an unsigned value in the given byte order. */
 export function loadBytes(buf: Uint8Array, at: number, size: number, endian: Endianness): bigint {
+  checkAccessSize('loadBytes', size);
   let v = 0n;
   for (let i = 0; i < size; i++) {
     const byte = buf[endian === 'little' ? at + size - 1 - i : at + i]!;

@@ -1,5 +1,5 @@
 import { MAX_RAM_SIZE } from './constants.js';
-import { MemoryConfigError } from './errors.js';
+import { describeValue, MemoryArgumentError, MemoryConfigError, MemoryRangeError } from './errors.js';
 import { MemoryRegion } from './region.js';
 
 /** log2 of the backing chunk size: 64 KiB, the largest common guest page. */
@@ -15,7 +15,14 @@ const CHUNK_MASK = RAM_CHUNK_SIZE - 1;
 export class SparseRam {
   readonly #chunks = new Map<number, Uint8Array>();
 
-  constructor(readonly size: number) {}
+  constructor(readonly size: number) {
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new MemoryRangeError(
+        'new SparseRam(size)',
+        `size ${describeValue(size)} is not a whole number of bytes`,
+      );
+    }
+  }
 
   /** Bytes actually allocated. */
   get residentBytes(): number {
@@ -28,6 +35,8 @@ export class SparseRam {
 
   /** Copies `length` bytes at `offset` into `dst` at `dstOffset`; untouched bytes read as zero. */
   read(offset: number, dst: Uint8Array, dstOffset: number, length: number): void {
+    this.checkSpan('SparseRam.read', offset, length);
+    checkBufferSpan('SparseRam.read', dst, dstOffset, length);
     this.forEachSpan(offset, length, (index, inChunk, n, done) => {
       const chunk = this.#chunks.get(index);
       if (chunk) dst.set(chunk.subarray(inChunk, inChunk + n), dstOffset + done);
@@ -37,6 +46,8 @@ export class SparseRam {
 
   /** Copies `length` bytes of `src` from `srcOffset` to `offset`. */
   write(offset: number, src: Uint8Array, srcOffset: number, length: number): void {
+    this.checkSpan('SparseRam.write', offset, length);
+    checkBufferSpan('SparseRam.write', src, srcOffset, length);
     this.forEachSpan(offset, length, (index, inChunk, n, done) => {
       this.chunkForWrite(index).set(src.subarray(srcOffset + done, srcOffset + done + n), inChunk);
     });
@@ -44,10 +55,27 @@ export class SparseRam {
 
   /** Sets `length` bytes at `offset` to `value`; zeroing untouched memory allocates nothing. */
   fill(offset: number, value: number, length: number): void {
+    this.checkSpan('SparseRam.fill', offset, length);
     this.forEachSpan(offset, length, (index, inChunk, n) => {
       const chunk = value === 0 ? this.#chunks.get(index) : this.chunkForWrite(index);
       chunk?.fill(value, inChunk, inChunk + n);
     });
+  }
+
+  /** Throws MemoryRangeError unless [offset, offset + length) lies inside the store. */
+  private checkSpan(where: string, offset: number, length: number): void {
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      offset < 0 ||
+      length < 0 ||
+      offset + length > this.size
+    ) {
+      throw new MemoryRangeError(
+        where,
+        `${describeValue(length)} bytes at offset ${describeValue(offset)} are outside the ${this.size} bytes of RAM`,
+      );
+    }
   }
 
   /** Splits [offset, offset + length) at chunk boundaries: (chunk index, offset in it, bytes, bytes before). */
@@ -87,6 +115,18 @@ export class SparseRam {
   }
 }
 
+function checkBufferSpan(where: string, buf: unknown, at: number, length: number): void {
+  if (!(buf instanceof Uint8Array)) {
+    throw new MemoryArgumentError(where, `buffer ${describeValue(buf)} is not a Uint8Array`);
+  }
+  if (!Number.isSafeInteger(at) || at < 0 || at + length > buf.length) {
+    throw new MemoryRangeError(
+      where,
+      `${length} bytes at buffer offset ${describeValue(at)} do not fit a buffer of ${buf.length} bytes`,
+    );
+  }
+}
+
 export interface RamRegionOptions {
   /** Read-only memory (a ROM): writes are ignored, as QEMU ignores writes to ROM. */
   readonly?: boolean;
@@ -108,6 +148,15 @@ export class RamRegion extends MemoryRegion {
 
   constructor(name: string, size: bigint, options: RamRegionOptions = {}) {
     super(name, size);
+    if (options === null || typeof options !== 'object') {
+      throw new MemoryArgumentError(`new RamRegion("${name}", size, options)`, 'options must be an object');
+    }
+    if (options.maxSize !== undefined && typeof options.maxSize !== 'bigint') {
+      throw new MemoryArgumentError(
+        `new RamRegion("${name}", size, options)`,
+        `options.maxSize ${describeValue(options.maxSize)} is not a bigint`,
+      );
+    }
     this.maxSize = options.maxSize ?? size;
     if (this.maxSize > MAX_RAM_SIZE) {
       throw new MemoryConfigError(

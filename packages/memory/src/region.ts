@@ -1,5 +1,5 @@
 import { UINT64_SPAN } from './constants.js';
-import { MemoryConfigError } from './errors.js';
+import { describeValue, MemoryArgumentError, MemoryConfigError } from './errors.js';
 import { markChanged, type TopologyObserver, transaction } from './transaction.js';
 
 export type RegionKind = 'container' | 'ram' | 'mmio' | 'alias' | 'iommu';
@@ -41,6 +41,12 @@ export abstract class MemoryRegion {
     readonly name: string,
     size: bigint,
   ) {
+    if (typeof name !== 'string') {
+      throw new MemoryArgumentError(
+        `new ${new.target.name}(name, size)`,
+        `name ${describeValue(name)} is not a string; every region needs the name info mtree shows`,
+      );
+    }
     this.#size = checkSize(name, size);
   }
 
@@ -55,6 +61,18 @@ export abstract class MemoryRegion {
 
   /** Maps `sub` at `offset` inside this region (memory_region_add_subregion[_overlap]). */
   addSubregion(offset: bigint, sub: MemoryRegion, options: SubregionOptions = {}): void {
+    if (!(sub instanceof MemoryRegion)) {
+      throw new MemoryArgumentError(
+        `"${this.name}".addSubregion(offset, sub)`,
+        `sub is ${describeValue(sub)}, not a MemoryRegion`,
+      );
+    }
+    if (typeof offset !== 'bigint') {
+      throw new MemoryArgumentError(
+        `"${this.name}".addSubregion(offset, "${sub.name}")`,
+        `offset ${describeValue(offset)} is not a bigint`,
+      );
+    }
     if (this.kind === 'alias') {
       throw new MemoryConfigError(
         this.name,
@@ -91,6 +109,12 @@ export abstract class MemoryRegion {
 
   /** Unmaps a direct subregion (memory_region_del_subregion). */
   removeSubregion(sub: MemoryRegion): void {
+    if (!(sub instanceof MemoryRegion)) {
+      throw new MemoryArgumentError(
+        `"${this.name}".removeSubregion(sub)`,
+        `sub is ${describeValue(sub)}, not a MemoryRegion`,
+      );
+    }
     const at = this.subregions.indexOf(sub);
     if (at < 0 || sub.container !== this) {
       throw new MemoryConfigError(sub.name, `is not a subregion of "${this.name}"`);
@@ -117,6 +141,12 @@ export abstract class MemoryRegion {
 
   /** Moves the region inside its container (memory_region_set_address). */
   setAddress(offset: bigint): void {
+    if (typeof offset !== 'bigint') {
+      throw new MemoryArgumentError(
+        `"${this.name}".setAddress(offset)`,
+        `offset ${describeValue(offset)} is not a bigint`,
+      );
+    }
     if (offset === this.addr) return;
     const container = this.container;
     if (!container) {
@@ -172,7 +202,7 @@ function reaches(from: MemoryRegion, to: MemoryRegion): boolean {
 
 function checkSize(name: string, size: bigint): bigint {
   if (typeof size !== 'bigint') {
-    throw new MemoryConfigError(name, `size must be a bigint, got ${typeof size}`);
+    throw new MemoryConfigError(name, `size must be a bigint, got ${describeValue(size)}`);
   }
   if (size < 0n || size > UINT64_SPAN) {
     throw new MemoryConfigError(name, `size 0x${size.toString(16)} is outside 0..2^64`);

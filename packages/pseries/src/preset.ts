@@ -1,6 +1,7 @@
 import {
   ConfigError,
   definePlugin,
+  formatFieldPath,
   isPlainObject,
   type Machine,
   MachineBuilder,
@@ -15,12 +16,19 @@ import { ContainerRegion } from '@ddw/memory';
 import { type RtasDdwCompat, rtasDdw } from '@ddw/rtas-ddw';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
-import { parseHostOptions, type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
+import { type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
 import { vfioPrereg } from '@ddw/vfio-prereg';
 import { z } from 'zod';
+import {
+  hostLayer,
+  presetLayer,
+  qemuLayer,
+  type ResolvedDescription,
+  resolveDescription,
+} from './configuration.js';
 import { machineType } from './machine-types.js';
 import { type PseriesMemoryLayout, pseriesMemoryLayout, SPAPR_MEMORY_BLOCK_SIZE } from './memory-layout.js';
-import { parseQemuArgs, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
+import { parseQemuArgs, type QemuArgs } from './qemu-args.js';
 
 /** What a pseries machine's plugins are configured from (QemuArgs has all of it). */
 export interface PseriesMachineArgs {
@@ -110,44 +118,17 @@ export function pseriesPlugins(args: PseriesMachineArgs, host: PseriesHostOption
     }),
     rtasDdw({ compat }),
     vfioCommon({
-      // Parsed here so a bad --host is reported as itself, before anything is built.
-      ...(host.host !== undefined
-        ? { host: typeof host.host === 'string' ? parseHostOptions(host.host) : host.host }
-        : {}),
+      // Host text reaches the machine as a description layer (hostLayer); data is a base under it.
+      ...(host.host !== undefined && typeof host.host !== 'string' ? { host: host.host } : {}),
       ...(host.hostIommu !== undefined ? { hostIommu: host.hostIommu } : {}),
     }),
     vfioPrereg(),
   ];
 }
 
-/** The machine description QEMU's options amount to: RAM, PHBs with effective properties, devices. */
+/** The machine description QEMU's options amount to (JSON form): QEMU's defaults with the options over them. */
 export function pseriesDescription(args: QemuArgs): Record<string, unknown> {
-  const counters = new Map<string, number>();
-  return {
-    type: args.type,
-    ram: args.ram,
-    ...(args.maxmem !== undefined ? { maxmem: args.maxmem } : {}),
-    pseries: { ...(args.slots !== undefined ? { slots: args.slots } : {}), accel: args.accel },
-    phbs: args.phbs.map((phb) => ({
-      id: phb.id,
-      index: phb.index,
-      ...(phb.bus !== `${phb.id}.0` ? { bus: phb.bus } : {}),
-      ...resolvePhbConfig(args, phb.index),
-    })),
-    devices: args.devices.map((d) => {
-      // QEMU devices need no id; ddw's registry does, so id-less ones get driver-N.
-      const n = counters.get(d.driver) ?? 0;
-      counters.set(d.driver, n + 1);
-      return {
-        id: d.id ?? `${d.driver}-${n}`,
-        driver: d.driver,
-        bus: d.bus,
-        ...(d.slot !== undefined ? { slot: d.slot } : {}),
-        fn: d.fn ?? 0,
-        props: d.props,
-      };
-    }),
-  };
+  return resolveDescription([presetLayer({ ...args, hardware: true }), qemuLayer(args)]).description;
 }
 
 /** The host side of passthrough (what QEMU's command line cannot say). */
@@ -165,7 +146,10 @@ export interface BuildPseriesOptions extends PseriesHostOptions {
   plugins?: readonly Plugin[];
 }
 
-/** Builds, realizes and resets the pseries machine QEMU's command line describes. */
+/**
+ * Builds, realizes and resets the pseries machine QEMU's command line describes: QEMU's defaults,
+ * the options over them, and `options.host` text over the `host` section (see configuration.ts).
+ */
 export function buildPseries(
   qemuArgs: string | readonly string[] | QemuArgs,
   options: BuildPseriesOptions = {},
@@ -174,47 +158,48 @@ export function buildPseries(
     typeof qemuArgs === 'object' && !Array.isArray(qemuArgs)
       ? (qemuArgs as QemuArgs)
       : parseQemuArgs(qemuArgs as string | readonly string[]);
-  return new MachineBuilder({
-    ramRegionName: PSERIES_RAM_REGION,
-    ...(options.trace ? { trace: options.trace } : {}),
-  })
-    .use(...pseriesPlugins(args, options), ...(options.plugins ?? []))
-    .describe(pseriesDescription(args))
-    .build();
+  const { host, ...rest } = options;
+  const layers = [
+    presetLayer({ ...args, hardware: true }),
+    qemuLayer(args),
+    ...(typeof host === 'string' ? [hostLayer(host)] : []),
+  ];
+  return buildResolved(resolveDescription(layers), {
+    ...rest,
+    ...(host !== undefined && typeof host !== 'string' ? { host } : {}),
+  });
 }
 
-/**
- * The machine `ddw run` builds when told nothing: pseries-7.2 with 4 GiB, and one PHB holding an
- * emulated DMA device and a passthrough device on a simulated SPAPR TCE v2 host. A description
- * (JSON) merges over it: change a value, add a device, remove one with `{ "id": ..., "remove": true }`.
- */
-export const DEFAULT_PSERIES_MACHINE = {
-  type: 'pseries-7.2',
-  ram: '4G',
-  pseries: { accel: 'tcg' },
-  phbs: [{ id: 'pci', index: 0 }],
-  devices: [
-    { id: 'dma0', driver: 'dma-engine', bus: 'pci.0', slot: 1 },
-    { id: 'hostdev0', driver: 'vfio-pci', bus: 'pci.0', slot: 2, props: { host: '0000:01:00.0' } },
-  ],
-  host: { type: 'v2', page: '64K', pgsizes: '0x1011000', windows: 2, levels: 5 },
-} as const;
+/** Builds a machine from a resolved description; configuration errors name what the user wrote. */
+export async function buildResolved(
+  resolved: ResolvedDescription,
+  options: BuildPseriesOptions = {},
+): Promise<Machine> {
+  try {
+    return await buildPseriesFromDescription(resolved.description, options);
+  } catch (error) {
+    throw resolved.explain(error);
+  }
+}
 
 /** A description's machine-wide settings, read before the plugins exist (they configure them). */
 function machineArgsOf(description: Record<string, unknown>): PseriesMachineArgs {
   const section = pseriesSectionSchema.safeParse(description.pseries ?? {});
   if (!section.success) {
-    throw new ConfigError(
-      'pseries',
-      section.error.issues.map((i) => `${i.path.join('.') || 'section'}: ${i.message}`).join('; '),
+    throw ConfigError.fromIssues(
+      section.error.issues.map((i) => ({
+        field: formatFieldPath(['pseries', ...i.path]),
+        problem: i.message,
+      })),
     );
   }
   const type = description.type;
   if (type !== undefined && typeof type !== 'string')
     throw new ConfigError('type', 'is not a string', 'write e.g. "pseries-7.2"');
+  const info = machineType(type ?? 'pseries', 'type');
   return {
-    type: machineType(type ?? 'pseries', 'type').name,
-    ram: parseSize((description.ram ?? '512M') as string, 'ram'),
+    type: info.name,
+    ram: description.ram !== undefined ? parseSize(description.ram as string, 'ram') : info.defaultRam,
     ...(description.maxmem !== undefined
       ? { maxmem: parseSize(description.maxmem as string, 'maxmem') }
       : {}),
@@ -231,6 +216,22 @@ export function buildPseriesFromDescription(
   description: unknown,
   options: BuildPseriesOptions & { preset?: unknown } = {},
 ): Promise<Machine> {
+  return pseriesBuilder(description, options).build();
+}
+
+/** Validates a resolved description as a build would, without building: errors name what the user wrote. */
+export function checkResolved(resolved: ResolvedDescription, options: BuildPseriesOptions = {}): void {
+  try {
+    pseriesBuilder(resolved.description, options).plan();
+  } catch (error) {
+    throw resolved.explain(error);
+  }
+}
+
+function pseriesBuilder(
+  description: unknown,
+  options: BuildPseriesOptions & { preset?: unknown },
+): MachineBuilder {
   const merged = mergeDescription((options.preset ?? {}) as Record<string, unknown>, description);
   if (!isPlainObject(merged)) throw new ConfigError('description', 'is not an object', 'write a JSON object');
   const args = machineArgsOf(merged);
@@ -239,6 +240,5 @@ export function buildPseriesFromDescription(
     ...(options.trace ? { trace: options.trace } : {}),
   })
     .use(...pseriesPlugins(args, options), ...(options.plugins ?? []))
-    .describe(merged)
-    .build();
+    .describe(merged);
 }

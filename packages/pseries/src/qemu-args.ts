@@ -24,9 +24,42 @@ export interface QemuArgs {
   devices: QemuDevice[];
   /** Options accepted without effect on the model, as given. */
   ignored: string[];
+  /** What the options set explicitly (the rest are the machine type's defaults). */
+  explicit: { type?: string; ram?: bigint; maxmem?: bigint; slots?: number; accel?: 'tcg' | 'kvm' };
+  /**
+   * Whether the options describe hardware (-M, -m, -device, -global): then they describe the whole
+   * machine, as a qemu-system-ppc64 command line does.
+   */
+  hardware: boolean;
+  /** Trace selection and output (-trace, -d trace:, -D, -msg timestamp=on). */
+  trace: QemuTraceOptions;
+  /** Help and version requests (`-M help`, `-device help`, `-device DRIVER,help`, `-trace help`, `-version`, `-h`). */
+  requests: QemuRequests;
+}
+
+export interface QemuTraceOptions {
+  /** Patterns in command-line order (`-trace PATTERN`, `-trace enable=PATTERN`, `-d trace:PATTERN`). */
+  patterns: string[];
+  /** `-trace events=FILE`: files of patterns, one a line, to read. */
+  eventFiles: string[];
+  /** `-D FILE` (or `-trace file=FILE`): where trace lines go instead of stderr. */
+  logFile?: string;
+  /** `-msg timestamp=on`: trace lines carry QEMU's `pid@seconds.micros:` prefix. */
+  timestamps: boolean;
+}
+
+export interface QemuRequests {
+  help?: true;
+  version?: true;
+  machineHelp?: true;
+  /** `-device help` (true) or `-device DRIVER,help` (the driver). */
+  deviceHelp?: true | string;
+  traceHelp?: true;
 }
 
 export interface QemuPhb {
+  /** The option as given (`-device spapr-pci-host-bridge,index=1`); absent for the default PHB. */
+  option?: string;
   id: string;
   index: number;
   /** Root bus name: `<id>.0`, or `pci.N` for a PHB given without an id. */
@@ -36,6 +69,8 @@ export interface QemuPhb {
 }
 
 export interface QemuDevice {
+  /** The option as given (`-device e1000e,id=net0`), for messages. */
+  option: string;
   driver: string;
   id?: string;
   bus: string;
@@ -90,10 +125,6 @@ const IGNORED_WITH_VALUE = new Set([
   '-display',
   '-vga',
   '-name',
-  '-trace',
-  '-D',
-  '-d',
-  '-msg',
   '-boot',
   '-rtc',
   '-object',
@@ -123,6 +154,34 @@ const IGNORED_MACHINE_PROPS =
   /^(cap-[a-z0-9-]+|ic-mode|max-cpu-compat|resize-hpt|vsmt|kernel-irqchip|kvm-type|usb|graphics|dump-guest-core|mem-merge|memory-backend|nvdimm|x-[a-z0-9-]+|host-serial|host-model|rtas-base|vof|dt-compatible|firmware|smp-cache|suppress-vmdesc)$/;
 
 const QEMU_OPTIONS = 'QEMU options';
+
+/** Options with a value that ddw reads (the rest of what parseQemuArgs knows is in the ignore lists). */
+const MODELLED_WITH_VALUE = new Set([
+  '-M',
+  '-machine',
+  '-m',
+  '-accel',
+  '-global',
+  '-device',
+  '-trace',
+  '-D',
+  '-d',
+  '-msg',
+]);
+const MODELLED_FLAGS = new Set(['-enable-kvm', '-version', '-h', '-help']);
+
+/**
+ * Whether a QEMU option takes a value (`-m 4G`) or not (`-nographic`); undefined for an option ddw
+ * does not know (parseQemuArgs refuses it). `--name` is read as `-name`, as QEMU does.
+ */
+export function qemuOptionTakesValue(word: string): boolean | undefined {
+  const option = word.startsWith('--') ? word.slice(1) : word;
+  if (MODELLED_WITH_VALUE.has(option) || IGNORED_WITH_VALUE.has(option)) return true;
+  if (MODELLED_FLAGS.has(option) || IGNORED_FLAGS.has(option)) return false;
+  return undefined;
+}
+
+const isHelp = (text: string | undefined) => text === 'help' || text === '?';
 
 function refuse(field: string, problem: string, fix?: string): never {
   throw new ConfigError(field, problem, fix, { subject: QEMU_OPTIONS });
@@ -285,9 +344,13 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
   let accel: 'tcg' | 'kvm' = 'tcg';
   let ramText: { size?: string; maxmem?: string; slots?: string } = {};
   const globals: Record<string, string> = {};
-  const phbArgs: { props: [string, string][]; field: string }[] = [];
-  const deviceArgs: { driver: string; props: [string, string][]; field: string }[] = [];
+  const phbArgs: { props: [string, string][]; field: string; option: string }[] = [];
+  const deviceArgs: { driver: string; props: [string, string][]; field: string; option: string }[] = [];
   const ignored: string[] = [];
+  const explicit: QemuArgs['explicit'] = {};
+  const trace: QemuTraceOptions = { patterns: [], eventFiles: [], timestamps: false };
+  const requests: QemuRequests = {};
+  let hardware = false;
 
   for (let i = 0; i < words.length; i++) {
     // QEMU accepts --option as -option.
@@ -303,18 +366,24 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
       case '-machine': {
         const field = option;
         const { implied, props } = parseOptionList(value(), 'type');
+        if (isHelp(implied) || props.some(([k, v]) => k === 'type' && isHelp(v))) {
+          requests.machineHelp = true;
+          break;
+        }
+        hardware = true;
         machineProps = {};
         for (const [k, v] of props) {
-          if (k === 'type') type = v;
-          else if (k === 'accel') accel = parseAccel(v, `${field} accel`);
+          if (k === 'type') type = explicit.type = v;
+          else if (k === 'accel') accel = explicit.accel = parseAccel(v, `${field} accel`);
           else if (IGNORED_MACHINE_PROPS.test(k)) machineProps[k] = v;
           else refuse(`${field} ${k}`, `the pseries machine has no property "${k}"`);
         }
-        if (implied !== undefined) type = implied;
+        if (implied !== undefined) type = explicit.type = implied;
         break;
       }
       case '-m': {
         const { implied, props } = parseOptionList(value(), 'size');
+        hardware = true;
         ramText = implied !== undefined ? { size: implied } : {};
         for (const [k, v] of props) {
           if (k === 'size' || k === 'maxmem' || k === 'slots') ramText[k] = v;
@@ -324,12 +393,56 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
       }
       case '-accel': {
         const { implied, props } = parseOptionList(value(), 'accel');
-        accel = parseAccel(implied ?? new Map(props).get('accel') ?? '', '-accel');
+        accel = explicit.accel = parseAccel(implied ?? new Map(props).get('accel') ?? '', '-accel');
         break;
       }
       case '-enable-kvm':
-        accel = 'kvm';
+        accel = explicit.accel = 'kvm';
         break;
+      case '-version':
+        requests.version = true;
+        break;
+      case '-h':
+      case '-help':
+        requests.help = true;
+        break;
+      case '-trace': {
+        const text = value();
+        const { implied, props } = parseOptionList(text, 'enable');
+        for (const [k, v] of implied !== undefined ? [['enable', implied] as const, ...props] : props) {
+          if (k === 'enable' && isHelp(v)) requests.traceHelp = true;
+          else if (k === 'enable') trace.patterns.push(v);
+          else if (k === 'events') trace.eventFiles.push(v);
+          else if (k === 'file') trace.logFile = v;
+          else
+            refuse(
+              `-trace ${k}`,
+              `-trace has no option "${k}"`,
+              'use -trace [enable=]PATTERN[,events=FILE][,file=FILE]',
+            );
+        }
+        break;
+      }
+      case '-d': {
+        // QEMU's log items; `trace:PATTERN` enables trace events, the rest change nothing here.
+        const text = value();
+        for (const item of text.split(',')) {
+          if (item.startsWith('trace:')) trace.patterns.push(item.slice('trace:'.length));
+        }
+        ignored.push(`-d ${text}`);
+        break;
+      }
+      case '-D':
+        trace.logFile = value();
+        break;
+      case '-msg': {
+        for (const [k, v] of parseOptionList(value()).props) {
+          if (k === 'timestamp') trace.timestamps = parseQemuBool(v, '-msg timestamp');
+          else if (k !== 'guest-name')
+            refuse(`-msg ${k}`, `-msg has no option "${k}"`, 'use -msg timestamp=on|off');
+        }
+        break;
+      }
       case '-global': {
         const text = value();
         const { props } = parseOptionList(text);
@@ -350,6 +463,7 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
           v = val;
         }
         const field = `-global ${driver}.${prop}`;
+        hardware = true;
         if (driver !== PHB_DRIVER)
           refuse(field, `ddw models no "${driver}" globals`, `only ${PHB_DRIVER}.PROPERTY is modelled`);
         if (prop === 'index') refuse(field, 'index cannot be global', 'give each PHB its index on -device');
@@ -358,13 +472,23 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
         break;
       }
       case '-device': {
-        const { implied, props } = parseOptionList(value(), 'driver');
+        const text = value();
+        const { implied, props } = parseOptionList(text, 'driver');
         const driver = implied ?? new Map(props).get('driver');
+        if (isHelp(driver)) {
+          requests.deviceHelp = true;
+          break;
+        }
         if (!driver) refuse('-device', 'names no device', 'write -device DRIVER[,PROP=VALUE...]');
+        if (props.some(([k]) => isHelp(k))) {
+          requests.deviceHelp = driver;
+          break;
+        }
+        hardware = true;
         const rest = props.filter(([k]) => k !== 'driver');
         const field = `-device ${driver}`;
-        if (driver === PHB_DRIVER) phbArgs.push({ props: rest, field });
-        else deviceArgs.push({ driver, props: rest, field });
+        if (driver === PHB_DRIVER) phbArgs.push({ props: rest, field, option: `-device ${text}` });
+        else deviceArgs.push({ driver, props: rest, field, option: `-device ${text}` });
         break;
       }
       default:
@@ -379,16 +503,36 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
     }
   }
 
+  if (Object.keys(requests).length > 0) {
+    // QEMU answers help and version requests before it builds anything.
+    return {
+      type,
+      machineProps,
+      ram: 0n,
+      accel,
+      globals,
+      phbs: [],
+      devices: [],
+      ignored,
+      explicit,
+      hardware,
+      trace,
+      requests,
+    };
+  }
   const info = machineType(type);
   const ram = ramText.size !== undefined ? parseQemuSize(ramText.size, '-m size', 20n) : info.defaultRam;
   const maxmem = ramText.maxmem !== undefined ? parseQemuSize(ramText.maxmem, '-m maxmem') : undefined;
   const slots = ramText.slots !== undefined ? parseUint(ramText.slots, '-m slots', 0xffffffff) : undefined;
+  if (ramText.size !== undefined) explicit.ram = ram;
+  if (maxmem !== undefined) explicit.maxmem = maxmem;
+  if (slots !== undefined) explicit.slots = slots;
 
   // The machine creates the default PHB before -device ones; QEMU numbers id-less PCI buses in
   // creation order (pci.0, pci.1, ...).
   const phbs: QemuPhb[] = [{ id: 'pci', index: 0, bus: 'pci.0', props: {} }];
   let automaticBus = 1;
-  for (const { props, field } of phbArgs) {
+  for (const { props, field, option } of phbArgs) {
     const map: Record<string, string> = {};
     let id: string | undefined;
     let index: number | undefined;
@@ -419,6 +563,7 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
     if (id !== undefined && phbs.some((p) => p.id === id))
       refuse(`${field} id`, `duplicate ID '${id}'`, 'give each device its own id');
     phbs.push({
+      option,
       id: id ?? `${PHB_DRIVER}-${index}`,
       index,
       bus: id !== undefined ? `${id}.0` : `pci.${automaticBus++}`,
@@ -426,8 +571,8 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
     });
   }
 
-  const devices: QemuDevice[] = deviceArgs.map(({ driver, props, field }) => {
-    const device: QemuDevice = { driver, bus: 'pci.0', props: {} };
+  const devices: QemuDevice[] = deviceArgs.map(({ driver, props, field, option }) => {
+    const device: QemuDevice = { option, driver, bus: 'pci.0', props: {} };
     for (const [k, v] of props) {
       if (k === 'id') device.id = v;
       else if (k === 'bus') device.bus = v;
@@ -451,6 +596,10 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
     phbs,
     devices,
     ignored,
+    explicit,
+    hardware,
+    trace,
+    requests,
   };
 }
 

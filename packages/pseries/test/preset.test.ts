@@ -68,9 +68,9 @@ describe('pseries-7.2 (the default)', () => {
     expect(rtas(m, 'ibm,query-pe-dma-window', [0, ...BUID(2)], 5)[0]).toBe(-3);
   });
 
-  it('refuses a device the machine has no model for, naming it', async () => {
-    await expect(buildPseries('-device virtio-gpu')).rejects.toThrow(
-      /devices\[0\]\.driver: unknown device "virtio-gpu"/,
+  it('refuses a device the machine has no model for, naming the option as given', async () => {
+    await expect(buildPseries('-device virtio-gpu,id=gpu0')).rejects.toThrow(
+      /^QEMU options: -device virtio-gpu,id=gpu0: unknown device "virtio-gpu"/,
     );
   });
 });

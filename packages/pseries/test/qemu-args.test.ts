@@ -103,7 +103,15 @@ describe('PHBs and devices', () => {
       '-device spapr-pci-host-bridge,index=1,id=b1 -device e1000e,id=nic,bus=b1.0,addr=0x1f.2,netdev=n0',
     );
     expect(args.devices).toEqual([
-      { driver: 'e1000e', id: 'nic', bus: 'b1.0', slot: 31, fn: 2, props: { netdev: 'n0' } },
+      {
+        option: '-device e1000e,id=nic,bus=b1.0,addr=0x1f.2,netdev=n0',
+        driver: 'e1000e',
+        id: 'nic',
+        bus: 'b1.0',
+        slot: 31,
+        fn: 2,
+        props: { netdev: 'n0' },
+      },
     ]);
     const description = pseriesDescription(parseQemuArgs('-device e1000e -device e1000e'));
     expect((description.devices as { id: string }[]).map((d) => d.id)).toEqual(['e1000e-0', 'e1000e-1']);

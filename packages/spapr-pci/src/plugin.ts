@@ -3,6 +3,7 @@ import {
   definePlugin,
   hexSchema,
   provideValue,
+  qemuIdSchema,
   RTAS_IBM_RESET_PE_DMA_WINDOW,
   resolve,
   token,
@@ -10,7 +11,13 @@ import {
 import { SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { z } from 'zod';
 import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
-import { E1000E_IDS, emulatedDmaDriver, PciDriverRegistry } from './drivers.js';
+import {
+  checkDeviceProps,
+  E1000E_IDS,
+  E1000E_PROPERTIES,
+  emulatedDmaDriver,
+  PciDriverRegistry,
+} from './drivers.js';
 import { PhbMigration, spaprPciVmstate } from './migration.js';
 import type { PciDevice } from './pci-device.js';
 import { SpaprPhb, type SpaprPhbCompat } from './phb.js';
@@ -35,7 +42,7 @@ export class SpaprPhbs {
 }
 
 const phbSchema = z.strictObject({
-  id: z.string().min(1),
+  id: qemuIdSchema,
   index: z.number().int().min(0).max(255),
   bus: z.string().min(1).optional(),
   dma_win_addr: hexSchema.optional(),
@@ -48,7 +55,7 @@ const phbSchema = z.strictObject({
 });
 
 const deviceSchema = z.strictObject({
-  id: z.string().min(1),
+  id: qemuIdSchema,
   driver: z.string().min(1),
   bus: z.string().min(1).default('pci.0'),
   slot: z.number().int().min(0).max(31).optional(),
@@ -82,8 +89,17 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
     const tables = resolve(ctx.container, SpaprIommuTokens.Tables);
     const phbs = new SpaprPhbs();
     const drivers = new PciDriverRegistry();
-    drivers.register(emulatedDmaDriver('dma-engine'));
-    drivers.register(emulatedDmaDriver('e1000e', E1000E_IDS));
+    drivers.register(
+      emulatedDmaDriver('dma-engine', undefined, {
+        description: "ddw's DMA engine: a bus master with a 64-bit DMA mask (QEMU's edu IDs)",
+      }),
+    );
+    drivers.register(
+      emulatedDmaDriver('e1000e', E1000E_IDS, {
+        description: 'Intel 82574L GbE Controller (its DMA only)',
+        properties: E1000E_PROPERTIES,
+      }),
+    );
     provideValue(ctx.container, SpaprPciTokens.Phbs, phbs);
     provideValue(ctx.container, SpaprPciTokens.Drivers, drivers);
     const vmstate = spaprPciVmstate(compat.pre28Migration ?? false);
@@ -125,7 +141,24 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
 
     // Each PCI function is a device of its own; its model is created at realize, once every
     // plugin has registered its drivers, and realized there (vfio-pci connects to the host then).
-    for (const [i, d] of (ctx.description.devices as PciDeviceDescription[]).entries()) {
+    const devices = ctx.description.devices as PciDeviceDescription[];
+    for (const [i, d] of devices.entries()) {
+      const j = devices.findIndex((other) => other.id === d.id);
+      if (j < i)
+        throw new ConfigError(
+          `devices[${i}].id`,
+          `id "${d.id}" is already used by devices[${j}]`,
+          'give each device its own id',
+        );
+      const k = described.findIndex((phb) => phb.id === d.id);
+      if (k >= 0)
+        throw new ConfigError(
+          `devices[${i}].id`,
+          `id "${d.id}" is already used by phbs[${k}]`,
+          'give each device its own id',
+        );
+    }
+    for (const [i, d] of devices.entries()) {
       let device: PciDevice | undefined;
       ctx.devices.add({
         id: d.id,
@@ -146,8 +179,15 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
               `buses: ${phbs.list.map((p) => p.busName).join(', ')}`,
             );
           }
+          checkDeviceProps(driver, d.props, `devices[${i}]`);
           const slot = d.slot ?? firstFreeSlot(phb);
-          const created = driver.create({ id: d.id, phb, address: { slot, fn: d.fn }, props: d.props });
+          const created = driver.create({
+            id: d.id,
+            phb,
+            address: { slot, fn: d.fn },
+            props: d.props,
+            field: `devices[${i}]`,
+          });
           phb.addDevice(created);
           device = created;
           return created.realize?.();

@@ -12,6 +12,7 @@ export {
   HOST_OPTION_KEYS,
   type HostOptionKey,
   hostConfigSchema,
+  hostSectionOverlay,
   parseHostOptions,
 } from './host/options.js';
 export {

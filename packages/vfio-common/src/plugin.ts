@@ -30,6 +30,8 @@ export class Vfio implements VfioConnector {
   preregListener: ((container: VfioContainer) => MemoryListener) | undefined;
   readonly traces: VfioContainerTraces;
   readonly #groups = new Map<string, number>();
+  /** Host functions passed through, and the device holding each. */
+  readonly #hosts = new Map<string, string>();
 
   constructor(
     readonly host: HostIommu,
@@ -58,6 +60,17 @@ export class Vfio implements VfioConnector {
       this.#groups.set(group, n);
     }
     return n;
+  }
+
+  claimHost(host: string, id: string): string | undefined {
+    const holder = this.#hosts.get(host);
+    if (holder !== undefined && holder !== id) return holder;
+    this.#hosts.set(host, id);
+    return undefined;
+  }
+
+  releaseHost(host: string, id: string): void {
+    if (this.#hosts.get(host) === id) this.#hosts.delete(host);
   }
 
   /** vfio_get_group + vfio_connect_container: share a container of the same address space if the host lets the group join it. */

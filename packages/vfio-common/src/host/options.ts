@@ -291,6 +291,31 @@ function isOptionKey(key: string): key is HostOptionKey {
  * every bad option.
  */
 export function parseHostOptions(text: string, base: HostIommuConfig = DEFAULT_HOST_CONFIG): HostIommuConfig {
+  return readHostOptions(text, base).config;
+}
+
+/**
+ * `--host` text as an overlay on a description's `host` section: only the keys the text gives, in
+ * the section's form (64-bit values as hex strings). The text is checked as parseHostOptions
+ * checks it, so a bad option is reported as the user wrote it.
+ */
+export function hostSectionOverlay(text: string): Record<string, unknown> {
+  const { values } = readHostOptions(text, DEFAULT_HOST_CONFIG);
+  const section: Record<string, unknown> = {};
+  const json = (v: unknown): unknown =>
+    typeof v === 'bigint'
+      ? `0x${v.toString(16)}`
+      : v !== null && typeof v === 'object'
+        ? Object.fromEntries(Object.entries(v).map(([k, inner]) => [k, json(inner)]))
+        : v;
+  for (const [key, value] of Object.entries(values)) if (value !== undefined) section[key] = json(value);
+  return section;
+}
+
+function readHostOptions(
+  text: string,
+  base: HostIommuConfig,
+): { config: HostIommuConfig; values: HostOptionValues } {
   const values: HostOptionValues = {};
   const issues: ConfigIssue[] = [];
   const seen = new Set<string>();
@@ -330,7 +355,7 @@ export function parseHostOptions(text: string, base: HostIommuConfig = DEFAULT_H
     issues.push({ field, problem: issue.problem, ...(issue.fix ? { fix: issue.fix } : {}) });
   }
   if (issues.length > 0) throw ConfigError.fromIssues(issues, SUBJECT);
-  return resolved.config;
+  return { config: resolved.config, values };
 }
 
 const UNITS: readonly [string, bigint][] = [

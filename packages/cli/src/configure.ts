@@ -1,0 +1,149 @@
+import { DEFAULT_LINUX_GENERATION } from '@ddw/guest-linux';
+import { ConfigError, DdwError } from '@ddw/machine';
+import {
+  type DescriptionLayer,
+  fileLayer,
+  guestLayer,
+  hostLayer,
+  parseQemuArgs,
+  presetLayer,
+  type QemuArgs,
+  qemuLayer,
+  qemuOptionTakesValue,
+  type ResolvedDescription,
+  resolveDescription,
+  splitCommandLine,
+} from '@ddw/pseries';
+import { readInputFile } from './files.js';
+
+/** A mistake in how a command was called (exit code 2, like every configuration error). */
+export class UsageError extends DdwError {
+  override name = 'UsageError';
+  constructor(message: string) {
+    super('USAGE', message);
+  }
+}
+
+/** What a machine command (run, snapshot save|load, info mtree) was given on its command line. */
+export interface MachineCommandLine {
+  /** The words commander did not take: QEMU options, the command's operands, at most one DESCRIPTION.json. */
+  words: readonly string[];
+  /** The command's own operands, named for messages (`snapshot save FILE`: ["snapshot file"]). */
+  operands?: readonly string[];
+  /** `--qemu-args` texts, in order; they come before the QEMU options given directly. */
+  qemuArgs?: readonly string[];
+  /** A description given as data rather than a file (the API's form); `name` is how errors name it. */
+  description?: { name: string; data: unknown };
+  host?: string;
+  guest?: string;
+}
+
+/** A machine command's configuration: the parsed QEMU options and the one merged description. */
+export interface MachineConfiguration {
+  qemu: QemuArgs;
+  /** The description file, if one was given. */
+  file?: string;
+  /** The command's operands, in the order of MachineCommandLine.operands. */
+  operands: string[];
+  resolved: ResolvedDescription;
+}
+
+/** The layer under the preset: what ddw itself chooses when nothing else does. */
+export const DDW_DEFAULTS_LAYER: DescriptionLayer = {
+  source: "ddw's defaults",
+  data: { guest: { generation: DEFAULT_LINUX_GENERATION } },
+};
+
+/**
+ * Separates QEMU options from the description file: a word after an option that takes a value is
+ * that value; any other word not starting with `-` is the file.
+ */
+export function splitWords(words: readonly string[]): { qemu: string[]; files: string[] } {
+  const qemu: string[] = [];
+  const files: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!;
+    if (word.startsWith('-') && word !== '-') {
+      qemu.push(word);
+      if (qemuOptionTakesValue(word) && i + 1 < words.length) qemu.push(words[++i]!);
+    } else files.push(word);
+  }
+  return { qemu, files };
+}
+
+/** The QEMU options of a command line (`--qemu-args` texts first, then the ones given directly). */
+export function qemuOptionsOf(line: MachineCommandLine): QemuArgs {
+  const { qemu } = splitWords(line.words);
+  return parseQemuArgs([...(line.qemuArgs ?? []).flatMap((text) => splitCommandLine(text)), ...qemu]);
+}
+
+/**
+ * The one place a command line becomes a machine description:
+ * ddw's defaults < preset < DESCRIPTION.json < QEMU options < --host < --guest.
+ */
+export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(line)): MachineConfiguration {
+  const { files: positionals } = splitWords(line.words);
+  const wanted = line.operands ?? [];
+  if (positionals.length < wanted.length) {
+    throw new UsageError(`missing the ${wanted[positionals.length]}; see --help`);
+  }
+  const operands = positionals.slice(0, wanted.length);
+  const files = positionals.slice(wanted.length);
+  if (files.length > 1) {
+    throw new UsageError(
+      `unexpected argument "${files[1]}": give at most one description file (the first was "${files[0]}")`,
+    );
+  }
+  const file = files[0];
+  const layers: DescriptionLayer[] = [DDW_DEFAULTS_LAYER, presetLayer(qemu)];
+  if (file !== undefined) layers.push(fileLayer(file, readDescriptionFile(file)));
+  if (line.description !== undefined) layers.push(fileLayer(line.description.name, line.description.data));
+  layers.push(qemuLayer(qemu));
+  if (line.host !== undefined) layers.push(hostLayer(line.host));
+  if (line.guest !== undefined) layers.push(guestLayer(line.guest));
+  return { qemu, ...(file !== undefined ? { file } : {}), operands, resolved: resolveDescription(layers) };
+}
+
+/** Deeper than this, a JSON document is refused before it is parsed (no stack overflow). */
+const MAX_JSON_DEPTH = 64;
+
+/** Reads and parses a description file; every failure is one line naming the file. */
+export function readDescriptionFile(file: string): unknown {
+  const text = readInputFile(file, 'description file', 'utf8');
+  const depth = jsonDepth(text);
+  if (depth > MAX_JSON_DEPTH) {
+    throw new ConfigError(
+      '(document)',
+      `nests deeper than ${MAX_JSON_DEPTH} levels`,
+      'a machine description needs only a few levels',
+      { subject: file },
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(
+      '(document)',
+      `is not JSON (${error instanceof Error ? error.message : String(error)})`,
+      'write the description as a JSON object, e.g. { "ram": "2G" }',
+      { subject: file },
+    );
+  }
+}
+
+/** How deeply brackets nest in JSON text (strings skipped), without recursion. */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) max = Math.max(max, ++depth);
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}

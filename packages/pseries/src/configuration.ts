@@ -1,0 +1,290 @@
+import {
+  ConfigError,
+  type ConfigIssue,
+  DeviceError,
+  formatHex,
+  isPlainObject,
+  mergeDescription,
+  PluginError,
+} from '@ddw/machine';
+import { hostSectionOverlay } from '@ddw/vfio-common';
+import { machineType } from './machine-types.js';
+import { parseQemuArgs, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
+
+/**
+ * The one configuration channel. A machine is built from one description; everything that
+ * configures it is a layer merged into that description here, in this order:
+ *
+ *   preset < description file < command line (QEMU options, then --host, --guest)
+ *
+ * The preset is ddw's showcase machine, unless the QEMU options describe hardware (-M, -m,
+ * -device, -global): then they describe the whole machine, as a qemu-system-ppc64 command line
+ * does, over QEMU's own defaults. Every layer keeps its source so that an error names the field as
+ * the user wrote it, not as it ended up in the merged description.
+ */
+export interface DescriptionLayer {
+  /** How errors name this layer: a file name, "QEMU options", "--host", "ddw's default machine". */
+  readonly source: string;
+  /** A description fragment in JSON form (64-bit values as hex strings). */
+  readonly data: Record<string, unknown>;
+  /** How a message names entry i of an array this layer adds (`devices` -> the `-device` option). */
+  readonly entryNames?: Readonly<Record<string, readonly (string | undefined)[]>>;
+  /** How a message names a top-level field this layer sets (`ram` -> `-m`). */
+  readonly fieldNames?: Readonly<Record<string, string>>;
+}
+
+/** A merged description and what it was merged from. */
+export interface ResolvedDescription {
+  /** The description a machine is built from, in JSON form: what `--print-description` shows. */
+  readonly description: Record<string, unknown>;
+  readonly layers: readonly DescriptionLayer[];
+  /**
+   * The error a user should see for `error` thrown while building from this description: a
+   * configuration error is re-addressed to the layer and field the user wrote; anything else is
+   * returned unchanged.
+   */
+  explain(error: unknown): unknown;
+}
+
+/**
+ * The machine `ddw run` builds when the command line describes no hardware: pseries with 4 GiB,
+ * one PHB holding an emulated DMA device and a passthrough device on a simulated SPAPR TCE v2
+ * host, and the default guest.
+ */
+export const DEFAULT_PSERIES_MACHINE = {
+  type: 'pseries-7.2',
+  ram: '4G',
+  pseries: { accel: 'tcg' },
+  phbs: [{ id: 'pci', index: 0 }],
+  devices: [
+    { id: 'dma0', driver: 'dma-engine', bus: 'pci.0', slot: 1 },
+    { id: 'hostdev0', driver: 'vfio-pci', bus: 'pci.0', slot: 2, props: { host: '0000:01:00.0' } },
+  ],
+  host: { type: 'v2', page: '64K', pgsizes: '0x1011000', windows: 2, levels: 5 },
+} as const;
+
+/** What QEMU builds before any -device: the machine type's defaults and the default PHB. */
+export const QEMU_DEFAULT_MACHINE = {
+  type: 'pseries',
+  pseries: { accel: 'tcg' },
+  phbs: [{ id: 'pci', index: 0 }],
+  devices: [],
+} as const;
+
+export const DEFAULT_MACHINE_SOURCE = "ddw's default machine";
+export const QEMU_DEFAULTS_SOURCE = "QEMU's defaults";
+export const QEMU_OPTIONS_SOURCE = 'QEMU options';
+
+/** The preset layer for these QEMU options: QEMU's defaults when they describe hardware. */
+export function presetLayer(qemu: QemuArgs | undefined): DescriptionLayer {
+  return qemu?.hardware
+    ? { source: QEMU_DEFAULTS_SOURCE, data: structuredClone(QEMU_DEFAULT_MACHINE) as Record<string, unknown> }
+    : {
+        source: DEFAULT_MACHINE_SOURCE,
+        data: structuredClone(DEFAULT_PSERIES_MACHINE) as unknown as Record<string, unknown>,
+      };
+}
+
+/** A description file's layer (already parsed JSON); `name` is how errors name the file. */
+export function fileLayer(name: string, data: unknown): DescriptionLayer {
+  if (!isPlainObject(data)) {
+    const what = Array.isArray(data) ? 'an array' : data === null ? 'null' : `a ${typeof data}`;
+    throw new ConfigError(
+      '(document)',
+      `is ${what}, not a JSON object`,
+      'write the description as { "ram": "2G", ... }',
+      {
+        subject: name,
+      },
+    );
+  }
+  return { source: name, data };
+}
+
+/** What QEMU options set explicitly, as a description layer (defaults stay with the preset). */
+export function qemuLayer(qemu: QemuArgs | string | readonly string[]): DescriptionLayer {
+  const args =
+    typeof qemu === 'object' && !Array.isArray(qemu) ? (qemu as QemuArgs) : parseQemuArgs(qemu as string);
+  const e = args.explicit;
+  const data: Record<string, unknown> = {};
+  const fieldNames: Record<string, string> = {};
+  if (e.type !== undefined) {
+    data.type = e.type;
+    fieldNames.type = '-M';
+  }
+  if (e.ram !== undefined) {
+    data.ram = formatHex(e.ram);
+    fieldNames.ram = '-m';
+  }
+  if (e.maxmem !== undefined) {
+    data.maxmem = formatHex(e.maxmem);
+    fieldNames.maxmem = '-m maxmem';
+  }
+  if (e.slots !== undefined || e.accel !== undefined) {
+    data.pseries = {
+      ...(e.slots !== undefined ? { slots: e.slots } : {}),
+      ...(e.accel !== undefined ? { accel: e.accel } : {}),
+    };
+    fieldNames.pseries = e.slots !== undefined ? '-m slots' : '-accel';
+  }
+  const entryNames: Record<string, (string | undefined)[]> = {};
+  const extraPhbs = args.phbs.filter((p) => p.option !== undefined);
+  if (extraPhbs.length > 0) {
+    data.phbs = extraPhbs.map((phb) => ({
+      id: phb.id,
+      index: phb.index,
+      ...(phb.bus !== `${phb.id}.0` ? { bus: phb.bus } : {}),
+      ...resolvePhbConfig(args, phb.index),
+    }));
+    entryNames.phbs = extraPhbs.map((p) => p.option);
+  }
+  if (args.devices.length > 0) {
+    const counters = new Map<string, number>();
+    data.devices = args.devices.map((d) => {
+      // QEMU devices need no id; ddw's registry does, so id-less ones get driver-N.
+      const n = counters.get(d.driver) ?? 0;
+      counters.set(d.driver, n + 1);
+      return {
+        id: d.id ?? `${d.driver}-${n}`,
+        driver: d.driver,
+        bus: d.bus,
+        ...(d.slot !== undefined ? { slot: d.slot } : {}),
+        fn: d.fn ?? 0,
+        props: d.props,
+      };
+    });
+    entryNames.devices = args.devices.map((d) => d.option);
+  }
+  const globals = resolvePhbConfig({ ...args, phbs: [] }, -1);
+  if (Object.keys(globals).length > 0) data[GLOBALS_KEY] = globals;
+  return { source: QEMU_OPTIONS_SOURCE, data, entryNames, fieldNames };
+}
+
+/** `--host` text as a layer on the `host` section. */
+export function hostLayer(text: string): DescriptionLayer {
+  return { source: '--host', data: { host: hostSectionOverlay(text) } };
+}
+
+/** `--guest` as a layer on the `guest` section. */
+export function guestLayer(generation: string): DescriptionLayer {
+  return { source: '--guest', data: { guest: { generation } } };
+}
+
+/** Carries -global values through the merge; applied to every PHB afterwards, never built. */
+const GLOBALS_KEY = '-global';
+
+/**
+ * Merges the layers in order into the description a machine is built from: `pseries` resolved to
+ * the machine type, RAM defaulted from the type, -global PHB properties applied to every PHB that
+ * does not set them itself (QEMU's rule: a device's own property beats a global).
+ */
+export function resolveDescription(layers: readonly DescriptionLayer[]): ResolvedDescription {
+  let merged: Record<string, unknown> = {};
+  const globals: Record<string, unknown> = {};
+  const explain = (error: unknown) => explainError(error, layers, merged);
+  try {
+    for (const layer of layers) {
+      const { [GLOBALS_KEY]: layerGlobals, ...data } = layer.data;
+      if (isPlainObject(layerGlobals)) Object.assign(globals, layerGlobals);
+      merged = mergeDescription(merged, data) as Record<string, unknown>;
+    }
+    if (merged.type === undefined || typeof merged.type === 'string') {
+      const type = machineType((merged.type as string | undefined) ?? 'pseries', 'type');
+      merged.type = type.name;
+      if (merged.ram === undefined) merged.ram = formatHex(type.defaultRam);
+    }
+    if (Object.keys(globals).length > 0 && Array.isArray(merged.phbs)) {
+      merged.phbs = merged.phbs.map((phb) => (isPlainObject(phb) ? { ...globals, ...phb } : phb));
+    }
+  } catch (error) {
+    throw explain(error);
+  }
+  return { description: merged, layers, explain };
+}
+
+const ENTRY_FIELD = /^(devices|phbs)\[(\d+)\](.*)$/;
+
+/** The configuration error inside `error` (plugins and devices wrap the one that names a field). */
+function configErrorIn(error: unknown): ConfigError | undefined {
+  for (let e = error, depth = 0; e !== undefined && depth < 8; depth++) {
+    if (e instanceof ConfigError) return e;
+    if (!(e instanceof PluginError || e instanceof DeviceError)) return undefined;
+    e = e.cause;
+  }
+  return undefined;
+}
+
+function explainError(
+  error: unknown,
+  layers: readonly DescriptionLayer[],
+  merged: Record<string, unknown>,
+): unknown {
+  const config = configErrorIn(error);
+  // Errors about options (QEMU options, --host) already name what the user wrote.
+  if (config?.subject !== 'machine description') return error;
+  const mapped = config.issues.map((issue) => addressIssue(issue, layers, merged));
+  const sources = new Set(mapped.map((m) => m.source));
+  if (sources.size === 1) {
+    return ConfigError.fromIssues(
+      mapped.map((m) => m.issue),
+      [...sources][0],
+    );
+  }
+  return ConfigError.fromIssues(mapped.map((m) => ({ ...m.issue, field: `${m.source} ${m.issue.field}` })));
+}
+
+/** The layer and field behind one issue of the merged description. */
+function addressIssue(
+  issue: ConfigIssue,
+  layers: readonly DescriptionLayer[],
+  merged: Record<string, unknown>,
+): { source: string; issue: ConfigIssue } {
+  const entry = ENTRY_FIELD.exec(issue.field);
+  if (entry) {
+    const key = entry[1]!;
+    const index = Number(entry[2]);
+    const rest = entry[3]!;
+    const origin = entryOrigin(layers, merged, key, index);
+    if (origin) {
+      const names = origin.layer.entryNames;
+      const name = names && Object.hasOwn(names, key) ? names[key]?.[origin.index] : undefined;
+      if (name !== undefined) {
+        const sub = /^(\.props\.|\.driver$|$)/.test(rest) ? '' : ` ${rest.replace(/^\./, '')}`;
+        return { source: origin.layer.source, issue: { ...issue, field: `${name}${sub}` } };
+      }
+      return { source: origin.layer.source, issue: { ...issue, field: `${key}[${origin.index}]${rest}` } };
+    }
+  }
+  const top = /^[^.[]+/.exec(issue.field)?.[0];
+  if (top !== undefined) {
+    for (let i = layers.length - 1; i >= 0; i--) {
+      const layer = layers[i]!;
+      if (!Object.hasOwn(layer.data, top)) continue;
+      const name =
+        layer.fieldNames && Object.hasOwn(layer.fieldNames, top) ? layer.fieldNames[top] : undefined;
+      return { source: layer.source, issue: name !== undefined ? { ...issue, field: name } : issue };
+    }
+  }
+  return { source: 'machine description', issue };
+}
+
+/** Which layer entry `index` of the merged array `key` came from: the last layer naming its id. */
+function entryOrigin(
+  layers: readonly DescriptionLayer[],
+  merged: Record<string, unknown>,
+  key: string,
+  index: number,
+): { layer: DescriptionLayer; index: number } | undefined {
+  const entries = merged[key];
+  const entry = Array.isArray(entries) ? entries[index] : undefined;
+  const id = isPlainObject(entry) ? entry.id : undefined;
+  for (let i = layers.length - 1; i >= 0; i--) {
+    const layer = layers[i]!;
+    const list = layer.data[key];
+    if (!Array.isArray(list)) continue;
+    if (id === undefined) return { layer, index };
+    const at = list.findIndex((e) => isPlainObject(e) && e.id === id);
+    if (at >= 0) return { layer, index: at };
+  }
+  return undefined;
+}
