@@ -12,9 +12,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runCli } from '@ddw/cli';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { runDdw } from './support/ddw-program.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'packages/cli/dist/bin.js');
@@ -153,8 +153,16 @@ describe('descriptions', () => {
       ddw(['run', file('ctor.json', '{"devices": [{"id": "a", "driver": "e1000e", "constructor": 1}]}')]),
       'constructor',
     );
-    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
-    expectRefused(ddw(['run', file('deep.json', deep)]), /deeper than/);
+    const deepArray = `{"devices": ${'['.repeat(100_000)}${']'.repeat(100_000)}}`;
+    expectRefused(
+      ddw(['run', file('deep.json', deepArray)]),
+      /deep\.json: devices: nesting deeper than 64 levels/,
+    );
+    const deepObject = `${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}`;
+    expectRefused(
+      ddw(['run', file('deeper.json', deepObject)]),
+      /deeper\.json: a: nesting deeper than 64 levels/,
+    );
   });
 
   it("names the user's index, not the merged one", () => {
@@ -239,19 +247,7 @@ describe('output through a pipe', () => {
 });
 
 /** In-process runs for the property tests (a child process per case would take minutes). */
-async function inProcess(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await runCli(args, {
-    out: (t) => {
-      out += t;
-    },
-    err: (t) => {
-      err += t;
-    },
-  });
-  return { code, out, err };
-}
+const inProcess = (args: string[]) => runDdw(...args);
 
 function expectHandled(r: { code: number; err: string }, context: string): void {
   expect(r.err, context).not.toMatch(STACK);
@@ -311,6 +307,38 @@ describe('fuzzed input never reaches a user as a stack trace', () => {
         expectHandled(await inProcess(args), JSON.stringify(args));
       }),
       { numRuns: 300 },
+    );
+  });
+
+  it('random machines, mostly valid, built and run', async () => {
+    const pair = fc.oneof(
+      fc.tuple(fc.constant('-m'), fc.constantFrom('1G', '2G', '512', '3G,maxmem=8G', '0', 'x')),
+      fc.tuple(fc.constant('-M'), fc.constantFrom('pseries', 'pseries-2.7', 'pseries-7.2', 'pseries-0.1')),
+      fc.tuple(
+        fc.constant('-device'),
+        fc.constantFrom(
+          'e1000e',
+          'dma-engine',
+          'vfio-pci,host=0000:01:00.0',
+          'e1000e,bogus=1',
+          'e1000e,addr=3',
+        ),
+      ),
+      fc.tuple(
+        fc.constant('-global'),
+        fc.constantFrom('spapr-pci-host-bridge.ddw=off', 'spapr-pci-host-bridge.pgsz=0x11000', 'x.y=1'),
+      ),
+      fc.tuple(fc.constant('--host'), fc.constantFrom('type=v1', 'type=v2', 'page=4K', 'windows=1', 'bad')),
+      fc.tuple(fc.constant('--guest'), fc.constantFrom('linux-6.1', 'linux-4.x', 'none', 'linux-0')),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(pair, { maxLength: 4 }), async (pairs) => {
+        const args = ['run', ...pairs.flat()];
+        const r = await inProcess(args);
+        expectHandled(r, JSON.stringify(args));
+        if (r.code !== 2) expect(r.out).toMatch(/\n(OK|FAILED) in \d+ ms\n$/);
+      }),
+      { numRuns: 40 },
     );
   });
 

@@ -104,21 +104,9 @@ export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(
   return { qemu, ...(file !== undefined ? { file } : {}), operands, resolved: resolveDescription(layers) };
 }
 
-/** Deeper than this, a JSON document is refused before it is parsed (no stack overflow). */
-const MAX_JSON_DEPTH = 64;
-
 /** Reads and parses a description file; every failure is one line naming the file. */
 export function readDescriptionFile(file: string): unknown {
   const text = readInputFile(file, 'description file', 'utf8');
-  const depth = jsonDepth(text);
-  if (depth > MAX_JSON_DEPTH) {
-    throw new ConfigError(
-      '(document)',
-      `nests deeper than ${MAX_JSON_DEPTH} levels`,
-      'a machine description needs only a few levels',
-      { subject: file },
-    );
-  }
   try {
     return JSON.parse(text);
   } catch (error) {
@@ -129,21 +117,4 @@ export function readDescriptionFile(file: string): unknown {
       { subject: file },
     );
   }
-}
-
-/** How deeply brackets nest in JSON text (strings skipped), without recursion. */
-function jsonDepth(text: string): number {
-  let depth = 0;
-  let max = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c) i++;
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x5b || c === 0x7b) max = Math.max(max, ++depth);
-    else if (c === 0x5d || c === 0x7d) depth--;
-  }
-  return max;
 }

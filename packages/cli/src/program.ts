@@ -1,6 +1,6 @@
-import { type GuestChoice, LinuxGuest, linuxGuestSection } from '@ddw/guest-linux';
+import { GUEST_CHOICES, type GuestChoice } from '@ddw/guest-linux';
 import { DdwError } from '@ddw/machine';
-import { buildPseries, checkResolved } from '@ddw/pseries';
+import { buildPseries } from '@ddw/pseries';
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, Option } from 'commander';
 import {
@@ -15,7 +15,7 @@ import type { CommandIO } from './io.js';
 import { mtreeReport } from './mtree-report.js';
 import { replayCommand } from './replay.js';
 import { formatReport } from './report.js';
-import { buildConfigured, runResolved } from './run.js';
+import { buildConfigured, negotiate, type RunReport, runResolved } from './run.js';
 import { schemaNames, schemaOf } from './schemas.js';
 import {
   describeSnapshot,
@@ -23,15 +23,13 @@ import {
   loadMachineSnapshot,
   saveMachineSnapshot,
 } from './snapshot.js';
-import { openTraceOutput } from './trace-output.js';
+import { withTraceOutput } from './trace-output.js';
 
 /**
  * Exit codes: 0 done, 1 the answer is no (replay differs, a DMA byte failed, a fatal host error),
  * 2 usage, configuration or input error, 70 an internal error (a bug), 130 interrupted (SIGINT).
  */
 export const EXIT = { ok: 0, no: 1, usage: 2, internal: 70, interrupted: 130 } as const;
-
-const GUEST_CHOICES: readonly GuestChoice[] = ['linux-6.1', 'linux-4.x', 'none'];
 
 const QEMU_OPTIONS_HELP = `
 QEMU options (as qemu-system-ppc64 takes them; also inside --qemu-args "..."):
@@ -166,18 +164,17 @@ export function createProgram(
   ).action(async (opts: MachineOpts & { json?: boolean }, cmd: Command) => {
     const config = await prepare(cmd, opts, io);
     if (!config) return;
-    const trace = await openTraceOutput(config.qemu, io);
     const progress = progressBar();
+    let report: RunReport;
     try {
-      const report = await runResolved(config.resolved, { trace: trace.bus, onProgress: progress.update });
-      progress.stop();
-      await trace.close();
-      out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
-      if (!report.ok) throw new CommanderError(EXIT.no, 'ddw.run.failed', 'DMA verification failed');
+      report = await withTraceOutput(config.qemu, io, (bus) =>
+        runResolved(config.resolved, { trace: bus, onProgress: progress.update }),
+      );
     } finally {
       progress.stop();
-      trace.abort();
     }
+    out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+    if (!report.ok) throw new CommanderError(EXIT.no, 'ddw.run.failed', 'DMA verification failed');
   });
 
   const snapshot = program
@@ -195,26 +192,16 @@ export function createProgram(
     const config = await prepare(cmd, opts, io, ['snapshot file']);
     if (!config) return;
     const file = config.operands[0]!;
-    const trace = await openTraceOutput(config.qemu, io);
-    try {
-      const machine = await buildConfigured(config.resolved, trace.bus);
-      let saved: { bytes: number; windows: string[] };
+    const saved = await withTraceOutput(config.qemu, io, async (bus) => {
+      const machine = await buildConfigured(config.resolved, bus);
       try {
-        const generation = (config.resolved.description.guest as { generation: GuestChoice }).generation;
-        if (generation !== 'none') {
-          const guest = new LinuxGuest(machine.guest, { generation });
-          guest.boot();
-          guest.probeAll();
-        }
-        saved = await saveMachineSnapshot(file, machine);
+        negotiate(machine);
+        return await saveMachineSnapshot(file, machine);
       } finally {
         machine.dispose();
       }
-      await trace.close();
-      out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
-    } finally {
-      trace.abort();
-    }
+    });
+    out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
   });
   machineCommand(
     snapshot
@@ -227,14 +214,10 @@ export function createProgram(
     const config = await prepare(cmd, opts, io, ['snapshot file']);
     if (!config) return;
     const file = config.operands[0]!;
-    const trace = await openTraceOutput(config.qemu, io);
-    try {
-      const loaded = await loadMachineSnapshot(file, () => buildConfigured(config.resolved, trace.bus));
-      await trace.close();
-      out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
-    } finally {
-      trace.abort();
-    }
+    const loaded = await withTraceOutput(config.qemu, io, (bus) =>
+      loadMachineSnapshot(file, () => buildConfigured(config.resolved, bus)),
+    );
+    out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
   });
   snapshot
     .command('info')
@@ -330,7 +313,7 @@ function machineCommand(command: Command, options: { guest: boolean; operand?: s
     )
     .option('--print-description', 'print the merged machine description (JSON) and exit');
   if (options.guest) {
-    command.addOption(new Option('--guest <generation>', 'the guest model').choices(GUEST_CHOICES));
+    command.addOption(new Option('--guest <generation>', 'the guest model').choices([...GUEST_CHOICES]));
   }
   return command.addHelpText('after', QEMU_OPTIONS_HELP);
 }
@@ -357,7 +340,8 @@ async function prepare(
   if (await answerRequests(qemu, io, () => cmd.helpInformation())) return undefined;
   const config = configureMachine(line, qemu);
   if (opts.printDescription) {
-    checkResolved(config.resolved, { plugins: [linuxGuestSection()] });
+    // Built (and realized) so that what is printed is a description that builds.
+    (await buildConfigured(config.resolved)).dispose();
     io.out(`${JSON.stringify(config.resolved.description, null, 2)}\n`);
     return undefined;
   }

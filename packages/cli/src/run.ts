@@ -117,16 +117,12 @@ export async function runResolved(
   try {
     const devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
     const generation = guestOf(machine.description).generation;
-    let guest: LinuxGuest | undefined;
     const states = new Map<PciDevice, DeviceDmaState>();
     const transfers: TransferReport[] = [];
     const total = 2 + devices.length;
     options.onProgress?.('boot', 0, total);
-    if (generation !== 'none') {
-      guest = new LinuxGuest(machine.guest, { generation });
-      guest.boot();
-      options.onProgress?.('negotiate', 1, total);
-      guest.probeAll();
+    const guest = negotiate(machine, () => options.onProgress?.('negotiate', 1, total));
+    if (guest) {
       for (const device of devices) {
         const fn = guest.functions.find(
           (f) => f.buid === device.phb.buid && f.cfgAddr === device.configAddress,
@@ -183,6 +179,20 @@ export async function runResolved(
   } finally {
     machine.dispose();
   }
+}
+
+/**
+ * Boots the guest the description's `guest` section names and lets it negotiate every PE's DMA
+ * windows, as a Linux kernel does at boot and driver probe; undefined with `none`.
+ */
+export function negotiate(machine: Machine, booted?: () => void): LinuxGuest | undefined {
+  const { generation } = guestOf(machine.description);
+  if (generation === 'none') return undefined;
+  const guest = new LinuxGuest(machine.guest, { generation });
+  guest.boot();
+  booted?.();
+  guest.probeAll();
+  return guest;
 }
 
 /** What a machine is built from, as the API takes it (the CLI gives the same as a command line). */

@@ -2,6 +2,7 @@ import { TraceBus } from '@ddw/machine';
 import type { QemuArgs } from '@ddw/pseries';
 import { type AtomicFile, openAtomicFile, readInputFile } from './files.js';
 import type { CommandIO } from './io.js';
+import { EventSelection } from './replay.js';
 
 /** Where a command's trace lines go, as QEMU's -trace, -D and -msg say. */
 export interface TraceOutput {
@@ -9,15 +10,39 @@ export interface TraceOutput {
   readonly bus: TraceBus;
   /** The run is over: a -D file is put in place (atomically). */
   close(): Promise<void>;
-  /** The run failed: a -D file is left as it was. Safe after close(). */
+  /** The run failed: a -D file is left as it was. Safe after close() (then it does nothing). */
   abort(): void;
 }
 
 /**
- * QEMU's trace selection: every `-trace PATTERN` and `-d trace:PATTERN` in order, and the patterns
- * of each `-trace events=FILE` (one a line; blank lines and `#` comments skipped) where it stood.
+ * QEMU's trace selection: every `-trace PATTERN` and `-d trace:PATTERN` in order, then the patterns
+ * of each `-trace events=FILE` (one a line; blank lines and `#` comments skipped).
  * Lines go to stderr, or to the `-D` file, with `-msg timestamp=on` prefixes.
  */
+/**
+ * Runs `work` with the trace output the QEMU options ask for: a -D file is put in place when the
+ * work succeeds and left as it was when it fails.
+ */
+export async function withTraceOutput<T>(
+  qemu: QemuArgs,
+  io: CommandIO,
+  work: (bus: TraceBus) => Promise<T>,
+): Promise<T> {
+  const trace = openTraceOutput(qemu, io);
+  try {
+    const result = await work(trace.bus);
+    // The machine has declared its events by now: a pattern that selects none is likely a typo.
+    const events = trace.bus.events().map((e) => e.name);
+    for (const pattern of new EventSelection(trace.bus.patterns()).matchingNone(events)) {
+      io.err(`ddw: warning: -trace pattern "${pattern}" matches no trace event (-trace help lists them)\n`);
+    }
+    await trace.close();
+    return result;
+  } finally {
+    trace.abort();
+  }
+}
+
 export function openTraceOutput(qemu: QemuArgs, io: CommandIO): TraceOutput {
   const patterns = [...qemu.trace.patterns];
   for (const file of qemu.trace.eventFiles) {

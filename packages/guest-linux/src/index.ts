@@ -5,6 +5,7 @@ export { IommuTable } from './iommu-table.js';
 export { DIRECT64_PROP, DMA64_PROP, windowInfoProperty } from './pe.js';
 export {
   DEFAULT_LINUX_GENERATION,
+  GUEST_CHOICES,
   type GuestChoice,
   type GuestSection,
   guestOf,

@@ -2,18 +2,20 @@ import { definePlugin } from '@ddw/machine';
 import { z } from 'zod';
 import type { LinuxGeneration } from './api.js';
 
-/** The guest models ddw has, newest first; `none` runs no guest (the machine alone). */
-export const LINUX_GENERATIONS: readonly LinuxGeneration[] = ['linux-6.1', 'linux-4.x'];
+/** The guest models ddw has, newest first. */
+export const LINUX_GENERATIONS = ['linux-6.1', 'linux-4.x'] as const satisfies readonly LinuxGeneration[];
 export const DEFAULT_LINUX_GENERATION: LinuxGeneration = 'linux-6.1';
 
 export type GuestChoice = LinuxGeneration | 'none';
+/** What a description's `guest.generation` (and `--guest`) may say; `none` runs no guest. */
+export const GUEST_CHOICES = [...LINUX_GENERATIONS, 'none'] as const satisfies readonly GuestChoice[];
 
 /** The description's `guest` section: which guest model a run boots. */
 export const guestSectionSchema = z.strictObject({
   generation: z
-    .enum(['linux-6.1', 'linux-4.x', 'none'] as const satisfies readonly GuestChoice[], {
+    .enum(GUEST_CHOICES, {
       error: (issue) =>
-        `${JSON.stringify(issue.input)} is not a guest model; use ${[...LINUX_GENERATIONS, 'none'].join(', ')}`,
+        `${JSON.stringify(issue.input)} is not a guest model; use ${GUEST_CHOICES.join(', ')}`,
     })
     .default(DEFAULT_LINUX_GENERATION),
 });
