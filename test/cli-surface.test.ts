@@ -232,6 +232,14 @@ describe('output through a pipe', () => {
     expect(piped.stdout).toMatch(/\n\d+ compared, [1-9]\d* differ\n$/);
   });
 
+  it('warns about a -trace pattern that selects no event, and still runs', () => {
+    const r = ddw(['run', '-m', '1G', '-trace', 'spapr_iommu_nope*', '-trace', 'spapr_iommu_ddw_*']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe(
+      'ddw: warning: -trace pattern "spapr_iommu_nope*" matches no trace event (-trace help lists them)\n',
+    );
+  });
+
   it('writes -D FILE trace logs atomically, and the same lines as stderr would get', () => {
     const log = join(work, 'trace.log');
     const args = ['run', '-m', '2G', '-device', 'e1000e', '-trace', 'spapr_iommu_ddw_*'];

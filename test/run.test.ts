@@ -117,6 +117,19 @@ describe('ddw run on other machines', () => {
     expect(r.err).toBe(`ddw: ${file}: devices[0].colour: is not a known field; check its spelling\n`);
   });
 
+  it('names the layer that set a bad value: the file, or the -m option', async () => {
+    const file = descriptionFile({ ram: '2G', maxmem: '8G' });
+    const fromFile = await ddw('run', file);
+    expect(fromFile.err).toBe(
+      `ddw: ${file}: maxmem: maxmem was specified, but no hotplug slots were specified; give hotplug slots too, e.g. -m 2G,maxmem=8G,slots=4\n`,
+    );
+    const fromOption = await ddw('run', file, '-m', '1G,maxmem=4G');
+    expect(fromOption.err).toMatch(/^ddw: QEMU options: -m maxmem: maxmem was specified/);
+    const zero = await ddw('run', descriptionFile({ ram: '0' }));
+    expect(zero.code).toBe(2);
+    expect(zero.err).toMatch(/: ram: RAM size is 0/);
+  });
+
   it('applies --host over the preset: the option is one more layer of the description, never ignored', async () => {
     const described = await ddw('run', '--host', 'type=v1', '--print-description');
     expect(JSON.parse(described.out).host).toMatchObject({ type: 'v1', page: '64K' });

@@ -1,6 +1,5 @@
 import {
   ConfigError,
-  globToRegExp,
   H_GET_TCE,
   H_PUT_TCE,
   type Machine,
@@ -8,6 +7,7 @@ import {
   parseTraceLine,
   resolve,
   TraceBus,
+  TraceSelection,
 } from '@ddw/machine';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens, TCE_LIST_MAX } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
@@ -103,45 +103,19 @@ export interface ReplayOptions extends ReplayListener {
   inputEvents?: ReadonlySet<string>;
 }
 
-/** The user's --trace selection: QEMU's rules (last matching pattern wins, `-` deselects). */
-export class EventSelection {
-  private readonly rules: { pattern: string; enable: boolean; regexp: RegExp }[];
-  private readonly cache = new Map<string, boolean>();
-
-  constructor(readonly patterns: readonly string[]) {
-    this.rules = patterns.map((pattern) => {
-      const enable = !pattern.startsWith('-');
-      const body = enable ? pattern : pattern.slice(1);
-      if (body === '') {
-        throw new ConfigError(
-          '--trace',
-          `the pattern "${pattern}" names no event`,
-          'write an event name or a glob such as spapr_iommu_*, or -NAME to leave one out',
-          { subject: 'ddw replay' },
-        );
-      }
-      return { pattern, enable, regexp: globToRegExp(body) };
-    });
-  }
-
-  selects(name: string): boolean {
-    let selected = this.cache.get(name);
-    if (selected === undefined) {
-      selected = false;
-      for (const rule of this.rules) if (rule.regexp.test(name)) selected = rule.enable;
-      this.cache.set(name, selected);
+/** The user's --trace selection (QEMU's rules); an empty pattern is refused as a --trace mistake. */
+function userSelection(patterns: readonly string[]): TraceSelection {
+  for (const pattern of patterns) {
+    if (pattern === '' || pattern === '-') {
+      throw new ConfigError(
+        '--trace',
+        `the pattern "${pattern}" names no event`,
+        'write an event name or a glob such as spapr_iommu_*, or -NAME to leave one out',
+        { subject: 'ddw replay' },
+      );
     }
-    return selected;
   }
-
-  /** The patterns that match none of `events` (each once, in order). */
-  matchingNone(events: readonly string[]): string[] {
-    const none: string[] = [];
-    for (const rule of this.rules) {
-      if (!none.includes(rule.pattern) && !events.some((e) => rule.regexp.test(e))) none.push(rule.pattern);
-    }
-    return none;
-  }
+  return new TraceSelection(patterns);
 }
 
 /** An input line with a field no QEMU would print: the line is skipped, naming the field. */
@@ -324,7 +298,7 @@ export class Replayer {
   private readonly previous: string[] = [];
   /** The IOMMU page shift the traced guest used per LIOBN, from its ddw_create lines. */
   private readonly tracedShift = new Map<number, number>();
-  private readonly selection: EventSelection;
+  private readonly selection: TraceSelection;
   private machineRef: Machine | undefined;
   private phbs!: ReturnType<typeof phbsOf>;
   private tables!: ReturnType<typeof tablesOf>;
@@ -333,7 +307,7 @@ export class Replayer {
     private readonly trace: TraceBus,
     private readonly options: ReplayOptions,
   ) {
-    this.selection = new EventSelection(options.patterns);
+    this.selection = userSelection(options.patterns);
   }
 
   /** Builds the machine on a bus that traces every modelled event; its boot is traced like the rest. */

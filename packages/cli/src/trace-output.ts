@@ -1,8 +1,7 @@
-import { TraceBus } from '@ddw/machine';
+import { TraceBus, TraceSelection } from '@ddw/machine';
 import type { QemuArgs } from '@ddw/pseries';
 import { type AtomicFile, openAtomicFile, readInputFile } from './files.js';
 import type { CommandIO } from './io.js';
-import { EventSelection } from './replay.js';
 
 /** Where a command's trace lines go, as QEMU's -trace, -D and -msg say. */
 export interface TraceOutput {
@@ -33,7 +32,7 @@ export async function withTraceOutput<T>(
     const result = await work(trace.bus);
     // The machine has declared its events by now: a pattern that selects none is likely a typo.
     const events = trace.bus.events().map((e) => e.name);
-    for (const pattern of new EventSelection(trace.bus.patterns()).matchingNone(events)) {
+    for (const pattern of new TraceSelection(trace.bus.patterns()).matchingNone(events)) {
       io.err(`ddw: warning: -trace pattern "${pattern}" matches no trace event (-trace help lists them)\n`);
     }
     await trace.close();

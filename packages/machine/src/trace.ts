@@ -539,10 +539,59 @@ export function globToRegExp(pattern: string): RegExp {
   return new RegExp(`^${body}$`);
 }
 
-interface Selection {
-  readonly pattern: string;
-  readonly enable: boolean;
-  readonly regexp: RegExp;
+/**
+ * A selection of trace events as QEMU's `-trace` patterns make one: each pattern a glob, a leading
+ * `-` deselects, and the last pattern matching an event decides.
+ */
+export class TraceSelection {
+  private rules: { pattern: string; enable: boolean; regexp: RegExp }[] = [];
+  /** Answers by event name: a replay asks once per traced line. Cleared when a rule is added. */
+  private readonly answers = new Map<string, boolean>();
+
+  constructor(patterns: readonly string[] = []) {
+    for (const p of patterns) this.add(p.startsWith('-') ? p.slice(1) : p, !p.startsWith('-'));
+  }
+
+  /** Appends a glob that selects (or, with `enable` false, deselects) what it matches. */
+  add(pattern: string, enable: boolean): RegExp {
+    if (pattern === '') {
+      throw new DdwError(
+        'TRACE',
+        'an empty trace pattern selects nothing; write an event name or a glob such as spapr_iommu_*, or -NAME to leave one out',
+      );
+    }
+    const regexp = globToRegExp(pattern);
+    this.rules = [...this.rules, { pattern, enable, regexp }];
+    this.answers.clear();
+    return regexp;
+  }
+
+  /** The selection in pattern form (`-NAME` for a deselection). */
+  patterns(): string[] {
+    return this.rules.map((r) => (r.enable ? r.pattern : `-${r.pattern}`));
+  }
+
+  /** Whether the event is selected (`initial` when no pattern matches it). */
+  selects(name: string, initial = false): boolean {
+    const key = initial ? `+${name}` : name;
+    let selected = this.answers.get(key);
+    if (selected === undefined) {
+      selected = initial;
+      for (const rule of this.rules) if (rule.regexp.test(name)) selected = rule.enable;
+      this.answers.set(key, selected);
+    }
+    return selected;
+  }
+
+  /** The patterns (in pattern form, each once) that match none of `events`: likely typos. */
+  matchingNone(events: readonly string[]): string[] {
+    const none: string[] = [];
+    for (const rule of this.rules) {
+      const p = rule.enable ? rule.pattern : `-${rule.pattern}`;
+      if (!none.includes(p) && !events.some((e) => rule.regexp.test(e))) none.push(p);
+    }
+    return none;
+  }
 }
 
 const DECLARATION = /^\s*((?:[a-z]+\s+)*?)([A-Za-z_]\w*)\(([^)]*)\)\s*(.*?)\s*$/;
@@ -558,7 +607,7 @@ export class TraceBus {
   private readonly clock: () => number;
   private readonly pid: number;
   private readonly eventMap = new Map<string, TraceEvent>();
-  private selections: Selection[] = [];
+  private selection = new TraceSelection();
   private sinks: TraceSink[] = [];
   private listeners: TraceListener[] = [];
 
@@ -613,7 +662,7 @@ export class TraceBus {
       }
       return existing as unknown as TraceEvent<A>;
     }
-    event.enabled = this.selectedByPatterns(name, false);
+    event.enabled = this.selection.selects(name);
     this.eventMap.set(name, event as unknown as TraceEvent);
     return event;
   }
@@ -649,16 +698,13 @@ export class TraceBus {
    * `["spapr_iommu_*", "-spapr_iommu_xlate"]` traces the IOMMU except translations.
    */
   setPatterns(patterns: readonly string[]): void {
-    const selections = patterns.map((p) =>
-      p.startsWith('-') ? selection(p.slice(1), false) : selection(p, true),
-    );
-    this.selections = selections;
-    for (const event of this.eventMap.values()) event.enabled = this.selectedByPatterns(event.name, false);
+    this.selection = new TraceSelection(patterns);
+    for (const event of this.eventMap.values()) event.enabled = this.selection.selects(event.name);
   }
 
   /** The selection in `setPatterns` form. */
   patterns(): string[] {
-    return this.selections.map((s) => (s.enable ? s.pattern : `-${s.pattern}`));
+    return this.selection.patterns();
   }
 
   addSink(sink: TraceSink): () => void {
@@ -728,28 +774,11 @@ export class TraceBus {
   }
 
   private select(pattern: string, enable: boolean): void {
-    const entry = selection(pattern, enable);
-    this.selections = [...this.selections, entry];
+    const regexp = this.selection.add(pattern, enable);
     for (const event of this.eventMap.values()) {
-      if (entry.regexp.test(event.name)) event.enabled = enable;
+      if (regexp.test(event.name)) event.enabled = enable;
     }
   }
-
-  private selectedByPatterns(name: string, initial: boolean): boolean {
-    let enabled = initial;
-    for (const entry of this.selections) if (entry.regexp.test(name)) enabled = entry.enable;
-    return enabled;
-  }
-}
-
-function selection(pattern: string, enable: boolean): Selection {
-  if (pattern === '') {
-    throw new DdwError(
-      'TRACE',
-      'an empty trace pattern selects nothing; write an event name or a glob such as spapr_iommu_*',
-    );
-  }
-  return { pattern, enable, regexp: globToRegExp(pattern) };
 }
 
 export interface ParsedTraceLine {

@@ -30,7 +30,8 @@ const hex = (v: bigint) => `0x${v.toString(16)}`;
 /**
  * Lays out pseries RAM as QEMU's spapr machine init does: boot RAM at 0, and when maxmem exceeds
  * it, the device-memory region of (maxmem - ram) bytes at RAM's end rounded up to 1 GiB. Refuses
- * what QEMU refuses, naming the `-m` option at fault.
+ * what QEMU refuses, naming the description field at fault (`ram`, `maxmem`, `pseries.slots`);
+ * the configuration layer re-addresses it to the `-m` option or file that set it.
  */
 export function pseriesMemoryLayout(options: {
   ram: bigint;
@@ -41,43 +42,43 @@ export function pseriesMemoryLayout(options: {
   const maxmem = options.maxmem ?? ram;
   const slots = options.slots ?? 0;
   const refuse = (field: string, problem: string, fix: string): never => {
-    throw new ConfigError(field, problem, fix, { subject: 'QEMU options' });
+    throw new ConfigError(field, problem, fix);
   };
-  if (ram === 0n) refuse('-m size', 'RAM size is 0', 'give a size such as -m 2G');
+  if (ram === 0n) refuse('ram', 'RAM size is 0', 'give a size such as 2G');
   if (maxmem < ram) {
     refuse(
-      '-m maxmem',
+      'maxmem',
       `maximum memory size (${hex(maxmem)}) must be at least the initial memory size (${hex(ram)})`,
       'raise maxmem or lower the RAM size',
     );
   }
   if (slots > 0 && maxmem === ram) {
     refuse(
-      '-m maxmem',
+      'maxmem',
       `memory slots were specified but maximum memory size (${hex(maxmem)}) is equal to the initial memory size (${hex(ram)})`,
       'give maxmem above the RAM size, or drop slots',
     );
   }
   if (slots === 0 && maxmem > ram) {
     refuse(
-      '-m slots',
+      'maxmem',
       'maxmem was specified, but no hotplug slots were specified',
-      'add slots=N, e.g. -m 2G,maxmem=8G,slots=4',
+      'give hotplug slots too, e.g. -m 2G,maxmem=8G,slots=4',
     );
   }
   if (slots > SPAPR_MAX_RAM_SLOTS) {
     refuse(
-      '-m slots',
+      'pseries.slots',
       `specified number of memory slots ${slots} exceeds max supported ${SPAPR_MAX_RAM_SLOTS}`,
       `use at most ${SPAPR_MAX_RAM_SLOTS} slots`,
     );
   }
   if (ram % SPAPR_MEMORY_BLOCK_SIZE !== 0n) {
-    refuse('-m size', `memory size ${hex(ram)} is not aligned to 256 MiB`, 'use a multiple of 256M');
+    refuse('ram', `memory size ${hex(ram)} is not aligned to 256 MiB`, 'use a multiple of 256M');
   }
   if (maxmem % SPAPR_MEMORY_BLOCK_SIZE !== 0n) {
     refuse(
-      '-m maxmem',
+      'maxmem',
       `maximum memory size ${hex(maxmem)} is not aligned to 256 MiB`,
       'use a multiple of 256M',
     );
