@@ -154,6 +154,21 @@ describe('ddw run on other machines', () => {
     expect(guest.guest).toEqual({ generation: 'linux-4.x' });
   });
 
+  it('builds the same machine again from what --print-description printed', async () => {
+    for (const args of [
+      [],
+      ['-m', '2G', '-device', 'e1000e,id=n1', '--host', 'type=v1'],
+      ['--guest', 'none'],
+    ]) {
+      const printed = (await ddw('run', ...args, '--print-description')).out;
+      const again = await ddw('run', descriptionFile(JSON.parse(printed)), '--print-description');
+      expect(again.out, args.join(' ')).toBe(printed);
+    }
+    expect(JSON.parse((await ddw('run', '-m', '2G', '--print-description')).out).preset).toBe('qemu');
+    const bad = await ddw('run', descriptionFile({ preset: 'mine' }));
+    expect(bad.err).toMatch(/: preset: "mine" is not a preset; use default or qemu\n$/);
+  });
+
   it('reports every machine: no PCI device, no guest, several PHBs', async () => {
     for (const args of [
       ['-m', '4G'],

@@ -95,9 +95,14 @@ export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(
     );
   }
   const file = files[0];
-  const layers: DescriptionLayer[] = [DDW_DEFAULTS_LAYER, presetLayer(qemu)];
-  if (file !== undefined) layers.push(fileLayer(file, readDescriptionFile(file)));
-  if (line.description !== undefined) layers.push(fileLayer(line.description.name, line.description.data));
+  const described =
+    file !== undefined
+      ? fileLayer(file, readDescriptionFile(file))
+      : line.description !== undefined
+        ? fileLayer(line.description.name, line.description.data)
+        : undefined;
+  const layers: DescriptionLayer[] = [DDW_DEFAULTS_LAYER, presetLayer(qemu, described?.requestedPreset)];
+  if (described) layers.push(described);
   layers.push(qemuLayer(qemu));
   if (line.host !== undefined) layers.push(hostLayer(line.host));
   if (line.guest !== undefined) layers.push(guestLayer(line.guest));

@@ -342,7 +342,8 @@ async function prepare(
   if (opts.printDescription) {
     // Built (and realized) so that what is printed is a description that builds.
     (await buildConfigured(config.resolved)).dispose();
-    io.out(`${JSON.stringify(config.resolved.description, null, 2)}\n`);
+    const printed = { preset: config.resolved.preset, ...config.resolved.description };
+    io.out(`${JSON.stringify(printed, null, 2)}\n`);
     return undefined;
   }
   return config;

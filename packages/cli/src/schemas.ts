@@ -1,6 +1,6 @@
 import { linuxGuestSection } from '@ddw/guest-linux';
 import { DescriptionSchemaRegistry } from '@ddw/machine';
-import { machineType, pseriesPlugins } from '@ddw/pseries';
+import { machineType, PRESET_NAMES, pseriesPlugins } from '@ddw/pseries';
 import { z } from 'zod';
 import { UsageError } from './configure.js';
 import { mtreeReportSchema } from './mtree-report.js';

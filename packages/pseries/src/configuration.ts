@@ -31,13 +31,27 @@ export interface DescriptionLayer {
   readonly entryNames?: Readonly<Record<string, readonly (string | undefined)[]>>;
   /** How a message names a top-level field this layer sets (`ram` -> `-m`). */
   readonly fieldNames?: Readonly<Record<string, string>>;
+  /** A preset layer's name. */
+  readonly preset?: PresetName;
+  /** A file's `"preset"` key: the preset it was written over (`--print-description` writes it). */
+  readonly requestedPreset?: PresetName;
 }
+
+/**
+ * The presets: `default` is ddw's showcase machine, `qemu` what QEMU builds before any -device.
+ * A description file may name the one it was written over (`"preset": "qemu"`), which is how the
+ * output of `--print-description` builds the same machine again.
+ */
+export type PresetName = 'default' | 'qemu';
+export const PRESET_NAMES: readonly PresetName[] = ['default', 'qemu'];
 
 /** A merged description and what it was merged from. */
 export interface ResolvedDescription {
   /** The description a machine is built from, in JSON form: what `--print-description` shows. */
   readonly description: Record<string, unknown>;
   readonly layers: readonly DescriptionLayer[];
+  /** The preset the layers were merged over. */
+  readonly preset: PresetName;
   /**
    * The error a user should see for `error` thrown while building from this description: a
    * configuration error is re-addressed to the layer and field the user wrote; anything else is
@@ -75,13 +89,21 @@ export const DEFAULT_MACHINE_SOURCE = "ddw's default machine";
 export const QEMU_DEFAULTS_SOURCE = "QEMU's defaults";
 export const QEMU_OPTIONS_SOURCE = 'QEMU options';
 
-/** The preset layer for these QEMU options: QEMU's defaults when they describe hardware. */
-export function presetLayer(qemu: QemuArgs | undefined): DescriptionLayer {
-  return qemu?.hardware
-    ? { source: QEMU_DEFAULTS_SOURCE, data: structuredClone(QEMU_DEFAULT_MACHINE) as Record<string, unknown> }
+/**
+ * The preset layer: QEMU's defaults when the QEMU options describe hardware (they describe the
+ * whole machine), else the one a description file asked for, else ddw's default machine.
+ */
+export function presetLayer(qemu: QemuArgs | undefined, requested?: PresetName): DescriptionLayer {
+  return qemu?.hardware || requested === 'qemu'
+    ? {
+        source: QEMU_DEFAULTS_SOURCE,
+        data: structuredClone(QEMU_DEFAULT_MACHINE) as Record<string, unknown>,
+        preset: 'qemu',
+      }
     : {
         source: DEFAULT_MACHINE_SOURCE,
         data: structuredClone(DEFAULT_PSERIES_MACHINE) as unknown as Record<string, unknown>,
+        preset: 'default',
       };
 }
 
@@ -98,7 +120,19 @@ export function fileLayer(name: string, data: unknown): DescriptionLayer {
       },
     );
   }
-  return { source: name, data };
+  const { preset, ...rest } = data;
+  if (preset === undefined) return { source: name, data };
+  if (!(PRESET_NAMES as readonly unknown[]).includes(preset)) {
+    throw new ConfigError(
+      'preset',
+      `${JSON.stringify(preset)} is not a preset`,
+      `use ${PRESET_NAMES.join(' or ')}`,
+      {
+        subject: name,
+      },
+    );
+  }
+  return { source: name, data: rest, requestedPreset: preset as PresetName };
 }
 
 /** What QEMU options set explicitly, as a description layer (defaults stay with the preset). */
@@ -199,7 +233,10 @@ export function resolveDescription(layers: readonly DescriptionLayer[]): Resolve
   } catch (error) {
     throw explain(error);
   }
-  return { description: merged, layers, explain };
+  const preset = layers.find(
+    (l) => l.source === QEMU_DEFAULTS_SOURCE || l.source === DEFAULT_MACHINE_SOURCE,
+  )?.preset;
+  return { description: merged, layers, preset: preset ?? 'qemu', explain };
 }
 
 const ENTRY_FIELD = /^(devices|phbs)\[(\d+)\](.*)$/;

@@ -5,6 +5,8 @@ export {
   fileLayer,
   guestLayer,
   hostLayer,
+  PRESET_NAMES,
+  type PresetName,
   presetLayer,
   QEMU_DEFAULT_MACHINE,
   QEMU_DEFAULTS_SOURCE,
