@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { runDdw } from './support/ddw-program.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -213,8 +214,22 @@ describe('reports', () => {
     }
     const description = JSON.parse(ddw(['schema', 'description']).stdout);
     expect(Object.keys(description.properties)).toEqual(
-      expect.arrayContaining(['ram', 'type', 'phbs', 'devices', 'host', 'guest']),
+      expect.arrayContaining(['ram', 'type', 'phbs', 'devices', 'host', 'guest', 'preset']),
     );
+    // A description file is an overlay: the schema accepts the README's example and what
+    // --print-description prints, and refuses a misspelt field.
+    const fileSchema = z.fromJSONSchema(description);
+    const example = {
+      ram: '8G',
+      devices: [
+        { id: 'hostdev0', remove: true },
+        { id: 'nic', driver: 'e1000e', bus: 'pci.0', slot: 3 },
+      ],
+      host: { rampage: '16M' },
+    };
+    expect(fileSchema.safeParse(example).success).toBe(true);
+    expect(fileSchema.safeParse(JSON.parse(ddw(['run', '--print-description']).stdout)).success).toBe(true);
+    expect(fileSchema.safeParse({ devices: [{ id: 'n', colour: 'red' }] }).success).toBe(false);
   });
 });
 
@@ -230,6 +245,27 @@ describe('output through a pipe', () => {
     );
     expect(piped.stdout).toBe(direct.stdout);
     expect(piped.stdout).toMatch(/\n\d+ compared, [1-9]\d* differ\n$/);
+  });
+
+  it("runs the README's headline command line as QEMU users type it", () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const line = /^ddw run (-M pseries .*)$/m.exec(readme)![1]!;
+    const r = spawnSync('/bin/sh', ['-c', `"${process.execPath}" "${bin}" run ${line}`], {
+      cwd: work,
+      encoding: 'utf8',
+    });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(readFileSync(join(work, 'trace.log'), 'utf8')).toMatch(/^spapr_iommu_/);
+  });
+
+  it('refuses a ddw flag on a command that does not take it, and an id given twice', () => {
+    expectRefused(
+      ddw(['snapshot', 'load', 'x.snap', '--guest', 'none']),
+      "--guest is not an option of 'ddw snapshot load'",
+    );
+    expectRefused(ddw(['run', '-device', 'e1000e,id=a', '-device', 'dma-engine,id=a']), /duplicate ID "a"/);
+    expectRefused(ddw(['info', 'bogus']), 'unknown command "info bogus"');
   });
 
   it('warns about a -trace pattern that selects no event, and still runs', () => {

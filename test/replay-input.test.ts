@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FileError } from '@ddw/cli';
 import { ConfigError, type TraceBus } from '@ddw/machine';
 import { buildPseries } from '@ddw/pseries';
 import { describe, expect, it } from 'vitest';
@@ -177,11 +178,11 @@ describe('reading the input', () => {
   it('names the file and the OS reason, in one line, for a missing file and a directory', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ddw-replay-dir-'));
     const missing = join(dir, 'nope.trace');
+    await expect(replay(missing, V2_ARGS)).rejects.toBeInstanceOf(FileError);
     await expect(replay(missing, V2_ARGS)).rejects.toThrow(
-      new ConfigError('cannot read', 'no such file', undefined, { subject: `trace ${missing}` }),
+      `trace ${missing}: cannot read: no such file; check the path`,
     );
-    await expect(replay(missing, V2_ARGS)).rejects.toThrow(`trace ${missing}: cannot read: no such file`);
-    await expect(replay(dir, V2_ARGS)).rejects.toThrow(`trace ${dir}: cannot read: is a directory`);
+    await expect(replay(dir, V2_ARGS)).rejects.toThrow(`trace ${dir}: cannot read: it is a directory`);
   });
 
   it('refuses an input with no trace line of a modelled event: empty, binary, plain text', async () => {
@@ -201,7 +202,7 @@ describe('reading the input', () => {
     await expect(
       replay(V1, SAMPLES[0]!.args, { patterns: ['spapr_iommu_get'], check: true }),
     ).rejects.toThrow(
-      /^ddw replay --check: --trace: "spapr_iommu_get" selects none of the \d+ modelled lines of .*v1-basic\.trace: nothing was compared; select events the trace has \(it has spapr_iommu_new_table, /,
+      /^replay --check: --trace: "spapr_iommu_get" selects none of the \d+ modelled lines of .*v1-basic\.trace: nothing was compared; select events the trace has \(it has spapr_iommu_new_table, /,
     );
   });
 });

@@ -111,7 +111,7 @@ describe('replaying under other options', () => {
     const r = await replay(join(fixtures, 'no-such.trace'), '--qemu-args', V1_ARGS);
     expect(r).toEqual({
       out: '',
-      err: `ddw: trace ${join(fixtures, 'no-such.trace')}: cannot read: no such file\n`,
+      err: `ddw: trace ${join(fixtures, 'no-such.trace')}: cannot read: no such file; check the path\n`,
       code: 2,
     });
   });

@@ -63,6 +63,11 @@ export function splitWords(words: readonly string[]): { qemu: string[]; files: s
   const files: string[] = [];
   for (let i = 0; i < words.length; i++) {
     const word = words[i]!;
+    if (word === '--') {
+      // The end of the options, as for any command: what follows are file names.
+      files.push(...words.slice(i + 1));
+      break;
+    }
     if (word.startsWith('-') && word !== '-') {
       qemu.push(word);
       if (qemuOptionTakesValue(word) && i + 1 < words.length) qemu.push(words[++i]!);
@@ -71,9 +76,15 @@ export function splitWords(words: readonly string[]): { qemu: string[]; files: s
   return { qemu, files };
 }
 
+/** ddw's own flags: given to a command that does not take one, they are refused as such. */
+const DDW_FLAGS = ['--guest', '--json', '--host', '--qemu-args', '--print-description', '--check'];
+
 /** The QEMU options of a command line (`--qemu-args` texts first, then the ones given directly). */
-export function qemuOptionsOf(line: MachineCommandLine): QemuArgs {
+export function qemuOptionsOf(line: MachineCommandLine, command = 'this command'): QemuArgs {
   const { qemu } = splitWords(line.words);
+  const flag = qemu.find((w) => DDW_FLAGS.includes(w.split('=')[0]!));
+  if (flag !== undefined)
+    throw new UsageError(`${flag.split('=')[0]} is not an option of ${command}; see --help`);
   return parseQemuArgs([...(line.qemuArgs ?? []).flatMap((text) => splitCommandLine(text)), ...qemu]);
 }
 
@@ -113,7 +124,8 @@ export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(
 export function readDescriptionFile(file: string): unknown {
   const text = readInputFile(file, 'description file', 'utf8');
   try {
-    return JSON.parse(text);
+    // A byte order mark is not JSON, but editors write one.
+    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (error) {
     throw new ConfigError(
       '(document)',

@@ -5,6 +5,7 @@ export {
   readDescriptionFile,
   UsageError,
 } from './configure.js';
+export { FileError } from './files.js';
 export type { CommandIO } from './io.js';
 export { type MtreeReport, mtreeReport, mtreeReportSchema } from './mtree-report.js';
 export { createProgram, EXIT, runCli } from './program.js';

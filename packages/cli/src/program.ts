@@ -1,5 +1,5 @@
 import { GUEST_CHOICES, type GuestChoice } from '@ddw/guest-linux';
-import { DdwError } from '@ddw/machine';
+import { DdwError, type Machine } from '@ddw/machine';
 import { buildPseries } from '@ddw/pseries';
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, Option } from 'commander';
@@ -72,7 +72,12 @@ export async function runCli(args: readonly string[], io: CommandIO = stdio): Pr
 function exitCodeFor(error: unknown, io: CommandIO): number {
   if (error instanceof CommanderError) {
     // Commander has printed its usage error, or the help or version text.
-    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.ok;
+    if (
+      error.code === 'commander.helpDisplayed' ||
+      error.code === 'commander.version' ||
+      error.code === 'commander.help'
+    )
+      return EXIT.ok;
     if (error.code.startsWith('ddw.')) return error.exitCode;
     return EXIT.usage;
   }
@@ -123,9 +128,8 @@ export function createProgram(
   const info = program
     .command('info')
     .description('inspect a machine, as QEMU monitor `info` commands')
-    .action(() => {
-      throw new UsageError('info needs a subcommand: mtree (see ddw info --help)');
-    });
+    .argument('[subcommand]')
+    .action((word?: string) => missingSubcommand('info', word, ['mtree']));
   machineCommand(
     info
       .command('mtree')
@@ -180,9 +184,8 @@ export function createProgram(
   const snapshot = program
     .command('snapshot')
     .description('save a machine to a file, load it back, or describe a file')
-    .action(() => {
-      throw new UsageError('snapshot needs a subcommand: save, load or info (see ddw snapshot --help)');
-    });
+    .argument('[subcommand]')
+    .action((word?: string) => missingSubcommand('snapshot', word, ['save', 'load', 'info']));
   machineCommand(
     snapshot
       .command('save')
@@ -192,8 +195,9 @@ export function createProgram(
     const config = await prepare(cmd, opts, io, ['snapshot file']);
     if (!config) return;
     const file = config.operands[0]!;
+    const host = hostErrors(io);
     const saved = await withTraceOutput(config.qemu, io, async (bus) => {
-      const machine = await buildConfigured(config.resolved, bus);
+      const machine = host.watch(await buildConfigured(config.resolved, bus));
       try {
         negotiate(machine);
         return await saveMachineSnapshot(file, machine);
@@ -202,6 +206,7 @@ export function createProgram(
       }
     });
     out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
+    host.check();
   });
   machineCommand(
     snapshot
@@ -214,10 +219,12 @@ export function createProgram(
     const config = await prepare(cmd, opts, io, ['snapshot file']);
     if (!config) return;
     const file = config.operands[0]!;
+    const host = hostErrors(io);
     const loaded = await withTraceOutput(config.qemu, io, (bus) =>
-      loadMachineSnapshot(file, () => buildConfigured(config.resolved, bus)),
+      loadMachineSnapshot(file, async () => host.watch(await buildConfigured(config.resolved, bus))),
     );
     out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
+    host.check();
   });
   snapshot
     .command('info')
@@ -257,6 +264,13 @@ export function createProgram(
         const host = opts.host !== undefined ? { host: opts.host } : {};
         // The traced run's machine: its QEMU options, checked before the trace is read.
         const qemu = qemuOptionsOf({ words: [], qemuArgs: [opts.qemuArgs] });
+        if (await answerRequests(qemu, io, () => program.helpInformation())) return;
+        const t = qemu.trace;
+        if (t.patterns.length > 0 || t.eventFiles.length > 0 || t.logFile !== undefined || t.timestamps) {
+          throw new UsageError(
+            'replay --qemu-args: -trace, -d trace:, -D and -msg do not apply to a replay; select events with --trace, and redirect stdout for a file',
+          );
+        }
         const code = await replayCommand(
           {
             file,
@@ -336,8 +350,9 @@ async function prepare(
     ...(opts.guest !== undefined ? { guest: opts.guest } : {}),
   };
   refuseUnknownCommand(cmd);
-  const qemu = qemuOptionsOf(line);
-  if (await answerRequests(qemu, io, () => cmd.helpInformation())) return undefined;
+  const qemu = qemuOptionsOf(line, `'ddw ${cmd.parent?.parent ? `${cmd.parent.name()} ` : ''}${cmd.name()}'`);
+  if (await answerRequests(qemu, io, () => `${cmd.helpInformation()}${QEMU_OPTIONS_HELP}\n`))
+    return undefined;
   const config = configureMachine(line, qemu);
   if (opts.printDescription) {
     // Built (and realized) so that what is printed is a description that builds.
@@ -347,6 +362,36 @@ async function prepare(
     return undefined;
   }
   return config;
+}
+
+/** `ddw snapshot` alone, or `ddw snapshot bogus`. */
+function missingSubcommand(command: string, word: string | undefined, known: readonly string[]): never {
+  const list = known.join(', ');
+  throw new UsageError(
+    word === undefined
+      ? `${command} needs a subcommand: ${list} (see ddw ${command} --help)`
+      : `unknown command "${command} ${word}"; the ${command} commands are ${list}`,
+  );
+}
+
+/**
+ * QEMU prints host-side errors (error_report) on stderr; so does ddw, and a fatal one (QEMU's
+ * hw_error) makes the command's answer "no" (exit 1).
+ */
+function hostErrors(io: CommandIO): { watch: (machine: Machine) => Machine; check: () => void } {
+  let fatal = 0;
+  return {
+    watch: (machine) => {
+      machine.events.on('host-error', (e) => {
+        if (e.fatal) fatal++;
+        io.err(`ddw: ${e.source}: ${e.fatal ? 'fatal: ' : ''}${e.message}\n`);
+      });
+      return machine;
+    },
+    check: () => {
+      if (fatal > 0) throw new CommanderError(EXIT.no, 'ddw.host.fatal', 'a fatal host error');
+    },
+  };
 }
 
 /** `ddw bogus`: a word that is no command, no option and no file is refused as a command. */

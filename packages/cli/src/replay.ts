@@ -812,7 +812,7 @@ export async function replayCommand(options: ReplayCommandOptions, io: CommandIO
       '--trace',
       `${patterns.map((p) => JSON.stringify(p)).join(' ')} selects none of the ${scan.modelled} modelled lines of ${file}: nothing was compared`,
       `select events the trace has (it has ${[...scan.events].slice(0, 5).join(', ')}${scan.events.size > 5 ? ', ...' : ''})`,
-      { subject: 'ddw replay --check' },
+      { subject: 'replay --check' },
     );
   }
   if (json) {

@@ -1,20 +1,18 @@
 import { formatSize } from '@ddw/machine';
 import type { RunReport } from './run.js';
 
-const PAGE_NAMES: Readonly<Record<number, string>> = {
-  12: '4K',
-  16: '64K',
-  21: '2M',
-  24: '16M',
-  25: '32M',
-  26: '64M',
-  27: '128M',
-  28: '256M',
-  34: '16G',
-};
-/** A page size for people: "16M" for 2^24; "2^N bytes" where no unit fits. */
-export const pageName = (shift: number | null) =>
-  shift === null ? '-' : (PAGE_NAMES[shift] ?? `2^${shift}-byte`);
+/** A page size for people: "16M" for 2^24, "32K" for 2^15; "2^N-byte" past the units. */
+export function pageName(shift: number | null): string {
+  if (shift === null) return '-';
+  for (const [unit, at] of [
+    ['G', 30],
+    ['M', 20],
+    ['K', 10],
+  ] as const) {
+    if (shift >= at && shift < at + 10) return `${2 ** (shift - at)}${unit}`;
+  }
+  return `2^${shift}-byte`;
+}
 
 function table(rows: string[][], indent = '  '): string[] {
   if (rows.length === 0) return [];

@@ -121,7 +121,9 @@ export async function runResolved(
     const transfers: TransferReport[] = [];
     const total = 2 + devices.length;
     options.onProgress?.('boot', 0, total);
+    await stageBoundary();
     const guest = negotiate(machine, () => options.onProgress?.('negotiate', 1, total));
+    await stageBoundary();
     if (guest) {
       for (const device of devices) {
         const fn = guest.functions.find(
@@ -135,6 +137,7 @@ export async function runResolved(
         const state = states.get(device);
         if (state) transfers.push(...exercise(machine, guest, device, state, i));
         options.onProgress?.('dma', 3 + i, total);
+        await stageBoundary();
       }
     }
     const verifiedBytes = transfers.filter((t) => t.ok).reduce((n, t) => n + t.bytes, 0);
@@ -179,6 +182,14 @@ export async function runResolved(
   } finally {
     machine.dispose();
   }
+}
+
+/**
+ * Lets the event loop turn between the stages of a run: the model itself is synchronous, and a
+ * signal handler (Ctrl-C) runs only here, so an interrupted run stops at the next stage.
+ */
+function stageBoundary(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**

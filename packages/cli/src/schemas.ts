@@ -19,6 +19,8 @@ function descriptionSchema(): z.ZodType {
     for (const [key, schema] of Object.entries(plugin.sections ?? {}))
       registry.registerSection(key, schema, plugin.name);
   }
+  // Read by the configuration layers, not by a plugin: the preset a file was written over.
+  registry.registerSection('preset', z.enum(PRESET_NAMES).optional(), 'configuration');
   return registry.schema();
 }
 
@@ -43,8 +45,51 @@ export function schemaNames(): string[] {
 export function schemaOf(name: string): Record<string, unknown> {
   const entry = SCHEMAS[name];
   if (!entry) throw new UsageError(`no schema "${name}"; the schemas are ${schemaNames().join(', ')}`);
-  return {
-    title: entry.title,
-    ...z.toJSONSchema(entry.schema(), { io: entry.io, unrepresentable: 'any' }),
+  const schema = z.toJSONSchema(entry.schema(), { io: entry.io, unrepresentable: 'any' }) as Record<
+    string,
+    unknown
+  >;
+  return { title: entry.title, ...(name === 'description' ? asOverlay(schema) : withoutBigint(schema)) };
+}
+
+/**
+ * The machine's schema as a description FILE must follow: a file is an overlay merged over a
+ * preset, so no field is required, and `phbs`/`devices` entries may be `{ "id": ..., "remove": true }`.
+ */
+function asOverlay(node: unknown): Record<string, unknown> {
+  const walk = (value: unknown, key?: string): unknown => {
+    if (Array.isArray(value)) return value.map((v) => walk(v));
+    if (value === null || typeof value !== 'object') return value;
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (k === 'required') continue;
+      out[k] = walk(v, k);
+    }
+    if ((key === 'devices' || key === 'phbs') && typeof out.items === 'object' && out.items !== null) {
+      const items = out.items as { properties?: Record<string, unknown> };
+      items.properties = {
+        ...items.properties,
+        remove: { type: 'boolean', description: 'remove the entry with this id from the preset' },
+      };
+    }
+    return out;
   };
+  return withoutBigint(walk(node) as Record<string, unknown>);
+}
+
+/** JSON has no bigint: the API's bigint alternative (rendered as an any-schema `{}`) is dropped. */
+function withoutBigint(node: Record<string, unknown>): Record<string, unknown> {
+  const walk = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(walk);
+    if (value === null || typeof value !== 'object') return value;
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      out[k] =
+        k === 'anyOf' && Array.isArray(v)
+          ? v.filter((alt) => Object.keys(alt as object).length > 0).map(walk)
+          : walk(v);
+    }
+    return out;
+  };
+  return walk(node) as Record<string, unknown>;
 }

@@ -55,3 +55,25 @@ function exitAfterFlush(code: number): void {
   for (const stream of streams) stream.write('', () => --left === 0 && process.exit(code));
   setTimeout(() => process.exit(code), FLUSH_TIMEOUT_MS);
 }
+
+/**
+ * Makes a failing stdout or stderr end ddw with one line instead of Node's unhandled-error stack:
+ * a reader that went away (`ddw ... | head -1`: EPIPE) ends it quietly with the exit code so far,
+ * as any Unix filter; another failure (ENOSPC on `> /dev/full`) is reported on stderr, exit 2.
+ */
+export function installOutputErrorHandlers(): void {
+  const onError = (stream: 'stdout' | 'stderr') => (error: NodeJS.ErrnoException) => {
+    abortPendingFiles();
+    if (error.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+    if (stream === 'stdout') {
+      try {
+        process.stderr.write(`ddw: cannot write the output: ${error.code ?? error.message}\n`);
+      } catch {
+        // stderr is gone too: the exit code is all that is left.
+      }
+    }
+    process.exit(2);
+  };
+  process.stdout.on('error', onError('stdout'));
+  process.stderr.on('error', onError('stderr'));
+}

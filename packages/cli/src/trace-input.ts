@@ -1,6 +1,6 @@
 import type { Stats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { ConfigError } from '@ddw/machine';
+import { FileError, fileError } from './files.js';
 
 /**
  * Reading a QEMU trace log as a stream of lines: memory stays at one chunk and one line whatever
@@ -20,37 +20,9 @@ export interface InputLine {
 /** No QEMU trace line comes near this; a longer line is cut, so a file with no newline stays cheap. */
 export const MAX_LINE_CHARS = 1 << 20;
 
-/** What node's fs errors mean, in a few words (the codes are the same on every platform). */
-const OS_REASONS: Readonly<Record<string, string>> = {
-  ENOENT: 'no such file',
-  EISDIR: 'is a directory',
-  ENOTDIR: 'a part of the path is not a directory',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted',
-  ELOOP: 'too many levels of symbolic links',
-  ENAMETOOLONG: 'file name too long',
-  EMFILE: 'too many open files',
-  ENFILE: 'too many open files in the system',
-  EIO: 'input/output error',
-  EBUSY: 'device or resource busy',
-};
-
-/** The OS's reason for a failed read, in one line: "no such file", not a stack. */
-export function osReason(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && OS_REASONS[code]) return OS_REASONS[code]!;
-  const message = error instanceof Error ? error.message : String(error);
-  // "EXDEV: cross-device link not permitted, open 'x'" -> "cross-device link not permitted"
-  const first = message.split('\n')[0]!;
-  return first.replace(/^[A-Z][A-Z0-9_]+: /, '').replace(/, \w+ '.*'$/, '');
-}
-
-/** The error for a trace file that cannot be read: `trace FILE: cannot read: no such file`. */
-export function unreadable(file: string, error: unknown): ConfigError {
-  return new ConfigError('cannot read', osReason(error), undefined, {
-    subject: `trace ${file}`,
-    cause: error,
-  });
+/** The error for a trace file that cannot be read: `trace FILE: cannot read: no such file; check the path`. */
+export function unreadable(file: string, error: unknown): FileError {
+  return fileError('trace', file, 'read', error);
 }
 
 /**
@@ -75,11 +47,12 @@ export async function checkTraceFile(file: string): Promise<void> {
   if (stats.isDirectory())
     throw unreadable(file, Object.assign(new Error('is a directory'), { code: 'EISDIR' }));
   if (!stats.isFile()) {
-    throw new ConfigError(
-      'cannot read',
+    throw new FileError(
+      'trace',
+      file,
+      'read',
       'not a regular file (the replay reads it twice, which a pipe or device does not allow)',
       'save the trace to a file first',
-      { subject: `trace ${file}` },
     );
   }
 }

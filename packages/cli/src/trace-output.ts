@@ -3,6 +3,9 @@ import type { QemuArgs } from '@ddw/pseries';
 import { type AtomicFile, openAtomicFile, readInputFile } from './files.js';
 import type { CommandIO } from './io.js';
 
+/** Warnings printed for patterns that select nothing (an events file of garbage is one per line). */
+const MAX_PATTERN_WARNINGS = 5;
+
 /** Where a command's trace lines go, as QEMU's -trace, -D and -msg say. */
 export interface TraceOutput {
   /** The bus to build the machine on: selection and sinks already set, so boot is traced. */
@@ -32,8 +35,15 @@ export async function withTraceOutput<T>(
     const result = await work(trace.bus);
     // The machine has declared its events by now: a pattern that selects none is likely a typo.
     const events = trace.bus.events().map((e) => e.name);
-    for (const pattern of new TraceSelection(trace.bus.patterns()).matchingNone(events)) {
-      io.err(`ddw: warning: -trace pattern "${pattern}" matches no trace event (-trace help lists them)\n`);
+    const unmatched = new TraceSelection(trace.bus.patterns()).matchingNone(events);
+    for (const pattern of unmatched.slice(0, MAX_PATTERN_WARNINGS)) {
+      const shown = JSON.stringify(pattern.length > 80 ? `${pattern.slice(0, 80)}…` : pattern);
+      io.err(`ddw: warning: -trace pattern ${shown} matches no trace event (-trace help lists them)\n`);
+    }
+    if (unmatched.length > MAX_PATTERN_WARNINGS) {
+      io.err(
+        `ddw: warning: ... and ${unmatched.length - MAX_PATTERN_WARNINGS} more patterns that match no trace event\n`,
+      );
     }
     await trace.close();
     return result;

@@ -5,13 +5,20 @@ import type { GuestPort } from '@ddw/machine';
  * (device tree, RTAS, hypercalls, guest RAM), as a pseries Linux kernel would.
  */
 
-/** Which kernel's algorithm: 6.1 (dynamic windows, default-window removal, nret 6) or 4.x (2016: direct map or nothing). */
-export type LinuxGeneration = 'linux-6.1' | 'linux-4.x';
+/**
+ * Which kernel's algorithm: 6.12 (as Debian's 6.12.y runs it: windows sized from
+ * ibm,lrdr-capacity alone, a query at PCI device setup, masks over 32 bits, 4K pages by default),
+ * 6.1 (dynamic windows, default-window removal, nret 6) or 4.x (2016: direct map or nothing).
+ */
+export type LinuxGeneration = 'linux-6.12' | 'linux-6.1' | 'linux-4.x';
 
 export interface LinuxGuestOptions {
   /** Default 'linux-6.1'. */
   generation?: LinuxGeneration;
-  /** The guest's PAGE_SIZE (default 64 KiB, as ppc64 distributions). */
+  /**
+   * The guest's PAGE_SIZE: 64 KiB by default for linux-6.1 and linux-4.x (ppc64 distributions of
+   * their time), 4 KiB for linux-6.12 (Debian's powerpc64le 6.12 kernel).
+   */
   pageSize?: bigint;
   /** The kernel's `disable_ddw`: never negotiate, every device stays on the default window. */
   disableDdw?: boolean;

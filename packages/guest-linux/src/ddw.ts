@@ -14,6 +14,8 @@ export interface DdwContext {
   /** The guest's PAGE_SIZE. */
   pageSize: bigint;
   ram: RamLayout;
+  /** What the generation's ddw_memory_hotplug_max() gives (see ddwMaxAddress). */
+  ddwMax: bigint;
   /** A dmesg line for the function that set the mask. */
   log: (fn: PciFunction, line: string) => void;
 }
@@ -59,6 +61,20 @@ interface Query {
 
 class Failure extends Error {}
 
+/** What one enable_ddw call returns, and the limited-address flags 6.12 prints with it. */
+export interface EnableDdwResult {
+  direct: boolean;
+  lsaRequired: boolean;
+  lsaEnabled: boolean;
+}
+
+/** Errnos 6.12 reports from reading ibm,ddw-extensions for limited-address mode. */
+const EINVAL = -22;
+const EOVERFLOW = -75;
+const EPROTO = -71;
+
+let windowCounter = 0;
+
 /**
  * One run of enable_ddw for a PE, on behalf of the function whose driver set a 64-bit mask.
  * Fills the PE's window (or its failed flag) and its decision record.
@@ -69,30 +85,174 @@ export class DdwNegotiation {
   private tokens: number[] = [];
   private ext: number[] | undefined;
   private defaultRemoved = false;
+  /** 6.12: enable_ddw's direct_mapping, which it returns even when it fails after deciding it. */
+  private directMapping = false;
+  private lsaRequired = false;
+  private lsaEnabled = false;
 
   constructor(
     private readonly ctx: DdwContext,
     private readonly pe: PeState,
     private readonly fn: PciFunction,
+    /** The DMA mask the driver set, in bits. */
+    private readonly maskBits = 64,
   ) {
     this.hi = Number(pe.buid >> 32n);
     this.lo = Number(pe.buid & 0xffffffffn);
   }
 
-  run(): void {
+  run(): EnableDdwResult {
     const pe = this.pe;
     pe.negotiated = true;
     try {
       if (this.ctx.generation === 'linux-4.x') this.run4x();
+      else if (this.ctx.generation === 'linux-6.12') this.run612();
       else this.run61();
     } catch (error) {
       if (!(error instanceof Failure)) throw error;
       this.reason(error.message);
-      if (this.defaultRemoved) this.resetWindows();
+      if (this.defaultRemoved || this.lsaEnabled) this.resetWindows();
       pe.failed = true;
       pe.decision.outcome = 'failed';
       this.log(`DDW failed (${error.message}); using the default DMA window`);
     }
+    return {
+      direct: this.ctx.generation === 'linux-6.12' ? this.directMapping : pe.window?.direct === true,
+      lsaRequired: this.lsaRequired,
+      lsaEnabled: this.lsaEnabled,
+    };
+  }
+
+  /**
+   * 6.12's spapr_tce_init_table_group at PCI device setup, for the first function of a PE: the
+   * PE's tokens and one query (its result only sizes the VFIO-facing table group). Runs before
+   * any driver and whatever disable_ddw says; nothing is created and nothing fails the PE.
+   */
+  initTableGroup(): void {
+    const pe = this.pe;
+    if (pe.maxDynamicWindows !== 0) return;
+    if (!this.ctx.tree.getProp(pe.node, 'ibm,dma-window')) this.log('default dma window missing!');
+    const cells = this.ctx.tree.getCells(pe.node, 'ibm,ddw-applicable');
+    if (!cells || cells.length < 3) {
+      pe.maxDynamicWindows = -1;
+      return;
+    }
+    this.tokens = cells.slice(0, 3);
+    this.ext = this.ctx.tree.getCells(pe.node, 'ibm,ddw-extensions');
+    try {
+      const q = this.query();
+      pe.maxDynamicWindows = q.windowsAvailable === 0 ? 1 : 2;
+      this.reason(`PCI device setup queried the PE: ${pe.maxDynamicWindows} dynamic window(s) for VFIO`);
+    } catch (error) {
+      if (!(error instanceof Failure)) throw error;
+      this.log('spapr_tce_init_table_group: query_ddw failed');
+      pe.maxDynamicWindows = -1;
+    }
+  }
+
+  /**
+   * Linux 6.12 (Debian's 6.12.y): like 6.1, but the window covers ibm,lrdr-capacity alone,
+   * masks of 33-63 bits ask for limited-address mode and cap the window, the default window is
+   * saved as ibm,dma-window-saved, and the window is populated only up to the hotplug maximum.
+   */
+  private run612(): void {
+    const ctx = this.ctx;
+    this.readTokens();
+    this.ext = ctx.tree.getCells(this.pe.node, 'ibm,ddw-extensions');
+    let query = this.query();
+    this.lsaRequired = this.maskBits < 64;
+    if (this.lsaRequired) this.limitedAddressMode();
+    if (query.windowsAvailable === 0) {
+      this.removeDefaultWindow();
+      query = this.query();
+      if (query.windowsAvailable === 0)
+        throw new Failure('still no window available after removing the default one');
+    }
+    const pageShift = this.largestPageShift(query.pageMask);
+    const maxRamLen = orderBase2(ctx.ddwMax);
+    const blockShift = orderBase2(BigInt.asUintN(64, query.largestBlock << BigInt(pageShift)));
+    const ddwSize = Math.min(blockShift, this.maskBits);
+    let len = maxRamLen;
+    const dynamic = ddwSize < len;
+    if (dynamic) {
+      len = ddwSize;
+      this.reason(
+        `largest block 0x${query.largestBlock.toString(16)} x 2^${pageShift} (capped to the ${this.maskBits}-bit mask) ` +
+          `covers 2^${ddwSize} bytes, less than the 2^${maxRamLen} RAM needs: dynamic window of 2^${len}`,
+      );
+    } else {
+      // No persistent memory is modelled, so a window that covers RAM is always direct.
+      this.directMapping = true;
+      this.reason(
+        `ibm,lrdr-capacity 0x${ctx.ddwMax.toString(16)} (the hotplug maximum alone): direct window of 2^${len}`,
+      );
+    }
+    const info = this.create(pageShift, len);
+    const propName = dynamic ? DMA64_PROP : DIRECT64_PROP;
+    ctx.tree.setProp(this.pe.node, propName, windowInfoProperty(info));
+    let table: IommuTable | undefined;
+    if (!dynamic) {
+      const rc = this.populate(info, ctx.ddwMax);
+      if (rc !== 0n) {
+        this.reason(`populating the window failed with ${rc}: clearing and removing it`);
+        this.log(`failed to map DMA window for ${this.fn.node}: ${rc}`);
+        this.cleanWindow(info);
+        this.rtas('remove', this.tokens[2]!, [info.liobn], 1);
+        ctx.tree.removeProp(this.pe.node, propName);
+        throw new Failure('populate failed');
+      }
+      if (this.defaultRemoved) this.pe.defaultTable = undefined;
+    } else {
+      table = this.dynamicTable(info);
+      if (this.defaultRemoved) this.pe.defaultTable = undefined;
+    }
+    if (this.defaultRemoved) {
+      const saved = ctx.tree.getProp(this.pe.node, 'ibm,dma-window');
+      if (saved && !ctx.tree.getProp(this.pe.node, 'ibm,dma-window-saved')) {
+        ctx.tree.setProp(this.pe.node, 'ibm,dma-window-saved', saved);
+      }
+      ctx.tree.removeProp(this.pe.node, 'ibm,dma-window');
+      this.log(`Removed default DMA window for ${this.pe.node}`);
+    }
+    this.succeed({ info, direct: !dynamic, table, propName, owner: dynamic ? this.fn.node : undefined });
+  }
+
+  /**
+   * 6.12's limited_dma_window: a mask below 64 bits needs the reset extension and a non-zero
+   * limited-address extension (ibm,ddw-extensions entry 3), then reset-pe-dma-windows with a 4th
+   * argument of 1. QEMU advertises 2 extensions, so this fails there with -EOVERFLOW.
+   */
+  private limitedAddressMode(): void {
+    const resetToken = this.readExt(1);
+    const ext = this.ext;
+    if (resetToken < 0 || !ext) {
+      throw new Failure(`limited-address mode needs the reset extension (${resetToken})`);
+    }
+    const las = (ext[0] ?? 0) < 3 || ext.length < 4 ? EOVERFLOW : ext[3] === 0 ? EPROTO : 0;
+    if (las !== 0) {
+      this.log(`Limited Address Space for DDW not Supported, err: ${las}`);
+      throw new Failure(
+        `a ${this.maskBits}-bit mask needs limited-address mode, which the PE lacks (${las})`,
+      );
+    }
+    const r = this.rtas('reset', ext[1]!, [this.fn.cfgAddr, this.hi, this.lo, 1], 1);
+    if (r.status !== 0) {
+      this.log(
+        `${ROLE.reset}(${hex(ext[1]!)}) for Limited Addr Support: ${hex(this.fn.cfgAddr)} ${hex(this.hi)} ${hex(this.lo)} returned ${r.status}`,
+      );
+      throw new Failure(`limited-address reset returned ${r.status}`);
+    }
+    this.lsaEnabled = true;
+    this.reason('PHB placed in limited-address mode');
+  }
+
+  /** ddw_read_ext: the extension's value, or a negative errno as the kernel gets it. */
+  private readExt(index: number): number {
+    const ext = this.ext;
+    if (!ext) return EINVAL;
+    if (ext.length < 1) return EOVERFLOW;
+    if ((ext[0] ?? 0) < index || ext.length <= index) return EOVERFLOW;
+    return ext[index]!;
   }
 
   /** Linux 6.1: dynamic windows, default-window removal, nret 6, the 2M page size. */
@@ -183,6 +343,7 @@ export class DdwNegotiation {
 
   private succeed(window: NonNullable<PeState['window']>): void {
     this.pe.window = window;
+    this.pe.windowSeq = ++windowCounter;
     this.pe.decision.outcome = window.direct ? 'direct' : 'dynamic';
     this.pe.decision.window = window.info;
     this.pe.decision.defaultWindowRemoved = this.defaultRemoved;
@@ -197,7 +358,7 @@ export class DdwNegotiation {
 
   private query(): Query {
     const ext = this.ext;
-    const nret = this.ctx.generation === 'linux-6.1' && ext && (ext[0] ?? 0) >= 2 && ext[2] === 1 ? 6 : 5;
+    const nret = this.ctx.generation !== 'linux-4.x' && ext && (ext[0] ?? 0) >= 2 && ext[2] === 1 ? 6 : 5;
     const r = this.rtas('query', this.tokens[0]!, [this.fn.cfgAddr, this.hi, this.lo], nret);
     const q: Query =
       nret === 6
@@ -257,12 +418,13 @@ export class DdwNegotiation {
    * range's start rounded down to the TCE size and its count rounded down (a tail shorter than a
    * TCE stays unmapped). Stops at the first failing range.
    */
-  private populate(info: DmaWindowInfo): bigint {
+  private populate(info: DmaWindowInfo, limit?: bigint): bigint {
     const P = this.ctx.pageSize;
     const T = 1n << BigInt(info.pageShift);
     for (const range of this.ctx.ram.ranges) {
+      const end = limit !== undefined && range.end > limit ? limit : range.end;
       const firstPfn = (range.start + P - 1n) / P;
-      const endPfn = range.end / P;
+      const endPfn = end / P;
       if (endPfn <= firstPfn) continue;
       const start = firstPfn * P;
       const aligned = start & ~(T - 1n);

@@ -8,15 +8,24 @@ import type {
   PciFunction,
   PeDecision,
 } from './api.js';
-import { DdwNegotiation } from './ddw.js';
+import { DdwNegotiation, type EnableDdwResult } from './ddw.js';
 import { cellsToBigint, GuestTreeView, parentPath } from './device-tree.js';
 import { knownDriver } from './drivers.js';
 import { IommuTable } from './iommu-table.js';
 import type { PeState } from './pe.js';
-import { orderBase2, type RamLayout, readRamLayout } from './ram.js';
+import {
+  addRamRange,
+  ddwMaxAddress,
+  orderBase2,
+  type RamLayout,
+  readRamLayout,
+  removeRamRange,
+} from './ram.js';
 import { TCE_READ, TCE_WRITE, TceCalls } from './tce.js';
 
 const DEFAULT_PAGE_SIZE = 0x10000n;
+/** Debian's powerpc64le 6.12 kernel is built with 4K pages. */
+const DEFAULT_PAGE_SIZE_612 = 0x1000n;
 const DEFAULT_TCE_LIST_ADDRESS = 0x2070000n;
 /** The default window's IOMMU page size on pseries: always 4 KiB. */
 const DEFAULT_WINDOW_PAGE_SHIFT = 12;
@@ -42,7 +51,15 @@ export class LinuxGuest {
   private readonly tree: GuestTreeView;
   private readonly listAddress: bigint;
   private tce: TceCalls | undefined;
-  private ram: RamLayout = { ranges: [], hotplugMax: 0n, maxAddress: 0n };
+  private ram: RamLayout = {
+    ranges: [],
+    hotplugMax: 0n,
+    lrdrPresent: false,
+    lmbSize: 0x10000000n,
+    maxAddress: 0n,
+  };
+  /** What ddw_memory_hotplug_max() gives this generation (the address a direct window covers). */
+  private ddwMax = 0n;
   private fns: PciFunction[] = [];
   private lines: string[] = [];
   private pes = new Map<string, PeState>();
@@ -52,7 +69,8 @@ export class LinuxGuest {
     this.port = port;
     this.options = options;
     this.generation = options.generation ?? 'linux-6.1';
-    this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.pageSize =
+      options.pageSize ?? (this.generation === 'linux-6.12' ? DEFAULT_PAGE_SIZE_612 : DEFAULT_PAGE_SIZE);
     if (this.pageSize < 0x1000n || (this.pageSize & (this.pageSize - 1n)) !== 0n) {
       throw new RangeError(
         `pageSize 0x${this.pageSize.toString(16)} is not a power of two of at least 4 KiB`,
@@ -111,7 +129,8 @@ export class LinuxGuest {
       this.lines.push(l),
     );
     this.ram = readRamLayout(this.tree);
-    const top = this.ram.maxAddress.toString(16);
+    this.ddwMax = ddwMaxAddress(this.generation, this.ram);
+    const top = this.ddwMax.toString(16);
     this.lines.push(
       `Linux (${this.generation}) boot: RAM ${this.ram.ranges.map((r) => `[0x${r.start.toString(16)}-0x${(r.end - 1n).toString(16)}]`).join(' ')}, ` +
         `DMA windows sized for RAM up to 0x${top}, ${multiTce ? 'multi-TCE' : 'no multi-TCE'}`,
@@ -150,6 +169,11 @@ export class LinuxGuest {
     const domainOf = (fn: PciFunction) => this.pes.get(fn.peNode)!.domain;
     this.fns.sort((a, b) => domainOf(a) - domainOf(b) || a.cfgAddr - b.cfgAddr);
     for (const pe of this.pes.values()) this.initDefaultTable(pe);
+    // 6.12's PCI device setup: the first function of each PE queries the PE for its table group.
+    if (this.generation === 'linux-6.12') {
+      for (const fn of this.fns)
+        new DdwNegotiation(this.ddwContext('pci'), this.peOf(fn), fn).initTableGroup();
+    }
   }
 
   /**
@@ -160,13 +184,30 @@ export class LinuxGuest {
     const pe = this.peOf(fn);
     let mode: 'direct' | 'dynamic' | 'default' = 'default';
     let table: IommuTable | undefined = pe.defaultTable;
-    if (bits >= 64 && this.options.disableDdw) {
+    // 6.12 tries a DDW for any mask over 32 bits (below 64 in limited-address mode); older
+    // kernels only for a 64-bit mask.
+    const wantsDdw = this.generation === 'linux-6.12' ? bits > 32 : bits >= 64;
+    if (wantsDdw && this.options.disableDdw) {
       pe.decision.reasons.push(`${this.devName(fn)}: disable_ddw is set, no DDW`);
-    } else if (bits >= 64) {
+    } else if (this.generation === 'linux-6.12' && wantsDdw) {
+      // dma_set_mask_and_coherent: iommu_bypass_supported runs for the streaming mask, then for
+      // the coherent one, and the second answer decides (the first can say "direct" for a PE
+      // whose create just failed: enable_ddw returns the mapping it had decided on).
+      this.enableDdw612(pe, fn, bits);
+      const direct = this.enableDdw612(pe, fn, bits).direct;
+      const window = pe.window;
+      if (direct && window) {
+        mode = 'direct';
+        table = undefined;
+      } else if (window && !window.direct && window.owner === fn.node) {
+        mode = 'dynamic';
+        table = window.table;
+      }
+    } else if (wantsDdw) {
       if (!pe.negotiated) this.negotiate(pe, fn);
       const window = pe.window;
       // 4.x takes a window address of 0 for "no window" and keeps the device on the IOMMU.
-      if (window?.direct && (this.generation === 'linux-6.1' || window.info.busOffset !== 0n)) {
+      if (window?.direct && (this.generation !== 'linux-4.x' || window.info.busOffset !== 0n)) {
         mode = 'direct';
         table = undefined;
       } else if (window && !window.direct && window.owner === fn.node) {
@@ -197,20 +238,88 @@ export class LinuxGuest {
     return state;
   }
 
-  private negotiate(pe: PeState, fn: PciFunction): void {
-    new DdwNegotiation(
-      {
-        port: this.port,
-        tree: this.tree,
-        tce: this.calls(),
-        generation: this.generation,
-        pageSize: this.pageSize,
-        ram: this.ram,
-        log: (f, line) => this.lines.push(`${this.devName(f)}: ${line}`),
-      },
-      pe,
-      fn,
-    ).run();
+  private negotiate(pe: PeState, fn: PciFunction, bits = 64): EnableDdwResult {
+    return new DdwNegotiation(this.ddwContext(), pe, fn, bits).run();
+  }
+
+  /** One 6.12 enable_ddw call: reuse the PE's window, stop on a failed PE, or negotiate. */
+  private enableDdw612(pe: PeState, fn: PciFunction, bits: number): EnableDdwResult {
+    let result: EnableDdwResult = { direct: false, lsaRequired: false, lsaEnabled: false };
+    if (pe.window) result = { ...result, direct: pe.window.direct };
+    else if (!pe.failed) result = this.negotiate(pe, fn, bits);
+    this.lines.push(
+      `${this.devName(fn)}: lsa_required: ${flag(result.lsaRequired)}, lsa_enabled: ${flag(result.lsaEnabled)}, ` +
+        `direct mapping: ${flag(result.direct)}`,
+    );
+    return result;
+  }
+
+  /** What negotiation needs; `driverName` replaces the bound driver in dmesg prefixes. */
+  private ddwContext(driverName?: string) {
+    return {
+      port: this.port,
+      tree: this.tree,
+      tce: this.calls(),
+      generation: this.generation,
+      pageSize: this.pageSize,
+      ram: this.ram,
+      ddwMax: this.ddwMax,
+      log: (f: PciFunction, line: string) => this.lines.push(`${this.devName(f, driverName)}: ${line}`),
+    };
+  }
+
+  /**
+   * Memory hot-add (DLPAR): [base, base + size) came online, one memory block (LMB, from
+   * ibm,lrdr-capacity) at a time, and the memory notifier maps each block into the direct windows:
+   * H_PUT_TCE_INDIRECT lists (up to 512 TCEs, in the one list page), no RTAS. 6.12 maps into
+   * direct windows only, and only blocks below the hotplug maximum; 6.1 and 4.x map into every
+   * window the guest created (a 6.1 dynamic window included). Returns false when a hypercall
+   * failed (the kernel then refuses to online the block: NOTIFY_BAD).
+   */
+  memoryAdded(base: bigint, size: bigint): boolean {
+    return this.memoryBlocks(base, size, 'online');
+  }
+
+  /** Memory hot-remove: each block going offline is cleared from the windows with H_STUFF_TCE. */
+  memoryRemoved(base: bigint, size: bigint): boolean {
+    return this.memoryBlocks(base, size, 'offline');
+  }
+
+  private memoryBlocks(base: bigint, size: bigint, action: 'online' | 'offline'): boolean {
+    const tce = this.calls();
+    if (size <= 0n) return true;
+    const block = this.ram.lmbSize;
+    const windows = [...this.pes.values()]
+      .filter((pe) => pe.window !== undefined)
+      .sort((a, b) => b.windowSeq - a.windowSeq)
+      .map((pe) => pe.window!);
+    let ok = true;
+    for (let start = base; start < base + size; start += block) {
+      const end = start + block < base + size ? start + block : base + size;
+      if (action === 'online') addRamRange(this.ram, start, end);
+      for (const w of windows) {
+        if (this.generation === 'linux-6.12' && (!w.direct || start >= this.ddwMax)) continue;
+        const { info } = w;
+        const T = 1n << BigInt(info.pageShift);
+        const aligned = start & ~(T - 1n);
+        const count = (end - start + (start - aligned)) >> BigInt(info.pageShift);
+        const rc =
+          action === 'online'
+            ? tce.populate(info.liobn, info.busOffset, aligned, info.pageShift, Number(count))
+            : tce.clearRange(info.liobn, info.busOffset + aligned, info.pageShift, count);
+        if (rc !== 0n) {
+          ok = false;
+          this.lines.push(
+            `memory ${action} [0x${start.toString(16)}-0x${(end - 1n).toString(16)}]: LIOBN 0x${info.liobn.toString(16)} returned ${rc}`,
+          );
+        }
+      }
+      if (action === 'offline') removeRamRange(this.ram, start, end);
+    }
+    this.lines.push(
+      `memory ${action}: [0x${base.toString(16)}-0x${(base + size - 1n).toString(16)}] in blocks of 0x${block.toString(16)}${ok ? '' : ' (refused)'}`,
+    );
+    return ok;
   }
 
   /** Every function with a known driver sets that driver's mask, in device-tree order. */
@@ -369,6 +478,8 @@ export class LinuxGuest {
       window: undefined,
       negotiated: false,
       failed: false,
+      maxDynamicWindows: 0,
+      windowSeq: 0,
       decision: {
         peNode: node,
         buid,
@@ -403,12 +514,12 @@ export class LinuxGuest {
   }
 
   /** "e1000e 0000:00:01.0", as dev_info prefixes a line. */
-  private devName(fn: PciFunction): string {
+  private devName(fn: PciFunction, driverName = fn.driver): string {
     const pe = this.pes.get(fn.peNode);
     const bus = (fn.cfgAddr >>> 16) & 0xff;
     const devfn = (fn.cfgAddr >>> 8) & 0xff;
     const name = `${hex4(pe?.domain ?? 0)}:${hex2(bus)}:${hex2(devfn >> 3)}.${devfn & 7}`;
-    return `${fn.driver ?? 'pci'} ${name}`;
+    return `${driverName ?? 'pci'} ${name}`;
   }
 }
 
@@ -421,6 +532,10 @@ function describeMode(state: DeviceDmaState): string {
     default:
       return 'default window, mapped per request';
   }
+}
+
+function flag(value: boolean): string {
+  return value ? '1' : '0';
 }
 
 function hex4(n: number): string {

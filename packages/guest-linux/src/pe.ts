@@ -34,6 +34,13 @@ export interface PeState {
   negotiated: boolean;
   /** On the failed-PE list: never retried until reboot. */
   failed: boolean;
+  /**
+   * 6.12's table_group->max_dynamic_windows_supported, set by the query at PCI device setup:
+   * 0 not yet set up, -1 no DDW (no tokens or the query failed), 1 or 2 windows.
+   */
+  maxDynamicWindows: number;
+  /** Order in which PEs got their window (Linux's window list is newest first). */
+  windowSeq: number;
   decision: PeDecision;
 }
 

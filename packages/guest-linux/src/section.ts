@@ -3,7 +3,11 @@ import { z } from 'zod';
 import type { LinuxGeneration } from './api.js';
 
 /** The guest models ddw has, newest first. */
-export const LINUX_GENERATIONS = ['linux-6.1', 'linux-4.x'] as const satisfies readonly LinuxGeneration[];
+export const LINUX_GENERATIONS = [
+  'linux-6.12',
+  'linux-6.1',
+  'linux-4.x',
+] as const satisfies readonly LinuxGeneration[];
 export const DEFAULT_LINUX_GENERATION: LinuxGeneration = 'linux-6.1';
 
 export type GuestChoice = LinuxGeneration | 'none';

@@ -117,7 +117,7 @@ function fromParsed(parse: (input: unknown) => Parsed) {
 }
 
 const missing = (what: string) => (issue: { input?: unknown }) =>
-  issue.input === undefined ? `is required; give a ${what}` : undefined;
+  issue.input === undefined ? `is required; give ${/^[aeiou]/i.test(what) ? 'an' : 'a'} ${what}` : undefined;
 
 /** A size string (or a safe integer) in, a bigint byte count out. */
 export const sizeSchema = z
@@ -451,20 +451,29 @@ function mergeById(
   path: PropertyKey[],
 ): Identified[] {
   const merged = base.map((entry) => clone(entry) as Identified);
-  for (const entry of overlay) {
+  // Paths name the overlay's own entries: `devices[0]` is the first device the user wrote.
+  for (const [i, entry] of overlay.entries()) {
+    const first = overlay.findIndex((other) => other.id === entry.id);
+    if (first < i) {
+      throw new ConfigError(
+        `${formatFieldPath([...path, i])}.id`,
+        `duplicate ID ${JSON.stringify(entry.id)} (${formatFieldPath([...path, first])} has it too)`,
+        'give each entry its own id',
+      );
+    }
     const index = merged.findIndex((candidate) => candidate.id === entry.id);
     const { remove, ...rest } = entry;
     if (remove === true) {
       if (index < 0) {
         throw new ConfigError(
-          `${formatFieldPath(path)}[id=${JSON.stringify(entry.id)}]`,
-          'is marked remove but the preset has no entry with that id',
+          formatFieldPath([...path, i]),
+          `is marked remove, but there is no entry with id ${JSON.stringify(entry.id)} to remove`,
           `use one of the ids ${merged.map((m) => JSON.stringify(m.id)).join(', ') || '(none)'}`,
         );
       }
       merged.splice(index, 1);
     } else if (index >= 0) {
-      merged[index] = mergeAt(merged[index], rest, [...path, index]) as Identified;
+      merged[index] = mergeAt(merged[index], rest, [...path, i]) as Identified;
     } else {
       merged.push(clone(rest) as Identified);
     }

@@ -270,7 +270,18 @@ describe('mergeDescription', () => {
 
   it('refuses to remove an entry the preset does not have', () => {
     expect(() => mergeDescription(preset, { phbs: [{ id: 'phb9', remove: true }] })).toThrow(
-      /phbs\[id="phb9"\]: is marked remove but the preset has no entry with that id; use one of the ids "phb0", "phb1"/,
+      /phbs\[0\]: is marked remove, but there is no entry with id "phb9" to remove; use one of the ids "phb0", "phb1"/,
+    );
+  });
+
+  it("names an overlay's entries by the overlay's own index, and refuses an id given twice", () => {
+    expect(() =>
+      mergeDescription(preset, {
+        phbs: [{ id: 'new', index: 5 }, { id: 'phb1', remove: true }, { id: 'new' }],
+      }),
+    ).toThrow(/phbs\[2\]\.id: duplicate ID "new" \(phbs\[0\] has it too\)/);
+    expect(() => mergeDescription(preset, { phbs: [{ id: 'x' }, { id: 'gone', remove: true }] })).toThrow(
+      /^machine description: phbs\[1\]: is marked remove/,
     );
   });
 });

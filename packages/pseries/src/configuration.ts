@@ -179,7 +179,8 @@ export function qemuLayer(qemu: QemuArgs | string | readonly string[]): Descript
       const n = counters.get(d.driver) ?? 0;
       counters.set(d.driver, n + 1);
       return {
-        id: d.id ?? `${d.driver}-${n}`,
+        // (a driver name QEMU would refuse still makes a valid id, so the driver is what is reported)
+        id: d.id ?? `${d.driver.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z]/, 'd')}-${n}`,
         driver: d.driver,
         bus: d.bus,
         ...(d.slot !== undefined ? { slot: d.slot } : {}),
@@ -220,7 +221,12 @@ export function resolveDescription(layers: readonly DescriptionLayer[]): Resolve
     for (const layer of layers) {
       const { [GLOBALS_KEY]: layerGlobals, ...data } = layer.data;
       if (isPlainObject(layerGlobals)) Object.assign(globals, layerGlobals);
-      merged = mergeDescription(merged, data) as Record<string, unknown>;
+      try {
+        merged = mergeDescription(merged, data) as Record<string, unknown>;
+      } catch (error) {
+        // A merge error's paths are the layer's own (its entries, its keys): it is that layer's.
+        throw explainAs(error, layer);
+      }
     }
     if (merged.type === undefined || typeof merged.type === 'string') {
       const type = machineType((merged.type as string | undefined) ?? 'pseries', 'type');
@@ -240,6 +246,30 @@ export function resolveDescription(layers: readonly DescriptionLayer[]): Resolve
 }
 
 const ENTRY_FIELD = /^(devices|phbs)\[(\d+)\](.*)$/;
+
+/** A configuration error whose fields are already `layer`'s own, named as the user wrote them. */
+function explainAs(error: unknown, layer: DescriptionLayer): unknown {
+  const config = configErrorIn(error);
+  if (config?.subject !== 'machine description' && config?.subject !== 'preset description') return error;
+  return ConfigError.fromIssues(
+    config.issues.map((issue) => {
+      const entry = ENTRY_FIELD.exec(issue.field);
+      const name = entry ? entryName(layer, entry[1]!, Number(entry[2])) : undefined;
+      return name !== undefined ? { ...issue, field: `${name}${subField(entry![3]!)}` } : issue;
+    }),
+    layer.source,
+  );
+}
+
+function entryName(layer: DescriptionLayer, key: string, index: number): string | undefined {
+  const names = layer.entryNames;
+  return names && Object.hasOwn(names, key) ? names[key]?.[index] : undefined;
+}
+
+/** What follows an entry in a field path, as a -device option's message names it. */
+function subField(rest: string): string {
+  return /^(\.props\.|\.driver$|$)/.test(rest) ? '' : ` ${rest.replace(/^\./, '')}`;
+}
 
 /** The configuration error inside `error` (plugins and devices wrap the one that names a field). */
 function configErrorIn(error: unknown): ConfigError | undefined {
@@ -283,11 +313,9 @@ function addressIssue(
     const rest = entry[3]!;
     const origin = entryOrigin(layers, merged, key, index);
     if (origin) {
-      const names = origin.layer.entryNames;
-      const name = names && Object.hasOwn(names, key) ? names[key]?.[origin.index] : undefined;
+      const name = entryName(origin.layer, key, origin.index);
       if (name !== undefined) {
-        const sub = /^(\.props\.|\.driver$|$)/.test(rest) ? '' : ` ${rest.replace(/^\./, '')}`;
-        return { source: origin.layer.source, issue: { ...issue, field: `${name}${sub}` } };
+        return { source: origin.layer.source, issue: { ...issue, field: `${name}${subField(rest)}` } };
       }
       return { source: origin.layer.source, issue: { ...issue, field: `${key}[${origin.index}]${rest}` } };
     }

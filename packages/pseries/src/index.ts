@@ -16,9 +16,20 @@ export {
   resolveDescription,
 } from './configuration.js';
 export {
+  DEFAULT_QEMU_VERSION,
+  deprecationWarning,
+  effectiveQemuVersion,
+  MACHINE_VER_DEPRECATION_MSG,
   machineType,
+  machineTypesOf,
   PSERIES_MACHINE_TYPES,
   type PseriesMachineType,
+  QEMU_VERSION_PRESETS,
+  QEMU_VERSIONS,
+  type QemuVersion,
+  qemuVersion,
+  qemuVersionOf,
+  renderMachineTypeTable,
 } from './machine-types.js';
 export {
   describeMemoryLayout,
@@ -58,3 +69,4 @@ export {
   SPAPR_MAX_PHB_INDEX,
   splitCommandLine,
 } from './qemu-args.js';
+export type { CompatStep, MachineCompat, QemuDdwBehaviour, QemuVersionPreset } from './versions.js';

@@ -1,79 +1,79 @@
-import { ConfigError, RTAS_IBM_RESET_PE_DMA_WINDOW } from '@ddw/machine';
-import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from '@ddw/spapr-pci';
+import { ConfigError, isPlainObject } from '@ddw/machine';
+import {
+  DEFAULT_QEMU_VERSION,
+  machineTypesOf,
+  type PseriesMachineType,
+  QEMU_VERSION_PRESETS,
+  QEMU_VERSIONS,
+  type QemuVersion,
+} from './versions.js';
 
-/** What a pseries machine type decides about DMA windows. */
-export interface PseriesMachineType {
-  /** The canonical name, e.g. "pseries-7.2". */
-  readonly name: string;
-  readonly description: string;
-  /** PHB property defaults (`pgsz` is the one that changed over the years). */
-  readonly phbDefaults: PhbDmaProperties;
-  readonly ddw: {
-    /** Query accepts nret 6 (PAPR 2.8's 64-bit largest block). */
-    readonly queryNret6: boolean;
-    /** The 2M page size is reported by query. */
-    readonly pgsize2M: boolean;
-    /** Removing the last non-default window restores the default window. */
-    readonly resetOnLastRemove: boolean;
-    /** ibm,ddw-extensions cells after the count. */
-    readonly extensions: readonly number[];
-    /** How query's largest block is computed: from the highest RAM address, or fixed. */
-    readonly largestBlock: 'max-ram' | 'fixed';
-  };
-  /** Version of the "spapr_iommu" migration section. */
-  readonly migrationVersion: number;
-  /** RAM when -m is not given. */
-  readonly defaultRam: bigint;
-}
+export type { PseriesMachineType } from './versions.js';
 
-const MiB = 1n << 20n;
+/** The machine types of the default QEMU version, newest first. */
+export const PSERIES_MACHINE_TYPES: readonly PseriesMachineType[] = machineTypesOf(DEFAULT_QEMU_VERSION);
 
 /**
- * The machine types ddw models. `pseries-2.7` is the pseries machine as QEMU 2.7 ran it (the
- * original DDW patchset), not QEMU 7.2's compat machine of that name; its trace formats stay
- * QEMU 7.2's so that traces of both compare.
+ * ddw's `pseries-2.7` always meant QEMU 2.7's machine (the original DDW patchset). A machine that
+ * names no QEMU version and asks for it keeps getting that; with `qemu.version` "7.2" it is QEMU
+ * 7.2's compat machine of the name, as in QEMU.
  */
-export const PSERIES_MACHINE_TYPES: readonly PseriesMachineType[] = [
-  {
-    name: 'pseries-7.2',
-    description: 'QEMU 7.2 pseries (default)',
-    phbDefaults: QEMU_7_2_PHB_DEFAULTS,
-    ddw: {
-      queryNret6: true,
-      pgsize2M: true,
-      resetOnLastRemove: true,
-      extensions: [RTAS_IBM_RESET_PE_DMA_WINDOW, 1],
-      largestBlock: 'fixed',
-    },
-    migrationVersion: 3,
-    defaultRam: 512n * MiB,
-  },
-  {
-    name: 'pseries-2.7',
-    description: 'QEMU 2.7 pseries: the original DDW patchset',
-    phbDefaults: { ...QEMU_7_2_PHB_DEFAULTS, pgsz: 0x11000n },
-    ddw: {
-      queryNret6: false,
-      pgsize2M: false,
-      resetOnLastRemove: false,
-      extensions: [RTAS_IBM_RESET_PE_DMA_WINDOW],
-      largestBlock: 'max-ram',
-    },
-    migrationVersion: 2,
-    defaultRam: 512n * MiB,
-  },
-];
+const IMPLICIT_VERSION_OF_TYPE: Readonly<Record<string, QemuVersion>> = { 'pseries-2.7': '2.7' };
 
-/** `pseries` means the newest machine type, as in QEMU. */
-const ALIASES: Readonly<Record<string, string>> = { pseries: 'pseries-7.2' };
+/** The QEMU version a machine of type `name` is when the description says `version` (or nothing). */
+export function effectiveQemuVersion(name: string, version?: QemuVersion): QemuVersion {
+  return version ?? IMPLICIT_VERSION_OF_TYPE[name] ?? DEFAULT_QEMU_VERSION;
+}
 
-/** The machine type a `-M` name selects; anything else is refused with the list of known ones. */
-export function machineType(name: string, field = '-M'): PseriesMachineType {
-  const canonical = ALIASES[name] ?? name;
-  const found = PSERIES_MACHINE_TYPES.find((t) => t.name === canonical);
+/**
+ * The machine type a `-M` name selects under QEMU `version` (default: DEFAULT_QEMU_VERSION, or 2.7
+ * for `pseries-2.7`); `pseries` is the version's newest type. A type the version does not offer is
+ * refused with the list of those it does.
+ */
+export function machineType(name: string, field = '-M', version?: QemuVersion): PseriesMachineType {
+  const v = effectiveQemuVersion(name, version);
+  const preset = QEMU_VERSION_PRESETS[v];
+  const canonical = name === 'pseries' ? preset.alias : name;
+  const types = machineTypesOf(v);
+  const found = types.find((t) => t.name === canonical);
   if (found) return found;
-  const known = [...Object.keys(ALIASES), ...PSERIES_MACHINE_TYPES.map((t) => t.name)].join(', ');
-  throw new ConfigError(field, `unknown machine type "${name}"`, `use one of: ${known}`, {
+  const known = ['pseries', ...types.map((t) => t.name)].join(', ');
+  throw new ConfigError(field, `unknown machine type "${name}" for QEMU ${v}`, `use one of: ${known}`, {
     subject: field.startsWith('-') ? 'QEMU options' : 'machine description',
   });
 }
+
+/** A QEMU version given as text, or a ConfigError naming `field` and the versions ddw knows. */
+export function qemuVersion(text: unknown, field = 'qemu.version'): QemuVersion {
+  if (typeof text === 'string' && (QEMU_VERSIONS as readonly string[]).includes(text))
+    return text as QemuVersion;
+  throw new ConfigError(
+    field,
+    `${typeof text === 'string' ? `"${text}"` : (JSON.stringify(text) ?? String(text))} is not a QEMU version ddw models`,
+    `use one of: ${QEMU_VERSIONS.join(', ')}`,
+  );
+}
+
+/**
+ * The QEMU version a description names in its `qemu` section (`{"qemu": {"version": "10.0"}}`),
+ * or undefined: then the machine type decides (see effectiveQemuVersion).
+ */
+export function qemuVersionOf(description: Record<string, unknown>): QemuVersion | undefined {
+  const section = description.qemu;
+  if (section === undefined) return undefined;
+  if (!isPlainObject(section)) {
+    throw new ConfigError('qemu', 'is not an object', 'write e.g. { "version": "10.0" }');
+  }
+  return section.version === undefined ? undefined : qemuVersion(section.version);
+}
+
+export {
+  DEFAULT_QEMU_VERSION,
+  deprecationWarning,
+  MACHINE_VER_DEPRECATION_MSG,
+  machineTypesOf,
+  QEMU_VERSION_PRESETS,
+  QEMU_VERSIONS,
+  type QemuVersion,
+  renderMachineTypeTable,
+} from './versions.js';

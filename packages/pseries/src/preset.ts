@@ -26,13 +26,16 @@ import {
   type ResolvedDescription,
   resolveDescription,
 } from './configuration.js';
-import { machineType } from './machine-types.js';
+import { machineType, qemuVersionOf } from './machine-types.js';
 import { type PseriesMemoryLayout, pseriesMemoryLayout, SPAPR_MEMORY_BLOCK_SIZE } from './memory-layout.js';
 import { parseQemuArgs, type QemuArgs } from './qemu-args.js';
+import { QEMU_VERSIONS, type QemuVersion } from './versions.js';
 
 /** What a pseries machine's plugins are configured from (QemuArgs has all of it). */
 export interface PseriesMachineArgs {
   type: string;
+  /** The QEMU version whose machine type `type` is (default: see effectiveQemuVersion). */
+  qemu?: QemuVersion;
   ram: bigint;
   maxmem?: bigint;
   slots?: number;
@@ -43,6 +46,17 @@ export interface PseriesMachineArgs {
 const pseriesSectionSchema = z.strictObject({
   slots: z.number().int().min(0).optional(),
   accel: z.enum(['tcg', 'kvm']).optional(),
+  /** The machine's `cap-htm` (QEMU 7.2 and 10.0); the default is the machine type's. */
+  'cap-htm': z.boolean().optional(),
+});
+
+/**
+ * The QEMU version the machine is, as a section of its own (`{"qemu": {"version": "10.0"}}`): an
+ * object, like every other section, so that what else a version decides (trace formats, ...) can
+ * join it, and so a description file reads the same as what --print-description shows.
+ */
+const qemuSectionSchema = z.strictObject({
+  version: z.enum(QEMU_VERSIONS).optional(),
 });
 
 /** QEMU names pseries guest RAM so in `info mtree`. */
@@ -59,7 +73,7 @@ export const PseriesTokens = {
  */
 export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayout }) => ({
   name: 'pseries',
-  sections: { pseries: pseriesSectionSchema.optional() },
+  sections: { pseries: pseriesSectionSchema.optional(), qemu: qemuSectionSchema.optional() },
   register(ctx) {
     const layout = options.layout;
     provideValue(ctx.container, PseriesTokens.MemoryLayout, layout);
@@ -93,7 +107,7 @@ export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayo
  * behaves (PHB defaults, ddw-extensions, query rules, reset-on-last-remove).
  */
 export function pseriesPlugins(args: PseriesMachineArgs, host: PseriesHostOptions = {}): Plugin[] {
-  const info = machineType(args.type);
+  const info = machineType(args.type, '-M', args.qemu);
   const layout = pseriesMemoryLayout({
     ram: args.ram,
     ...(args.maxmem !== undefined ? { maxmem: args.maxmem } : {}),
@@ -114,7 +128,7 @@ export function pseriesPlugins(args: PseriesMachineArgs, host: PseriesHostOption
     spaprPci({
       defaults: info.phbDefaults,
       // Machines before 2.8 migrate the PHB with QEMU's LIOBN equality check.
-      compat: { ddwExtensions: info.ddw.extensions, pre28Migration: info.migrationVersion < 3 },
+      compat: { ddwExtensions: info.ddw.extensions, pre28Migration: info.pre28Migration },
     }),
     rtasDdw({ compat }),
     vfioCommon({
@@ -193,18 +207,49 @@ function machineArgsOf(description: Record<string, unknown>): PseriesMachineArgs
       })),
     );
   }
+  const qemu = qemuSectionSchema.safeParse(description.qemu ?? {});
+  if (!qemu.success) {
+    throw ConfigError.fromIssues(
+      qemu.error.issues.map((i) => ({
+        field: formatFieldPath(['qemu', ...i.path]),
+        problem: i.message,
+        fix: `use one of: ${QEMU_VERSIONS.join(', ')}`,
+      })),
+    );
+  }
   const type = description.type;
   if (type !== undefined && typeof type !== 'string')
     throw new ConfigError('type', 'is not a string', 'write e.g. "pseries-7.2"');
-  const info = machineType(type ?? 'pseries', 'type');
+  const version = qemuVersionOf(description);
+  const info = machineType(type ?? 'pseries', 'type', version);
+  const accel = section.data.accel ?? 'tcg';
+  const capHtm = section.data['cap-htm'];
+  if (capHtm !== undefined && info.capHtm === undefined) {
+    throw new ConfigError(
+      'pseries.cap-htm',
+      `QEMU ${info.qemuVersion}'s ${info.name} has no machine capabilities`,
+      'drop cap-htm',
+    );
+  }
+  // spapr_caps.c cap_htm_apply: TCG has no transactional memory, and QEMU refuses to start a
+  // machine whose cap-htm is on (pseries-2.11 and older default to it). A simulated KVM host is
+  // taken to have HTM.
+  if ((capHtm ?? info.capHtm) === true && accel === 'tcg') {
+    throw new ConfigError(
+      capHtm !== undefined ? 'pseries.cap-htm' : 'type',
+      'No Transactional Memory support in TCG',
+      'Try appending -machine cap-htm=off',
+    );
+  }
   return {
     type: info.name,
+    qemu: info.qemuVersion,
     ram: description.ram !== undefined ? parseSize(description.ram as string, 'ram') : info.defaultRam,
     ...(description.maxmem !== undefined
       ? { maxmem: parseSize(description.maxmem as string, 'maxmem') }
       : {}),
     ...(section.data.slots !== undefined ? { slots: section.data.slots } : {}),
-    accel: section.data.accel ?? 'tcg',
+    accel,
   };
 }
 

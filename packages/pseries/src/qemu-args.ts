@@ -1,4 +1,5 @@
 import { ConfigError } from '@ddw/machine';
+import { SPAPR_MAX_PHB_INDEX } from '@ddw/spapr-pci';
 import { machineType } from './machine-types.js';
 
 /**
@@ -101,8 +102,8 @@ const PHB_OTHER_PROPS = [
   'pcie-extended-configuration-space',
   'pre-5.1-associativity',
 ];
-/** QEMU's highest PHB index on pseries (SPAPR_MAX_PHBS - 1). */
-export const SPAPR_MAX_PHB_INDEX = 30;
+
+export { SPAPR_MAX_PHB_INDEX };
 
 /** Options that take a value and do not affect the model. */
 const IGNORED_WITH_VALUE = new Set([
@@ -351,6 +352,7 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
   const trace: QemuTraceOptions = { patterns: [], eventFiles: [], timestamps: false };
   const requests: QemuRequests = {};
   let hardware = false;
+  let acceleratorGiven = false;
 
   for (let i = 0; i < words.length; i++) {
     // QEMU accepts --option as -option.
@@ -393,7 +395,10 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
       }
       case '-accel': {
         const { implied, props } = parseOptionList(value(), 'accel');
-        accel = explicit.accel = parseAccel(implied ?? new Map(props).get('accel') ?? '', '-accel');
+        const chosen = parseAccel(implied ?? new Map(props).get('accel') ?? '', '-accel');
+        // Several -accel are tried in order and the first that works is used: in ddw, the first.
+        if (!acceleratorGiven) accel = explicit.accel = chosen;
+        acceleratorGiven = true;
         break;
       }
       case '-enable-kvm':

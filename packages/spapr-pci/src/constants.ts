@@ -26,11 +26,16 @@ export interface PhbDmaProperties {
   ddwWindows?: number;
 }
 
-/** QEMU 7.2's defaults; presets for other machine types override them. */
+/** `pgsz` of QEMU 2.7 .. 4.1 and of pseries-4.1 and older types: 4K|64K. */
+export const PHB_PGSZ_4K_64K = 0x11000n;
+/** `pgsz` since QEMU 4.2 (hw/ppc/spapr_pci.c): 4K|64K|2M|16M. */
+export const PHB_PGSZ_4K_64K_2M_16M = 0x1211000n;
+
+/** QEMU 7.2's defaults (10.0's are the same); presets for other machine types override them. */
 export const QEMU_7_2_PHB_DEFAULTS: PhbDmaProperties = {
   dma_win_addr: 0n,
   dma_win_size: 0x40000000n,
   dma64_win_addr: 0x800000000000000n,
-  pgsz: 0x1211000n,
+  pgsz: PHB_PGSZ_4K_64K_2M_16M,
   ddw: true,
 };

@@ -19,6 +19,7 @@ export { SpaprPhb, type SpaprPhbCompat, type SpaprPhbConfig } from './phb.js';
 export {
   type PciDeviceDescription,
   type PhbDescription,
+  SPAPR_MAX_PHB_INDEX,
   type SpaprPciOptions,
   SpaprPciTokens,
   SpaprPhbs,

@@ -41,9 +41,16 @@ export class SpaprPhbs {
   }
 }
 
+/** QEMU's highest PHB index on pseries (SPAPR_MAX_PHBS - 1). */
+export const SPAPR_MAX_PHB_INDEX = 30;
+
 const phbSchema = z.strictObject({
   id: qemuIdSchema,
-  index: z.number().int().min(0).max(255),
+  index: z
+    .number()
+    .int()
+    .min(0)
+    .max(SPAPR_MAX_PHB_INDEX, `"index" for PAPR PHB is too large (max ${SPAPR_MAX_PHB_INDEX})`),
   bus: z.string().min(1).optional(),
   dma_win_addr: hexSchema.optional(),
   dma_win_size: hexSchema.optional(),
@@ -108,13 +115,17 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
     for (const [i, d] of described.entries()) {
       for (const [j, other] of described.slice(0, i).entries()) {
         if (other.index === d.index)
-          throw new ConfigError(`phbs[${i}].index`, `index ${d.index} is already used by phbs[${j}]`);
+          throw new ConfigError(
+            `phbs[${i}].index`,
+            `index ${d.index} is already used by PHB "${other.id}"`,
+            'give each PHB its own index',
+          );
         if (other.id === d.id)
           throw new ConfigError(`phbs[${i}].id`, `id "${d.id}" is already used by phbs[${j}]`);
         if ((other.bus ?? `${other.id}.0`) === (d.bus ?? `${d.id}.0`))
           throw new ConfigError(
             `phbs[${i}].bus`,
-            `bus "${d.bus ?? `${d.id}.0`}" is already used by phbs[${j}]`,
+            `bus "${d.bus ?? `${d.id}.0`}" is already used by PHB "${other.id}"`,
           );
       }
       const phb = new SpaprPhb(
