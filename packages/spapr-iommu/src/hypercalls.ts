@@ -1,5 +1,13 @@
 import type { HypercallRegistry, HypercallResult } from '@ddw/machine';
 import type { AddressSpace } from '@ddw/memory';
+import {
+  H_TOO_HARD,
+  type KvmTceResult,
+  kvmGetTce,
+  kvmPutTce,
+  kvmPutTceIndirect,
+  kvmStuffTce,
+} from './kvm-tce.js';
 import type { SpaprTceTables } from './tables.js';
 import { H_PARAMETER, H_SUCCESS, isPciLiobn } from './tce-table.js';
 
@@ -12,8 +20,22 @@ export const H_PUT_TCE_INDIRECT = 0x13c;
 export const TCE_LIST_MAX = 512;
 const SPAPR_TCE_PAGE_OFFSET_MASK = 0xfffn;
 
+/**
+ * Whether QEMU handles (and traces) a TCE hypercall on `table`: always for a userspace table; for
+ * an in-kernel one only when KVM passed it on, which only a VFIO-accelerated table does here.
+ */
+function reachesQemu(table: { inKernel: boolean; kvmAccelerated: boolean }): boolean {
+  return !table.inKernel || table.kvmAccelerated;
+}
+
 const FAILED: HypercallResult = { ret: H_PARAMETER };
 const SUCCEEDED: HypercallResult = { ret: H_SUCCESS };
+
+/** KVM's answer as the guest sees it; undefined when KVM passed the call to QEMU (H_TOO_HARD). */
+function kernelAnswer(ret: KvmTceResult): HypercallResult | undefined {
+  if (ret === H_TOO_HARD) return undefined;
+  return ret === H_SUCCESS ? SUCCEEDED : { ret };
+}
 
 function pageMask(pageShift: number): bigint {
   return BigInt.asUintN(64, ~((1n << BigInt(pageShift)) - 1n));
@@ -22,7 +44,9 @@ function pageMask(pageShift: number): bigint {
 /**
  * Registers H_GET_TCE, H_PUT_TCE, H_STUFF_TCE and H_PUT_TCE_INDIRECT with the checks, return codes,
  * partial updates and trace lines of QEMU 7.2's hw/ppc/spapr_iommu.c. Tables in the (simulated)
- * kernel get the same results without trace lines: under KVM those calls never reach QEMU.
+ * kernel get the same results without trace lines: under KVM those calls never reach QEMU. A table
+ * kept in the kernel for VFIO (KVM_CAP_SPAPR_TCE_VFIO) is KVM's: its rules and its direct host
+ * IOMMU updates (kvm-tce.ts), and QEMU's handling, traced, only where KVM answers H_TOO_HARD.
  */
 export function registerTceHypercalls(
   hypercalls: HypercallRegistry,
@@ -44,10 +68,14 @@ export function registerTceHypercalls(
     ([liobn = 0n, ioba = 0n, tce = 0n]) => {
       const table = tables.find(liobn);
       if (!table) return FAILED;
+      if (table.kvmAccelerated && table.kvmHost) {
+        const answer = kernelAnswer(kvmPutTce(table, table.kvmHost, ioba, tce));
+        if (answer) return answer;
+      }
       const masked = ioba & pageMask(table.pageShift);
       const ret = table.putEntry(masked, tce);
       const ev = isPciLiobn(table.liobn) ? t.pciPut : t.put;
-      if (ev.enabled && !table.inKernel) ev.emit(liobn, masked, tce, ret);
+      if (ev.enabled && reachesQemu(table)) ev.emit(liobn, masked, tce, ret);
       return ret === H_SUCCESS ? SUCCEEDED : FAILED;
     },
     owner,
@@ -59,6 +87,10 @@ export function registerTceHypercalls(
     ([liobn = 0n, ioba = 0n]) => {
       const table = tables.find(liobn);
       if (!table) return FAILED;
+      if (table.kvmAccelerated) {
+        const got = kvmGetTce(table, ioba);
+        return got.ret === H_SUCCESS ? { ret: got.ret, outputs: [got.tce] } : FAILED;
+      }
       const masked = ioba & pageMask(table.pageShift);
       const index = BigInt.asUintN(64, masked - table.busOffset) >> BigInt(table.pageShift);
       let ret = H_PARAMETER;
@@ -70,7 +102,7 @@ export function registerTceHypercalls(
         tables.reportGuestError(`spapr_iommu_get_tce on out-of-bounds IOBA 0x${masked.toString(16)}`);
       }
       const ev = isPciLiobn(table.liobn) ? t.pciGet : t.get;
-      if (ev.enabled && !table.inKernel) ev.emit(liobn, masked, ret, tce);
+      if (ev.enabled && reachesQemu(table)) ev.emit(liobn, masked, ret, tce);
       return ret === H_SUCCESS ? { ret, outputs: [tce] } : FAILED;
     },
     owner,
@@ -84,6 +116,12 @@ export function registerTceHypercalls(
     ([liobn = 0n, ioba = 0n, tceList = 0n, npages = 0n]) => {
       const table = tables.find(liobn);
       if (!table) return FAILED;
+      if (table.kvmAccelerated && table.kvmHost) {
+        const answer = kernelAnswer(
+          kvmPutTceIndirect(table, table.kvmHost, guestMemory, ioba, tceList, npages),
+        );
+        if (answer) return answer;
+      }
       if (npages > BigInt(TCE_LIST_MAX) || (tceList & SPAPR_TCE_PAGE_OFFSET_MASK) !== 0n) return FAILED;
       const count = Number(npages);
       const start = ioba & pageMask(table.pageShift);
@@ -96,7 +134,7 @@ export function registerTceHypercalls(
           `spapr_vio_put_tce on out-of-bounds IOBA 0x${(start + (BigInt(stored) << BigInt(table.pageShift))).toString(16)}`,
         );
       const ev = isPciLiobn(table.liobn) ? t.pciIndirect : t.indirect;
-      if (ev.enabled && !table.inKernel) {
+      if (ev.enabled && reachesQemu(table)) {
         // QEMU traces the index before the one that stopped the loop, and the TCE it last read.
         const lastRead = ok ? count - 1 : stored;
         const idx = ok ? count - 1 : stored > 0 ? stored - 1 : 0;
@@ -114,6 +152,10 @@ export function registerTceHypercalls(
     ([liobn = 0n, ioba = 0n, tceValue = 0n, npages = 0n]) => {
       const table = tables.find(liobn);
       if (!table) return FAILED;
+      if (table.kvmAccelerated) {
+        const answer = kernelAnswer(kvmStuffTce(table, ioba, tceValue, npages));
+        if (answer) return answer;
+      }
       if (npages > BigInt(table.nbTable)) return FAILED;
       const count = Number(npages);
       const start = ioba & pageMask(table.pageShift);
@@ -132,7 +174,7 @@ export function registerTceHypercalls(
         );
       const ev = isPciLiobn(table.liobn) ? t.pciStuff : t.stuff;
       // QEMU prints the ioba its loop reached, not the one the guest passed.
-      if (ev.enabled && !table.inKernel)
+      if (ev.enabled && reachesQemu(table))
         ev.emit(
           liobn,
           BigInt.asUintN(64, start + (BigInt(stored) << BigInt(table.pageShift))),

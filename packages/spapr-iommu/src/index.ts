@@ -6,6 +6,18 @@ export {
   registerTceHypercalls,
   TCE_LIST_MAX,
 } from './hypercalls.js';
+export {
+  compatibleHostTable,
+  H_TOO_HARD,
+  type KvmHost,
+  type KvmHostIommuTable,
+  type KvmTceAttachment,
+  type KvmTceResult,
+  kvmGetTce,
+  kvmPutTce,
+  kvmPutTceIndirect,
+  kvmStuffTce,
+} from './kvm-tce.js';
 export { MigratingTceTables, spaprIommuVmstate, TceTableMigration } from './migration.js';
 export { addHypertasFunction, type SpaprIommuOptions, SpaprIommuTokens, spaprIommu } from './plugin.js';
 export { SpaprTceTables } from './tables.js';

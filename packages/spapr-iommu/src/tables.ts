@@ -1,6 +1,11 @@
 import { ConfigError, type MachineEventBus } from '@ddw/machine';
 import type { AddressSpace } from '@ddw/memory';
+import { compatibleHostTable, type KvmHost, type KvmHostIommuTable } from './kvm-tce.js';
 import { type SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
+
+/** errno values of KVM_SET_DEVICE_ATTR (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE). */
+const EBADF = 9;
+const EINVAL = 22;
 
 /**
  * Every TCE table of a machine by LIOBN (QEMU's global spapr_tce_tables list and
@@ -8,6 +13,7 @@ import { type SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
  */
 export class SpaprTceTables {
   readonly #byLiobn = new Map<number, SpaprTceTable>();
+  #kvmHost: KvmHost | undefined;
 
   constructor(
     private readonly targetAs: AddressSpace,
@@ -31,8 +37,56 @@ export class SpaprTceTables {
       );
     }
     const table = new SpaprTceTable(liobn, this.targetAs, this.traces, this.events, owner, this.kvm);
+    table.kvmHost = this.#kvmHost;
     this.#byLiobn.set(liobn, table);
     return table;
+  }
+
+  /**
+   * The simulated KVM's host (capabilities, memslots), given by the plugin that models the host
+   * (@ddw/vfio-common); undefined means a host without KVM_CAP_SPAPR_TCE_VFIO.
+   */
+  get kvmHost(): KvmHost | undefined {
+    return this.#kvmHost;
+  }
+
+  set kvmHost(host: KvmHost | undefined) {
+    this.#kvmHost = host;
+    for (const table of this.#byLiobn.values()) table.kvmHost = host;
+  }
+
+  /**
+   * KVM_SET_DEVICE_ATTR(KVM_DEV_VFIO_GROUP, KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE) on the KVM-VFIO
+   * device (kvm_spapr_tce_attach_iommu_group): attaches the host IOMMU tables of a VFIO group to the
+   * in-kernel table whose fd is `tablefd`. 0, -EBADF for an fd that is no table, -EINVAL when no
+   * host table of the group fits the guest window (same start, pages no larger, covering it).
+   * Attaching a host table already attached takes one more reference.
+   */
+  kvmSetSpaprTce(tablefd: number, hostTables: readonly KvmHostIommuTable[]): number {
+    if (!this.kvm || tablefd < 0) return -EBADF;
+    const table = [...this.#byLiobn.values()].find((t) => t.fd === tablefd);
+    if (!table) return -EBADF;
+    const tbl = compatibleHostTable(table, hostTables);
+    if (!tbl) return -EINVAL;
+    const known = table.kvmIommuTables.find((a) => a.tbl === tbl);
+    if (known) known.refs++;
+    else table.kvmIommuTables.push({ tbl, refs: 1 });
+    return 0;
+  }
+
+  /**
+   * KVM_DEV_VFIO_GROUP_DEL (kvm_spapr_tce_release_iommu_group): the group's host tables lose one
+   * reference on every in-kernel table holding them, and go at the last one.
+   */
+  kvmReleaseGroup(hostTables: readonly KvmHostIommuTable[]): void {
+    for (const table of this.#byLiobn.values()) {
+      const list = table.kvmIommuTables;
+      for (let i = list.length - 1; i >= 0; i--) {
+        const a = list[i]!;
+        if (!hostTables.includes(a.tbl)) continue;
+        if (--a.refs === 0) list.splice(i, 1);
+      }
+    }
   }
 
   /** Forgets a table (its owner went away); disables it first. */

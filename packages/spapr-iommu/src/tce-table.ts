@@ -9,6 +9,7 @@ import {
   IommuMemoryRegion,
   UINT64_MAX,
 } from '@ddw/memory';
+import type { KvmHost, KvmTceAttachment } from './kvm-tce.js';
 import { TceStorage } from './tce-storage.js';
 import { SPAPR_IOMMU_TRACE_EVENTS } from './traces.js';
 
@@ -82,6 +83,16 @@ export class SpaprTceTable {
   /** Where the entries live: -1 for emulator memory (an in-kernel table has an fd). */
   fd = -1;
   storage: TceStorage | null = null;
+  /**
+   * The simulated KVM's host, when a host model (@ddw/vfio-common) described one: its
+   * KVM_CAP_SPAPR_TCE_VFIO decides whether VFIO keeps this table in the kernel.
+   */
+  kvmHost: KvmHost | undefined;
+  /**
+   * Host IOMMU tables KVM attached to this in-kernel table (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE; the
+   * kernel's stt->iommu_tables): KVM writes the guest's TCEs into them directly.
+   */
+  readonly kvmIommuTables: KvmTceAttachment[] = [];
   /** Container of size 2^64-1 that holds the IOMMU region while enabled (get_iommu returns it). */
   readonly root: ContainerRegion;
   readonly iommu: SpaprIommuRegion;
@@ -147,6 +158,8 @@ export class SpaprTceTable {
     this.root.removeSubregion(this.iommu);
     this.iommu.setSize(0n);
     this.storage = null;
+    // Closing the table's fd releases KVM's attachments with it (kvm_spapr_tce_release).
+    this.kvmIommuTables.length = 0;
     this.fd = -1;
     this.busOffset = 0n;
     this.pageShift = 0;
@@ -164,17 +177,32 @@ export class SpaprTceTable {
   }
 
   /**
+   * The table is in the kernel although VFIO follows it (KVM_CAP_SPAPR_TCE_VFIO): the guest's TCE
+   * hypercalls on it are KVM's (see kvm-tce.ts), reaching QEMU only when KVM answers H_TOO_HARD.
+   */
+  get kvmAccelerated(): boolean {
+    return this.fd >= 0 && this.needVfio;
+  }
+
+  /**
    * need_vfio follows whether any IOMMU notifier is registered ([cur] spapr_tce_set_need_vfio):
-   * when it becomes true, an in-kernel table moves to userspace with its entries, because the
-   * simulated KVM has no in-kernel VFIO TCE acceleration and VFIO must see every update. When it
-   * becomes false the table stays where it is.
+   * when it becomes true, an in-kernel table moves to userspace with its entries, so that VFIO sees
+   * every update, unless the host's KVM has KVM_CAP_SPAPR_TCE_VFIO: then the table stays in the
+   * kernel, where VFIO attached its group to it. When it becomes false the table stays where it is.
    */
   setNeedVfio(needVfio: boolean): void {
     if (this.needVfio === needVfio) return;
     this.needVfio = needVfio;
     if (!needVfio || this.fd < 0) return;
+    if (this.kvmHost?.spaprTceVfio) return;
     // Re-allocating in userspace copies the entries: the storage itself carries over.
     this.traceNewTable(-1);
+  }
+
+  /** kvmppc_tce_put: KVM stores a TCE in the in-kernel table; QEMU's notifiers never hear of it. */
+  kernelPut(ioba: bigint, tce: bigint): void {
+    const index = Number((ioba - this.busOffset) >> BigInt(this.pageShift));
+    this.storage?.set(index, tce);
   }
 
   /**
@@ -293,7 +321,9 @@ export class SpaprTceTable {
 
   private allocate(entries?: TceStorage): void {
     this.storage = entries ?? new TceStorage(this.nbTable);
-    this.traceNewTable(this.kvm && !this.needVfio ? nextFakeKvmFd++ : -1);
+    // kvmppc_create_spapr_tce refuses a table for VFIO only without KVM_CAP_SPAPR_TCE_VFIO.
+    const inKernel = this.kvm && (!this.needVfio || this.kvmHost?.spaprTceVfio === true);
+    this.traceNewTable(inKernel ? nextFakeKvmFd++ : -1);
   }
 
   /** Records where the entries now live and traces it (spapr_tce_alloc_table). */
@@ -306,6 +336,9 @@ export class SpaprTceTable {
 
 /** The IOMMU region of a TCE table (QEMU's spapr_iommu_memory_region class). */
 export class SpaprIommuRegion extends IommuMemoryRegion {
+  /** The name QEMU gives every TCE table's IOMMU region (memory_region_name), which its VFIO traces print. */
+  readonly qemuName = 'iommu-spapr';
+
   constructor(
     name: string,
     readonly table: SpaprTceTable,
@@ -341,6 +374,14 @@ export class SpaprIommuRegion extends IommuMemoryRegion {
     const xlate = t.traces.xlate;
     if (xlate.enabled) xlate.emit(t.liobn, addr, entry.translatedAddr, entry.perm, entry.addrMask);
     return entry;
+  }
+
+  /**
+   * IOMMU_ATTR_SPAPR_TCE_FD (spapr_tce_get_attr): the table's fd, answered only when the host's
+   * KVM has KVM_CAP_SPAPR_TCE_VFIO (the fd is -1 for a table in userspace); undefined otherwise.
+   */
+  spaprTceFd(): number | undefined {
+    return this.table.kvmHost?.spaprTceVfio ? this.table.fd : undefined;
   }
 
   /** 1 << page_shift; 1 for a disabled table, as QEMU. */

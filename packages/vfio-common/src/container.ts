@@ -12,6 +12,7 @@ import {
   RamRegion,
   runEntry,
 } from '@ddw/memory';
+import type { HostKvmTable } from './host/host-iommu.js';
 import {
   Errno,
   type HostIommu,
@@ -24,7 +25,7 @@ import {
   VFIO_TYPE1_IOMMU,
   VFIO_TYPE1v2_IOMMU,
 } from './host/host-iommu.js';
-import { strerror } from './traces.js';
+import { strerror, type VfioQemuVersion } from './traces.js';
 
 /** A failure QEMU reports while setting a device up; the device's realize fails with it. */
 export class VfioError extends DdwError {
@@ -34,7 +35,11 @@ export class VfioError extends DdwError {
   }
 }
 
-/** The trace events the container emits. */
+/**
+ * The trace events the container emits, as the QEMU version of VfioContainerDeps.qemu declares
+ * them: under 10.0 regionAddSkip and regionDelSkip are both vfio_listener_region_skip (its first
+ * argument says which), and regionAddIommu takes the region's name first.
+ */
 export interface VfioContainerTraces {
   mapNotify: TraceEvent;
   regionAddSkip: TraceEvent;
@@ -43,6 +48,41 @@ export interface VfioContainerTraces {
   regionDel: TraceEvent;
   createWindow: TraceEvent;
   removeWindow: TraceEvent;
+  /** vfio_listener_region_del_iommu (10.0 only). */
+  regionDelIommu?: TraceEvent;
+  /** vfio_spapr_group_attach (KVM with KVM_CAP_SPAPR_TCE_VFIO). */
+  groupAttach?: TraceEvent;
+}
+
+/**
+ * The KVM side VFIO talks to under `-accel kvm` (QEMU's KVM-VFIO device): attaching a group to an
+ * in-kernel TCE table, and letting it go.
+ */
+export interface VfioKvm {
+  /**
+   * KVM_SET_DEVICE_ATTR(KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE) for a group whose host tables are
+   * `hostTables`, to the in-kernel table `tablefd`: 0 or -errno.
+   */
+  setSpaprTce(tablefd: number, hostTables: readonly HostKvmTable[]): number;
+  /** KVM_DEV_VFIO_GROUP_DEL: the group's host tables leave every in-kernel table. */
+  releaseGroup(hostTables: readonly HostKvmTable[]): void;
+  /** The fd QEMU holds for a group (/dev/vfio/N), for messages and traces. */
+  groupFd(group: string): number;
+}
+
+/** An IOMMU region that answers IOMMU_ATTR_SPAPR_TCE_FD (@ddw/spapr-iommu's region does). */
+interface SpaprTceFdRegion {
+  spaprTceFd(): number | undefined;
+}
+
+function hasSpaprTceFd(mr: unknown): mr is SpaprTceFdRegion {
+  return typeof (mr as Partial<SpaprTceFdRegion>).spaprTceFd === 'function';
+}
+
+/** memory_region_name as QEMU prints it: a region may carry QEMU's own name for it (qemuName). */
+function qemuRegionName(mr: { name: string }): string {
+  const qemuName = (mr as { qemuName?: unknown }).qemuName;
+  return typeof qemuName === 'string' ? qemuName : mr.name;
 }
 
 /** What a container needs from the machine and the host. */
@@ -60,6 +100,10 @@ export interface VfioContainerDeps {
   events: MachineEventBus;
   /** Builds the v2 pre-registration listener (from @ddw/vfio-prereg); absent means no v2 support. */
   preregListener?: (container: VfioContainer) => MemoryListener;
+  /** Which QEMU's listener this is: its trace events and where they fire (default '7.2'). */
+  qemu?: VfioQemuVersion;
+  /** The KVM-VFIO device, when the machine runs under KVM (kvm_enabled()); absent under TCG. */
+  kvm?: VfioKvm;
 }
 
 /** QEMU's VFIOHostDMAWindow: an IOVA range the host IOMMU can map, inclusive. */
@@ -136,6 +180,11 @@ export class VfioContainer {
       regionAdd: (section) => this.regionAdd(section),
       regionDel: (section) => this.regionDel(section),
     };
+  }
+
+  /** The QEMU version whose behaviour the container follows. */
+  get qemu(): VfioQemuVersion {
+    return this.deps.qemu ?? '7.2';
   }
 
   /** Guest IOMMU sections followed, for inspection. */
@@ -239,11 +288,19 @@ export class VfioContainer {
       this.tearDown();
       return;
     }
+    // vfio_put_group: the group leaves the KVM-VFIO device before its container.
+    this.releaseKvm();
     this.groups.delete(group);
     this.fd.detachGroup(group);
   }
 
+  /** KVM_DEV_VFIO_GROUP_DEL for one group: KVM lets go of the container's host tables once. */
+  private releaseKvm(): void {
+    this.deps.kvm?.releaseGroup(this.fd.kvmTables?.() ?? []);
+  }
+
   private tearDown(): void {
+    for (const _group of this.groups) this.releaseKvm();
     // Unregistering replays region_del: notifiers go, host windows are unmapped and removed.
     this.as.removeListener(this.#listener);
     if (this.#prereg) this.deps.systemMemory.removeListener(this.#prereg);
@@ -302,41 +359,107 @@ export class VfioContainer {
     return (section.offsetWithinAddressSpace & mask) !== (section.offsetWithinRegion & mask);
   }
 
+  /** vfio_listener_region_{add,del}_skip (7.2) or vfio_listener_region_skip (10.0). */
+  private traceSkip(op: 'region_add' | 'region_del', start: bigint, last: bigint): void {
+    const t = op === 'region_add' ? this.deps.traces.regionAddSkip : this.deps.traces.regionDelSkip;
+    if (!t.enabled) return;
+    if (this.qemu === '10.0') t.emit(op, start, last);
+    else t.emit(start, last);
+  }
+
+  /** A section whose address and offset disagree within a host page: QEMU reports it and ignores it. */
+  private reportUnaligned(where: string, section: MemoryRegionSection): void {
+    if (this.qemu !== '10.0') {
+      this.report(`${where} received unaligned region`);
+      return;
+    }
+    // 10.0 checks in vfio_listener_valid_section and says more.
+    this.report(
+      `vfio_listener_valid_section received unaligned region ${qemuRegionName(section.mr)} iova=0x${hex(section.offsetWithinAddressSpace)} offset_within_region=0x${hex(section.offsetWithinRegion)} qemu_real_host_page_size=0x${hex(this.deps.hostPageSize)}`,
+    );
+  }
+
+  /**
+   * Under KVM, after a v2 host window is created for an IOMMU section: every group of the container
+   * is attached to the section's in-kernel TCE table (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE), if the
+   * region gives its table fd (IOMMU_ATTR_SPAPR_TCE_FD: only with KVM_CAP_SPAPR_TCE_VFIO). A refusal
+   * ends region_add: 7.2 reports it and returns (the notifier is never registered, so the guest's
+   * TCEs never reach the host: QEMU's quirk, followed), 10.0 fails the section like any other error.
+   * Returns whether region_add goes on.
+   */
+  private attachToKvm(section: MemoryRegionSection): boolean {
+    const kvm = this.deps.kvm;
+    const mr = section.mr;
+    if (!kvm || !(mr instanceof IommuMemoryRegion) || !hasSpaprTceFd(mr)) return true;
+    const tablefd = mr.spaprTceFd();
+    if (tablefd === undefined) return true;
+    for (const group of this.groups) {
+      const groupfd = kvm.groupFd(group);
+      const ret = kvm.setSpaprTce(tablefd, this.fd.kvmTables?.() ?? []);
+      if (ret !== 0) {
+        if (this.qemu === '10.0') {
+          this.fail(
+            qemuRegionName(mr),
+            `vfio: failed GROUP_SET_SPAPR_TCE for KVM VFIO device ${tablefd} and group fd ${groupfd}: ${strerror(ret)}`,
+          );
+        } else {
+          this.report(`vfio: failed to setup fd ${tablefd} for a group with fd ${groupfd}: ${strerror(ret)}`);
+        }
+        return false;
+      }
+      const t = this.deps.traces.groupAttach;
+      if (t?.enabled) t.emit(groupfd, tablefd);
+    }
+    return true;
+  }
+
   private regionAdd(section: MemoryRegionSection): void {
     const start = section.offsetWithinAddressSpace;
     const last = start + section.size - 1n;
     if (this.skipped(section)) {
-      const t = this.deps.traces.regionAddSkip;
-      if (t.enabled) t.emit(start, last);
+      this.traceSkip('region_add', start, last);
       return;
     }
     if (this.unaligned(section)) {
-      this.report('vfio_listener_region_add received unaligned region');
+      this.reportUnaligned('vfio_listener_region_add', section);
       return;
     }
     const range = this.hostPageRange(section);
     if (!range) return;
     const { iova, end } = range;
+    const v10 = this.qemu === '10.0';
+    // The "Region NAME:" of a set-up error: 10.0 with QEMU's region name; 7.2 keeps ddw's (as before).
+    const regionName = v10 ? qemuRegionName(section.mr) : section.mr.name;
+
+    // 10.0 checks a v1 section whole, before anything else (vfio_spapr_container_add_section_window).
+    if (v10 && this.type === 'v1' && !this.hostWindows.some((w) => w.minIova <= start && last <= w.maxIova)) {
+      this.fail(
+        regionName,
+        `Container 0x${hex(this.pointer)} can't map guest IOVA region 0x${hex(start)}..0x${hex(last)}`,
+      );
+      return;
+    }
 
     if (this.type === 'v2') {
       const clash = this.hostWindows.find((w) => w.minIova <= last && start <= w.maxIova);
       if (clash) {
         // QEMU's message lacks the space after "existing"; kept so logs compare.
         this.fail(
-          section.mr.name,
+          regionName,
           `region [0x${hex(start)},0x${hex(last)}] overlaps with existinghost DMA window [0x${hex(clash.minIova)},0x${hex(clash.maxIova)}]`,
         );
         return;
       }
       const created = this.createHostWindow(section);
       if ('errno' in created) {
-        this.fail(section.mr.name, `Failed to create SPAPR window: ${strerror(created.errno)}`);
+        this.fail(regionName, `Failed to create SPAPR window: ${strerror(created.errno)}`);
         return;
       }
       this.hostWindows.push({ minIova: start, maxIova: last, pgSizes: created.pageSize });
+      if (!this.attachToKvm(section)) return;
     }
 
-    if (!this.hostWindows.some((w) => w.minIova <= iova && end <= w.maxIova)) {
+    if (!v10 && !this.hostWindows.some((w) => w.minIova <= iova && end <= w.maxIova)) {
       this.fail(
         section.mr.name,
         `Container 0x${hex(this.pointer)} can't map guest IOVA region 0x${hex(iova)}..0x${hex(end)}`,
@@ -347,7 +470,10 @@ export class VfioContainer {
     const mr = section.mr;
     if (mr instanceof IommuMemoryRegion) {
       const t = this.deps.traces.regionAddIommu;
-      if (t.enabled) t.emit(iova, end);
+      if (t.enabled) {
+        if (v10) t.emit(qemuRegionName(mr), iova, end);
+        else t.emit(iova, end);
+      }
       const giommu: GuestIommu = {
         mr,
         iommuOffset: section.offsetWithinAddressSpace - section.offsetWithinRegion,
@@ -361,7 +487,8 @@ export class VfioContainer {
         ),
       };
       try {
-        // Registering flips need_vfio: an in-kernel table moves to userspace here.
+        // Registering flips need_vfio: an in-kernel table moves to userspace here, unless the
+        // host's KVM_CAP_SPAPR_TCE_VFIO keeps it in the kernel (attached above).
         mr.registerNotifier(giommu.notifier);
       } catch (error) {
         this.fail(mr.name, `${error instanceof Error ? error.message : String(error)}`);
@@ -383,7 +510,7 @@ export class VfioContainer {
       if (ret !== 0) {
         this.fail(
           mr.name,
-          `vfio_dma_map(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(end - iova + 1n)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
+          `${this.qemu === '10.0' ? 'vfio_container_dma_map' : 'vfio_dma_map'}(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(end - iova + 1n)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
         );
       }
     }
@@ -392,16 +519,18 @@ export class VfioContainer {
   private regionDel(section: MemoryRegionSection): void {
     const start = section.offsetWithinAddressSpace;
     if (this.skipped(section)) {
-      const t = this.deps.traces.regionDelSkip;
-      if (t.enabled) t.emit(start, start + section.size - 1n);
+      this.traceSkip('region_del', start, start + section.size - 1n);
       return;
     }
     if (this.unaligned(section)) {
-      this.report('vfio_listener_region_del received unaligned region');
+      this.reportUnaligned('vfio_listener_region_del', section);
       return;
     }
     const mr = section.mr;
     if (mr instanceof IommuMemoryRegion) {
+      // 10.0 names the region first, whether or not a notifier of it is found.
+      const t = this.deps.traces.regionDelIommu;
+      if (this.qemu === '10.0' && t?.enabled) t.emit(qemuRegionName(mr));
       const at = this.#giommus.findIndex(
         (g) => g.mr === mr && g.notifier.start === section.offsetWithinRegion,
       );
@@ -420,14 +549,16 @@ export class VfioContainer {
     const ret = this.dmaUnmap(iova, size);
     if (ret !== 0)
       this.report(
-        `vfio_dma_unmap(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
+        `${this.qemu === '10.0' ? 'vfio_container_dma_unmap' : 'vfio_dma_unmap'}(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
       );
     if (this.type === 'v2') {
       this.removeHostWindow(start);
       const last = start + section.size - 1n;
       const at = this.hostWindows.findIndex((w) => w.minIova === start && w.maxIova === last);
       if (at < 0) {
-        this.abort(`vfio_listener_region_del: Cannot delete missing window at ${hex(start)}`);
+        const where =
+          this.qemu === '10.0' ? 'vfio_spapr_container_del_section_window' : 'vfio_listener_region_del';
+        this.abort(`${where}: Cannot delete missing window at ${hex(start)}`);
         return;
       }
       this.hostWindows.splice(at, 1);
@@ -524,14 +655,14 @@ export class VfioContainer {
       const ret = this.dmaMap(iova, size, vaddr, !writable || x.readonly);
       if (ret !== 0) {
         this.report(
-          `vfio_dma_map(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
+          `${this.qemu === '10.0' ? 'vfio_container_dma_map' : 'vfio_dma_map'}(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
         );
       }
     } else {
       const ret = this.dmaUnmap(iova, size);
       if (ret !== 0)
         this.report(
-          `vfio_dma_unmap(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
+          `${this.qemu === '10.0' ? 'vfio_container_dma_unmap' : 'vfio_dma_unmap'}(0x${hex(this.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
         );
     }
   }

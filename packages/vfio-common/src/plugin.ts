@@ -1,4 +1,5 @@
 import {
+  ConfigError,
   definePlugin,
   type MachineEventBus,
   provideValue,
@@ -8,12 +9,18 @@ import {
 } from '@ddw/machine';
 import type { AddressSpace, MemoryListener, RamRegion } from '@ddw/memory';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
-import { VfioContainer, type VfioContainerDeps, type VfioContainerTraces } from './container.js';
+import {
+  VfioContainer,
+  type VfioContainerDeps,
+  type VfioContainerTraces,
+  type VfioKvm,
+} from './container.js';
 import { DEFAULT_HOST_CONFIG, type HostIommu, type HostIommuConfig } from './host/host-iommu.js';
 import { HostVirtualMemory } from './host/host-memory.js';
 import { hostConfigSchema, parseHostOptions } from './host/options.js';
 import { SimulatedSpaprTceHost } from './host/simulated.js';
-import { VFIO_TRACE_EVENTS } from './traces.js';
+import { connectKvm, KvmTceTablesToken } from './kvm.js';
+import { VFIO_QEMU_VERSIONS, type VfioQemuVersion, vfioTraceEvents } from './traces.js';
 import { type VfioConnector, vfioPciDriver } from './vfio-pci.js';
 
 /** Where guest RAM sits in the (simulated) QEMU process: its host pointer. */
@@ -29,6 +36,8 @@ export class Vfio implements VfioConnector {
   /** Set by @ddw/vfio-prereg; without it a v2 host cannot be used. */
   preregListener: ((container: VfioContainer) => MemoryListener) | undefined;
   readonly traces: VfioContainerTraces;
+  /** The KVM-VFIO device under `-accel kvm` (set by the plugin); undefined under TCG. */
+  kvm: VfioKvm | undefined;
   readonly #groups = new Map<string, number>();
   /** Host functions passed through, and the device holding each. */
   readonly #hosts = new Map<string, string>();
@@ -40,17 +49,27 @@ export class Vfio implements VfioConnector {
     private readonly ram: RamRegion,
     trace: TraceBus,
     private readonly events: MachineEventBus,
+    /** The QEMU whose VFIO listener the containers follow: its trace events and where they fire. */
+    readonly qemu: VfioQemuVersion = '7.2',
   ) {
-    const ev = new Map(trace.defineAll(VFIO_TRACE_EVENTS, 'vfio').map((e) => [e.name, e]));
+    const ev = new Map(trace.defineAll(vfioTraceEvents(qemu), 'vfio').map((e) => [e.name, e]));
+    const v10 = qemu === '10.0';
     this.traces = {
       mapNotify: ev.get('vfio_iommu_map_notify')!,
-      regionAddSkip: ev.get('vfio_listener_region_add_skip')!,
+      regionAddSkip: ev.get(v10 ? 'vfio_listener_region_skip' : 'vfio_listener_region_add_skip')!,
       regionAddIommu: ev.get('vfio_listener_region_add_iommu')!,
-      regionDelSkip: ev.get('vfio_listener_region_del_skip')!,
+      regionDelSkip: ev.get(v10 ? 'vfio_listener_region_skip' : 'vfio_listener_region_del_skip')!,
       regionDel: ev.get('vfio_listener_region_del')!,
       createWindow: ev.get('vfio_spapr_create_window')!,
       removeWindow: ev.get('vfio_spapr_remove_window')!,
+      groupAttach: ev.get('vfio_spapr_group_attach')!,
+      ...(v10 ? { regionDelIommu: ev.get('vfio_listener_region_del_iommu')! } : {}),
     };
+  }
+
+  /** The host pointer of guest RAM byte `offset` (memory_region_get_ram_ptr); other regions have none here. */
+  hostPointer(mr: RamRegion, offset: bigint): bigint | undefined {
+    return mr === this.ram ? GUEST_RAM_HOST_BASE + offset : undefined;
   }
 
   groupNumber(group: string): number {
@@ -90,12 +109,14 @@ export class Vfio implements VfioConnector {
     return {
       host: this.host,
       systemMemory: this.systemMemory,
-      hostPointer: (mr, offset) => (mr === this.ram ? GUEST_RAM_HOST_BASE + offset : undefined),
+      hostPointer: (mr, offset) => this.hostPointer(mr, offset),
       hostPageSize: config.pageSize,
       ramPageSize: config.ramPageSize,
       traces: this.traces,
       events: this.events,
       ...(this.preregListener ? { preregListener: this.preregListener } : {}),
+      qemu: this.qemu,
+      ...(this.kvm ? { kvm: this.kvm } : {}),
     };
   }
 }
@@ -112,6 +133,13 @@ export interface VfioCommonOptions {
   host?: string | Partial<HostIommuConfig>;
   /** A host IOMMU other than the simulated Linux one (it is given the host process memory). */
   hostIommu?: (config: HostIommuConfig, memory: HostVirtualMemory) => HostIommu;
+  /**
+   * The QEMU version whose VFIO side the machine reproduces: its hw/vfio/trace-events declarations
+   * (names, arguments, formats), where each event fires, and its error texts. '7.2' (default) or
+   * '10.0'. The description section is untouched: this is a property of the preset, like the
+   * machine types it offers.
+   */
+  qemuVersion?: VfioQemuVersion;
 }
 
 /**
@@ -129,6 +157,14 @@ export const vfioCommon = definePlugin((options: VfioCommonOptions = {}) => ({
         ? parseHostOptions(options.host)
         : { ...DEFAULT_HOST_CONFIG, ...(options.host ?? {}) };
     const config: HostIommuConfig = described ?? base;
+    const qemu = options.qemuVersion ?? '7.2';
+    if (!VFIO_QEMU_VERSIONS.includes(qemu)) {
+      throw new ConfigError(
+        'vfio-common.qemuVersion',
+        `${JSON.stringify(qemu)} is not a QEMU version whose VFIO side ddw models`,
+        `use one of ${VFIO_QEMU_VERSIONS.join(', ')}`,
+      );
+    }
     const hostMemory = new HostVirtualMemory();
     const ram = ctx.memory.ram;
     hostMemory.add({
@@ -143,7 +179,15 @@ export const vfioCommon = definePlugin((options: VfioCommonOptions = {}) => ({
     const host = options.hostIommu
       ? options.hostIommu(config, hostMemory)
       : new SimulatedSpaprTceHost(config, hostMemory);
-    const vfio = new Vfio(host, hostMemory, ctx.memory.addressSpace, ram, ctx.trace, ctx.events);
+    const vfio = new Vfio(host, hostMemory, ctx.memory.addressSpace, ram, ctx.trace, ctx.events, qemu);
+    // The simulated KVM learns its host; under -accel kvm the containers get the KVM-VFIO device.
+    vfio.kvm = connectKvm(
+      resolve(ctx.container, KvmTceTablesToken),
+      config.kvmTceVfio === true,
+      ctx.memory.addressSpace,
+      (mr, offset) => vfio.hostPointer(mr, offset),
+      (group) => vfio.groupNumber(group),
+    );
     provideValue(ctx.container, VfioTokens.Vfio, vfio);
     resolve(ctx.container, SpaprPciTokens.Drivers).register(vfioPciDriver(vfio));
   },

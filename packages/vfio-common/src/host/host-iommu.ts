@@ -149,6 +149,13 @@ export interface HostIommuContainer {
    * at. vaddr values are exact (below 2^53).
    */
   mapPages?(iova: bigint, pageSize: bigint, count: number, vaddr: Float64Array, flags: Uint8Array): number;
+  /**
+   * Optional: the hardware tables of the container's windows as the host kernel's KVM takes them
+   * when QEMU attaches a group to an in-kernel TCE table (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: the
+   * group's table group). The same object for a window on every call. A backend without it cannot
+   * be driven by KVM: the attach fails with -EINVAL.
+   */
+  kvmTables?(): HostKvmTable[];
   /** Container release: clears every TCE, frees windows and registrations. */
   close(): void;
 
@@ -160,6 +167,31 @@ export interface HostIommuContainer {
   windows(): HostWindow[];
   /** Pre-registered regions this container references. */
   registered(): HostRegisteredRegion[];
+}
+
+/**
+ * A window's hardware table as KVM drives it (struct iommu_table under book3s_64_vio.c): KVM
+ * writes the guest's TCEs into it without QEMU, from guest RAM's host addresses.
+ */
+export interface HostKvmTable {
+  /** it_offset << it_page_shift: the table's first bus address. */
+  readonly startAddr: bigint;
+  /** it_page_shift. */
+  readonly pageShift: number;
+  /** it_size << it_page_shift: the IOVA its entries cover (PowerNV's table may exceed the window). */
+  readonly span: bigint;
+  /**
+   * mm_iommu_lookup + mm_iommu_ua_to_hpa: one IOMMU page at userspace address `ua` lies in memory
+   * pre-registered (v2) with pages at least as large.
+   */
+  canMap(ua: bigint): boolean;
+  /**
+   * kvmppc_tce_iommu_do_map for one IOMMU page at bus address `iova` from `ua` (write implies read
+   * on PowerNV): 0, or 'H_TOO_HARD' when the kernel must leave it to userspace (not pre-registered).
+   */
+  map(iova: bigint, ua: bigint, write: boolean): 0 | 'H_TOO_HARD';
+  /** kvmppc_tce_iommu_do_unmap for one IOMMU page at `iova`. */
+  unmap(iova: bigint): 0 | 'H_TOO_HARD';
 }
 
 /** The host kernel: capabilities, and containers. */
@@ -196,6 +228,14 @@ export interface HostIommuConfig {
    * 2016 kernels) or 'ok' (2018+ kernels: returns 0, the region stays pinned without an owner).
    */
   unregisterWhileMapped: 'ebusy' | 'ok';
+  /**
+   * KVM_CAP_SPAPR_TCE_VFIO (Linux 4.12+): the host's KVM can drive a VFIO group from an in-kernel
+   * TCE table. Under `-accel kvm` QEMU then keeps each TCE table in the kernel and attaches the VFIO
+   * groups to it (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE): the guest's TCE hypercalls reach the host
+   * IOMMU without QEMU. Absent or false: QEMU moves a table to userspace when VFIO starts following
+   * it and maps every TCE itself. Nothing changes under TCG.
+   */
+  kvmTceVfio?: boolean;
 }
 
 /** A PowerNV (POWER9, IODA2) host with 64K pages and RAM on 64K pages. */

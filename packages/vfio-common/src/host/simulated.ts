@@ -8,6 +8,7 @@ import {
   type HostIommuInfo,
   type HostIommuOp,
   type HostIommuType,
+  type HostKvmTable,
   type HostMapping,
   type HostRegisteredRegion,
   type HostWindow,
@@ -740,6 +741,55 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       leftInWindow--;
     }
     return count;
+  }
+
+  /**
+   * The windows' tables as the host's KVM drives them (book3s_64_vio.c): a map needs the page in a
+   * region pre-registered by this process with pages at least as large, else it is H_TOO_HARD (a v1
+   * container registers nothing, so KVM can never map for it: "v1 is handled via ioctl()"). A map
+   * replaces the entry as iommu_tce_xchg does; write implies read, as PowerNV sets it.
+   */
+  kvmTables(): HostKvmTable[] {
+    return this.#active.map((window) => {
+      let table = this.#kvmTables.get(window);
+      if (!table) {
+        table = this.#kvmTable(window);
+        this.#kvmTables.set(window, table);
+      }
+      return table;
+    });
+  }
+
+  readonly #kvmTables = new WeakMap<Window, HostKvmTable>();
+
+  #kvmTable(window: Window): HostKvmTable {
+    const host = this.#host;
+    const live = () => this.#active.includes(window);
+    const mappable = (ua: bigint): number | undefined => {
+      if (this.#type !== 'v2') return undefined;
+      const region = host.regionHolding(ua, window.pageSize);
+      return region && region.pageShift >= window.info.pageShift ? region.id : undefined;
+    };
+    const index = (iova: bigint) => Number((iova - window.start) >> window.shift);
+    return {
+      startAddr: window.start,
+      pageShift: window.info.pageShift,
+      span: window.info.tableSpan,
+      canMap: (ua) => mappable(ua) !== undefined,
+      map: (iova, ua, write) => {
+        const region = mappable(ua);
+        if (region === undefined) return 'H_TOO_HARD';
+        // A table KVM still holds after its window was removed is no longer in the hardware.
+        if (!live() || !window.contains(iova)) return 0;
+        const perm = write ? TCE_READ | TCE_WRITE : TCE_READ;
+        this.#fill(window, index(iova), 1, Number(ua >> window.shift), perm, region);
+        return 0;
+      },
+      unmap: (iova) => {
+        if (live() && window.contains(iova)) this.#clear(window, index(iova), 1);
+        return 0;
+      },
+    };
   }
 
   close(): void {
