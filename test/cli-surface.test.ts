@@ -93,6 +93,60 @@ describe('exit codes and messages', () => {
     );
   });
 
+  it('models the QEMU version asked for: its machine types, deprecations and VFIO trace lines', () => {
+    const help10 = ddw(['--qemu', '10.0', '-M', 'help']);
+    expect(help10.code).toBe(0);
+    expect(help10.stdout).toMatch(
+      /^Supported machines are \(QEMU 10\.0\):\npseries +.*alias of pseries-10\.0/,
+    );
+    expect(help10.stdout).toMatch(/\npseries-4\.2 +.*\(deprecated\)\n/);
+    expectRefused(
+      ddw(['run', '--qemu', '7.2', '-M', 'pseries-9.0']),
+      'unknown machine type "pseries-9.0" for QEMU 7.2',
+    );
+    const old = ddw(['run', '--qemu', '10.0', '-M', 'pseries-4.2', '-m', '1G', '--guest', 'none']);
+    expect(old.code).toBe(0);
+    expect(old.stderr).toBe(
+      "ddw: warning: Machine type 'pseries-4.2' is deprecated: machines more than 3 years old are subject to deletion after 6 years\n",
+    );
+    const vfio = [
+      'run',
+      '-m',
+      '2G',
+      '-device',
+      'vfio-pci,host=0000:01:00.0',
+      '-trace',
+      'vfio_listener_region_*',
+    ];
+    expect(ddw([...vfio, '--qemu', '10.0']).stderr).toContain(
+      'region_add [iommu] iommu-spapr 0x0 - 0x3fffffff',
+    );
+    expect(ddw([...vfio, '--qemu', '7.2']).stderr).toContain(
+      'vfio_listener_region_add_iommu region_add [iommu] 0x0 - 0x3fffffff',
+    );
+    expectRefused(ddw(['run', '--qemu', '9.9']), "'9.9' is invalid");
+  });
+
+  it('keeps TCEs in the kernel under -accel kvm with --host kvmvfio=on, and DMA still works', () => {
+    const args = [
+      'run',
+      '-accel',
+      'kvm',
+      '-m',
+      '2G',
+      '-device',
+      'vfio-pci,host=0000:01:00.0',
+      '-trace',
+      'spapr_iommu_put',
+    ];
+    const inKernel = ddw([...args, '--host', 'kvmvfio=on', '-trace', 'vfio_spapr_group_attach']);
+    expect(inKernel.code).toBe(0);
+    expect(inKernel.stderr).toMatch(/^vfio_spapr_group_attach Attached groupfd \d+ to liobn fd \d+\n/);
+    expect(inKernel.stdout).toMatch(/bytes verified, 0 failed\n/);
+    expect(ddw([...args, '--host', 'kvmvfio=off']).code).toBe(0);
+    expectRefused(ddw([...args, '--host', 'kvmvfio=maybe']), '--host kvmvfio');
+  });
+
   it('refuses usage mistakes with exit 2 and one line', () => {
     expectRefused(ddw(['bogus']), 'unknown command "bogus"');
     expectRefused(ddw(['run', '--bogus']), 'unknown or unsupported option "--bogus"');

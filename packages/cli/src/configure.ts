@@ -8,8 +8,12 @@ import {
   parseQemuArgs,
   presetLayer,
   type QemuArgs,
+  type QemuVersion,
   qemuLayer,
   qemuOptionTakesValue,
+  qemuVersion,
+  qemuVersionLayer,
+  qemuVersionOf,
   type ResolvedDescription,
   resolveDescription,
   splitCommandLine,
@@ -36,6 +40,8 @@ export interface MachineCommandLine {
   description?: { name: string; data: unknown };
   host?: string;
   guest?: string;
+  /** `--qemu VERSION`: the QEMU version the machine is. */
+  qemu?: string;
 }
 
 /** A machine command's configuration: the parsed QEMU options and the one merged description. */
@@ -85,12 +91,41 @@ export function qemuOptionsOf(line: MachineCommandLine, command = 'this command'
   const flag = qemu.find((w) => DDW_FLAGS.includes(w.split('=')[0]!));
   if (flag !== undefined)
     throw new UsageError(`${flag.split('=')[0]} is not an option of ${command}; see --help`);
-  return parseQemuArgs([...(line.qemuArgs ?? []).flatMap((text) => splitCommandLine(text)), ...qemu]);
+  const version = versionOf(line);
+  return parseQemuArgs([...(line.qemuArgs ?? []).flatMap((text) => splitCommandLine(text)), ...qemu], {
+    ...(version !== undefined ? { version } : {}),
+  });
+}
+
+/**
+ * The QEMU version a command line asks for, before its layers are merged (QEMU's options are
+ * checked against it): `--qemu`, else the description file's `qemu.version`. A file that cannot
+ * be read or has no valid version says nothing here; reading it later reports what is wrong.
+ */
+export function versionOf(line: MachineCommandLine): QemuVersion | undefined {
+  if (line.qemu !== undefined) return qemuVersion(line.qemu, '--qemu');
+  const { files } = splitWords(line.words);
+  const file = files[(line.operands ?? []).length];
+  let data: unknown = line.description?.data;
+  if (file !== undefined) {
+    try {
+      data = readDescriptionFile(file);
+    } catch {
+      return undefined;
+    }
+  }
+  try {
+    return data !== null && typeof data === 'object' && !Array.isArray(data)
+      ? qemuVersionOf(data as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
  * The one place a command line becomes a machine description:
- * ddw's defaults < preset < DESCRIPTION.json < QEMU options < --host < --guest.
+ * ddw's defaults < preset < DESCRIPTION.json < QEMU options < --qemu < --host < --guest.
  */
 export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(line)): MachineConfiguration {
   const { files: positionals } = splitWords(line.words);
@@ -115,6 +150,7 @@ export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(
   const layers: DescriptionLayer[] = [DDW_DEFAULTS_LAYER, presetLayer(qemu, described?.requestedPreset)];
   if (described) layers.push(described);
   layers.push(qemuLayer(qemu));
+  if (line.qemu !== undefined) layers.push(qemuVersionLayer(line.qemu));
   if (line.host !== undefined) layers.push(hostLayer(line.host));
   if (line.guest !== undefined) layers.push(guestLayer(line.guest));
   return { qemu, ...(file !== undefined ? { file } : {}), operands, resolved: resolveDescription(layers) };

@@ -1,5 +1,13 @@
 import { resolve } from '@ddw/machine';
-import { buildPseries, machineType, PSERIES_MACHINE_TYPES, type QemuArgs } from '@ddw/pseries';
+import {
+  buildPseries,
+  DEFAULT_QEMU_VERSION,
+  machineType,
+  machineTypesOf,
+  QEMU_VERSIONS,
+  type QemuArgs,
+  type QemuVersion,
+} from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { UsageError } from './configure.js';
 import type { CommandIO } from './io.js';
@@ -12,11 +20,16 @@ const PHB_DRIVER = 'spapr-pci-host-bridge';
  * Answers what QEMU answers before building anything: `-h`, `-version`, `-M help`, `-device
  * help`, `-device DRIVER,help`, `-trace help`. Returns whether there was such a request.
  */
-export async function answerRequests(qemu: QemuArgs, io: CommandIO, help: () => string): Promise<boolean> {
+export async function answerRequests(
+  qemu: QemuArgs,
+  io: CommandIO,
+  help: () => string,
+  version: QemuVersion = DEFAULT_QEMU_VERSION,
+): Promise<boolean> {
   const r = qemu.requests;
   if (r.help) io.out(help());
   else if (r.version) io.out(versionText());
-  else if (r.machineHelp) io.out(machineHelp());
+  else if (r.machineHelp) io.out(machineHelp(version));
   else if (r.deviceHelp !== undefined) io.out(await deviceHelp(r.deviceHelp));
   else if (r.traceHelp) io.out(await traceHelp());
   else return false;
@@ -24,18 +37,20 @@ export async function answerRequests(qemu: QemuArgs, io: CommandIO, help: () => 
 }
 
 export function versionText(): string {
-  const types = PSERIES_MACHINE_TYPES.map((t) => t.name).join(', ');
-  return `ddw version ${DDW_VERSION}\nmachine types: ${types}\n`;
+  const versions = QEMU_VERSIONS.map((v) => `${v}${v === DEFAULT_QEMU_VERSION ? ' (default)' : ''}`);
+  return `ddw version ${DDW_VERSION}\nQEMU versions modelled: ${versions.join(', ')} (--qemu VERSION; -M help lists each one's machine types)\n`;
 }
 
-function machineHelp(): string {
-  const newest = machineType('pseries').name;
+/** QEMU's `-machine help`: the version's types, newest first, its alias and what is deprecated. */
+function machineHelp(version: QemuVersion): string {
+  const types = machineTypesOf(version);
+  const newest = machineType('pseries', '-M', version);
   const rows = [
-    ['pseries', `${machineType('pseries').description} (alias of ${newest})`],
-    ...PSERIES_MACHINE_TYPES.map((t) => [t.name, t.description]),
+    ['pseries', `${newest.description} (alias of ${newest.name})`],
+    ...types.map((t) => [t.name, `${t.description}${t.deprecated ? ' (deprecated)' : ''}`]),
   ];
   const width = Math.max(...rows.map((r) => r[0]!.length));
-  return `Supported machines are:\n${rows.map(([n, d]) => `${n!.padEnd(width)}  ${d}\n`).join('')}`;
+  return `Supported machines are (QEMU ${version}):\n${rows.map(([n, d]) => `${n!.padEnd(width)}  ${d}\n`).join('')}`;
 }
 
 /** A machine with every plugin, for what only the plugins know (their drivers and trace events). */

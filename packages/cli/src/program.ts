@@ -1,6 +1,13 @@
 import { GUEST_CHOICES, type GuestChoice } from '@ddw/guest-linux';
 import { DdwError, type Machine } from '@ddw/machine';
-import { buildPseries } from '@ddw/pseries';
+import {
+  buildPseries,
+  DEFAULT_QEMU_VERSION,
+  deprecationWarning,
+  machineType,
+  QEMU_VERSIONS,
+  qemuVersionOf,
+} from '@ddw/pseries';
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, Option } from 'commander';
 import {
@@ -9,6 +16,7 @@ import {
   type MachineConfiguration,
   qemuOptionsOf,
   UsageError,
+  versionOf,
 } from './configure.js';
 import { answerRequests, versionText } from './help.js';
 import type { CommandIO } from './io.js';
@@ -241,6 +249,12 @@ export function createProgram(
     .description("replay a QEMU trace (log format) against the model and print the model's own trace lines")
     .argument('<trace>', 'a QEMU -trace log (with or without -msg timestamp=on)')
     .option('--qemu-args <options>', 'the QEMU options of the traced run', '-M pseries')
+    .addOption(
+      new Option(
+        '--qemu <version>',
+        `the QEMU version of the traced run (default ${DEFAULT_QEMU_VERSION})`,
+      ).choices([...QEMU_VERSIONS]),
+    )
     .option(
       '--host <options>',
       'host IOMMU for vfio-pci devices, e.g. "type=v2,page=64K,pgsizes=0x1011000,windows=2,levels=5"',
@@ -259,12 +273,28 @@ export function createProgram(
     .action(
       async (
         file: string,
-        opts: { qemuArgs: string; host?: string; trace: string[]; check?: boolean; json?: boolean },
+        opts: {
+          qemuArgs: string;
+          qemu?: string;
+          host?: string;
+          trace: string[];
+          check?: boolean;
+          json?: boolean;
+        },
       ) => {
-        const host = opts.host !== undefined ? { host: opts.host } : {};
+        const line = {
+          words: [],
+          qemuArgs: [opts.qemuArgs],
+          ...(opts.qemu !== undefined ? { qemu: opts.qemu } : {}),
+        };
+        const version = versionOf(line);
+        const build = {
+          ...(opts.host !== undefined ? { host: opts.host } : {}),
+          ...(version !== undefined ? { qemu: version } : {}),
+        };
         // The traced run's machine: its QEMU options, checked before the trace is read.
-        const qemu = qemuOptionsOf({ words: [], qemuArgs: [opts.qemuArgs] });
-        if (await answerRequests(qemu, io, () => program.helpInformation())) return;
+        const qemu = qemuOptionsOf(line);
+        if (await answerRequests(qemu, io, () => program.helpInformation(), version)) return;
         const t = qemu.trace;
         if (t.patterns.length > 0 || t.eventFiles.length > 0 || t.logFile !== undefined || t.timestamps) {
           throw new UsageError(
@@ -277,7 +307,7 @@ export function createProgram(
             patterns: opts.trace,
             check: opts.check ?? false,
             json: opts.json ?? false,
-            build: (trace) => buildPseries(qemu, { trace, ...host }),
+            build: (trace) => buildPseries(qemu, { trace, ...build }),
           },
           io,
         );
@@ -297,6 +327,7 @@ export function createProgram(
 }
 
 interface MachineOpts {
+  qemu?: string;
   qemuArgs?: string[];
   host?: string;
   guest?: GuestChoice;
@@ -325,7 +356,13 @@ function machineCommand(command: Command, options: { guest: boolean; operand?: s
       '--host <options>',
       'host IOMMU for vfio-pci devices, e.g. "type=v2,page=64K,pgsizes=0x1011000,windows=2,levels=5"',
     )
-    .option('--print-description', 'print the merged machine description (JSON) and exit');
+    .option('--print-description', 'print the merged machine description (JSON) and exit')
+    .addOption(
+      new Option(
+        '--qemu <version>',
+        `the QEMU version the machine is (default ${DEFAULT_QEMU_VERSION})`,
+      ).choices([...QEMU_VERSIONS]),
+    );
   if (options.guest) {
     command.addOption(new Option('--guest <generation>', 'the guest model').choices([...GUEST_CHOICES]));
   }
@@ -348,12 +385,19 @@ async function prepare(
     ...(opts.qemuArgs && opts.qemuArgs.length > 0 ? { qemuArgs: opts.qemuArgs } : {}),
     ...(opts.host !== undefined ? { host: opts.host } : {}),
     ...(opts.guest !== undefined ? { guest: opts.guest } : {}),
+    ...(opts.qemu !== undefined ? { qemu: opts.qemu } : {}),
   };
   refuseUnknownCommand(cmd);
   const qemu = qemuOptionsOf(line, `'ddw ${cmd.parent?.parent ? `${cmd.parent.name()} ` : ''}${cmd.name()}'`);
-  if (await answerRequests(qemu, io, () => `${cmd.helpInformation()}${QEMU_OPTIONS_HELP}\n`))
+  const version = versionOf(line);
+  if (await answerRequests(qemu, io, () => `${cmd.helpInformation()}${QEMU_OPTIONS_HELP}\n`, version)) {
     return undefined;
+  }
   const config = configureMachine(line, qemu);
+  const description = config.resolved.description;
+  const type = machineType(description.type as string, 'type', qemuVersionOf(description));
+  const deprecated = deprecationWarning(type);
+  if (deprecated) io.err(`ddw: warning: ${deprecated}\n`);
   if (opts.printDescription) {
     // Built (and realized) so that what is printed is a description that builds.
     (await buildConfigured(config.resolved)).dispose();

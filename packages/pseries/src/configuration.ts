@@ -8,8 +8,8 @@ import {
   PluginError,
 } from '@ddw/machine';
 import { hostSectionOverlay } from '@ddw/vfio-common';
-import { machineType } from './machine-types.js';
-import { parseQemuArgs, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
+import { machineType, qemuVersionOf } from './machine-types.js';
+import { parseQemuArgs, parseQemuBool, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
 
 /**
  * The one configuration channel. A machine is built from one description; everything that
@@ -154,12 +154,15 @@ export function qemuLayer(qemu: QemuArgs | string | readonly string[]): Descript
     data.maxmem = formatHex(e.maxmem);
     fieldNames.maxmem = '-m maxmem';
   }
-  if (e.slots !== undefined || e.accel !== undefined) {
+  const capHtm = args.machineProps['cap-htm'];
+  if (e.slots !== undefined || e.accel !== undefined || capHtm !== undefined) {
     data.pseries = {
       ...(e.slots !== undefined ? { slots: e.slots } : {}),
       ...(e.accel !== undefined ? { accel: e.accel } : {}),
+      ...(capHtm !== undefined ? { 'cap-htm': parseQemuBool(capHtm, '-machine cap-htm') } : {}),
     };
-    fieldNames.pseries = e.slots !== undefined ? '-m slots' : '-accel';
+    fieldNames.pseries =
+      e.slots !== undefined ? '-m slots' : capHtm !== undefined ? '-machine cap-htm' : '-accel';
   }
   const entryNames: Record<string, (string | undefined)[]> = {};
   const extraPhbs = args.phbs.filter((p) => p.option !== undefined);
@@ -200,6 +203,11 @@ export function hostLayer(text: string): DescriptionLayer {
   return { source: '--host', data: { host: hostSectionOverlay(text) } };
 }
 
+/** `--qemu VERSION` as a layer on the `qemu` section. */
+export function qemuVersionLayer(version: string): DescriptionLayer {
+  return { source: '--qemu', data: { qemu: { version } } };
+}
+
 /** `--guest` as a layer on the `guest` section. */
 export function guestLayer(generation: string): DescriptionLayer {
   return { source: '--guest', data: { guest: { generation } } };
@@ -229,7 +237,11 @@ export function resolveDescription(layers: readonly DescriptionLayer[]): Resolve
       }
     }
     if (merged.type === undefined || typeof merged.type === 'string') {
-      const type = machineType((merged.type as string | undefined) ?? 'pseries', 'type');
+      const type = machineType(
+        (merged.type as string | undefined) ?? 'pseries',
+        'type',
+        qemuVersionOf(merged),
+      );
       merged.type = type.name;
       if (merged.ram === undefined) merged.ram = formatHex(type.defaultRam);
     }

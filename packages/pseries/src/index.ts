@@ -12,6 +12,7 @@ export {
   QEMU_DEFAULTS_SOURCE,
   QEMU_OPTIONS_SOURCE,
   qemuLayer,
+  qemuVersionLayer,
   type ResolvedDescription,
   resolveDescription,
 } from './configuration.js';

@@ -23,6 +23,7 @@ import {
   hostLayer,
   presetLayer,
   qemuLayer,
+  qemuVersionLayer,
   type ResolvedDescription,
   resolveDescription,
 } from './configuration.js';
@@ -132,6 +133,8 @@ export function pseriesPlugins(args: PseriesMachineArgs, host: PseriesHostOption
     }),
     rtasDdw({ compat }),
     vfioCommon({
+      // QEMU 10.0 prints its own VFIO trace events; 7.2 and 2.7 print 7.2's.
+      qemuVersion: info.qemuVersion === '10.0' ? '10.0' : '7.2',
       // Host text reaches the machine as a description layer (hostLayer); data is a base under it.
       ...(host.host !== undefined && typeof host.host !== 'string' ? { host: host.host } : {}),
       ...(host.hostIommu !== undefined ? { hostIommu: host.hostIommu } : {}),
@@ -154,6 +157,8 @@ export interface PseriesHostOptions {
 }
 
 export interface BuildPseriesOptions extends PseriesHostOptions {
+  /** The QEMU version the machine is (buildPseries; a description says it in its `qemu` section). */
+  qemu?: QemuVersion;
   /** A trace bus already configured (patterns, sinks), so the boot itself is traced. */
   trace?: TraceBus;
   /** Extra plugins (devices from other packages). */
@@ -172,10 +177,11 @@ export function buildPseries(
     typeof qemuArgs === 'object' && !Array.isArray(qemuArgs)
       ? (qemuArgs as QemuArgs)
       : parseQemuArgs(qemuArgs as string | readonly string[]);
-  const { host, ...rest } = options;
+  const { host, qemu, ...rest } = options;
   const layers = [
     presetLayer({ ...args, hardware: true }),
     qemuLayer(args),
+    ...(qemu !== undefined ? [qemuVersionLayer(qemu)] : []),
     ...(typeof host === 'string' ? [hostLayer(host)] : []),
   ];
   return buildResolved(resolveDescription(layers), {

@@ -1,6 +1,7 @@
 import { ConfigError } from '@ddw/machine';
 import { SPAPR_MAX_PHB_INDEX } from '@ddw/spapr-pci';
 import { machineType } from './machine-types.js';
+import type { QemuVersion } from './versions.js';
 
 /**
  * QEMU command-line options, as far as they shape a pseries machine's DMA: the machine type, RAM
@@ -337,8 +338,11 @@ function checkPhbProp(prop: string, value: string, field: string): void {
   }
 }
 
-/** Parses QEMU options (a command line, or its words) into what a pseries machine is built from. */
-export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
+/**
+ * Parses QEMU options (a command line, or its words) into what a pseries machine is built from;
+ * `-M` is checked against the types QEMU `version` offers (see machineType for the default).
+ */
+export function parseQemuArgs(input: string | readonly string[], options: { version?: QemuVersion } = {}): QemuArgs {
   const words = typeof input === 'string' ? splitCommandLine(input) : [...input];
   let type = 'pseries';
   let machineProps: Record<string, string> = {};
@@ -525,7 +529,7 @@ export function parseQemuArgs(input: string | readonly string[]): QemuArgs {
       requests,
     };
   }
-  const info = machineType(type);
+  const info = machineType(type, '-M', options.version);
   const ram = ramText.size !== undefined ? parseQemuSize(ramText.size, '-m size', 20n) : info.defaultRam;
   const maxmem = ramText.maxmem !== undefined ? parseQemuSize(ramText.maxmem, '-m maxmem') : undefined;
   const slots = ramText.slots !== undefined ? parseUint(ramText.slots, '-m slots', 0xffffffff) : undefined;

@@ -28,6 +28,7 @@ export const HOST_OPTION_KEYS = [
   'memlock',
   'rampage',
   'unregister',
+  'kvmvfio',
 ] as const;
 
 export type HostOptionKey = (typeof HOST_OPTION_KEYS)[number];
@@ -55,6 +56,7 @@ interface HostOptionValues {
   memlock?: bigint | 'unlimited';
   rampage?: bigint;
   unregister?: 'ebusy' | 'ok';
+  kvmvfio?: boolean;
 }
 
 interface KeyIssue {
@@ -153,6 +155,16 @@ function parseValue(key: HostOptionKey, text: string, values: HostOptionValues):
       }
       values.unregister = lower;
       return;
+    case 'kvmvfio':
+      // KVM_CAP_SPAPR_TCE_VFIO: under -accel kvm the TCE table stays in the kernel with VFIO.
+      if (!/^(on|off|yes|no|true|false)$/.test(lower)) {
+        throw new OptionValueError(
+          `${JSON.stringify(text)} is not on or off`,
+          'write kvmvfio=on or kvmvfio=off',
+        );
+      }
+      values.kvmvfio = /^(on|yes|true)$/.test(lower);
+      return;
   }
 }
 
@@ -184,6 +196,7 @@ function resolveHostOptions(
     config.memlockLimit = values.memlock === 'unlimited' ? undefined : values.memlock;
   if (values.rampage !== undefined) config.ramPageSize = values.rampage;
   if (values.unregister !== undefined) config.unregisterWhileMapped = values.unregister;
+  if (values.kvmvfio !== undefined) config.kvmTceVfio = values.kvmvfio;
   return { config, issues: hostConfigIssues(config) };
 }
 
@@ -385,6 +398,8 @@ export function formatHostConfig(config: HostIommuConfig): string {
     `memlock=${config.memlockLimit === undefined ? 'unlimited' : compactSize(config.memlockLimit)}`,
     `rampage=${compactSize(config.ramPageSize)}`,
     `unregister=${config.unregisterWhileMapped}`,
+    // Spelled out only when on, so the reports of hosts without it read as before.
+    ...(config.kvmTceVfio ? ['kvmvfio=on'] : []),
   ].join(',');
 }
 
@@ -411,6 +426,7 @@ const hostSectionSchema = z.strictObject({
   memlock: memlockSchema.optional(),
   rampage: sizeSchema.optional(),
   unregister: z.enum(['ebusy', 'ok']).optional(),
+  kvmvfio: z.boolean().optional(),
 });
 
 /**
