@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FileError } from '@ddw/cli';
 import { ConfigError, type TraceBus } from '@ddw/machine';
-import { buildPseries } from '@ddw/pseries';
+import { buildPseries, parseQemuArgs, type QemuVersion } from '@ddw/pseries';
 import { describe, expect, it } from 'vitest';
 import { Replayer, replayCommand, replayReportSchema } from '../packages/cli/src/replay.js';
 import { normalizeText, TraceComparer } from '../packages/cli/src/trace-diff.js';
@@ -13,7 +13,8 @@ import { normalizeText, TraceComparer } from '../packages/cli/src/trace-diff.js'
 // whose only DDW difference is the default page-size mask 4K|64K: the model has no pseries-3.1
 // machine type yet, so it replays with that mask set on -M pseries.
 const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
-const SAMPLES: { name: string; file: string; args: string }[] = [
+/** Each public sample with the QEMU options (and version) its README gives. */
+const SAMPLES: { name: string; file: string; args: string; qemu?: QemuVersion }[] = [
   {
     name: 'qemu-7.2 v1-basic',
     file: 'qemu-7.2/v1-basic.trace',
@@ -27,17 +28,20 @@ const SAMPLES: { name: string; file: string; args: string }[] = [
   {
     name: 'qemu-7.2 n2-compat-pseries-3.1',
     file: 'qemu-7.2/n2-compat-pseries-3.1.trace',
-    args: '-M pseries -cpu power9 -m 2G -global spapr-pci-host-bridge.pgsz=0x11000 -device e1000e -device e1000e',
+    args: '-M pseries-3.1 -cpu power9 -m 2G -device e1000e -device e1000e',
+    qemu: '7.2',
   },
   {
     name: 'qemu-10.0 v1-basic',
     file: 'qemu-10.0/v1-basic.trace',
     args: '-M pseries -cpu power9 -m 2G -device e1000e -device e1000e',
+    qemu: '10.0',
   },
   {
     name: 'qemu-10.0 n5-2phb-hp',
     file: 'qemu-10.0/n5-2phb-hp.trace',
     args: '-M pseries -cpu power9 -m 2G,maxmem=6G,slots=2 -device spapr-pci-host-bridge,index=1,id=phb1 -device e1000e,bus=pci.0 -device e1000e,bus=phb1.0',
+    qemu: '10.0',
   },
 ];
 
@@ -52,14 +56,18 @@ interface Run {
 async function replay(
   file: string,
   args: string,
-  options: { patterns?: string[]; check?: boolean; json?: boolean; host?: string } = {},
+  options: { patterns?: string[]; check?: boolean; json?: boolean; host?: string; qemu?: QemuVersion } = {},
 ): Promise<Run> {
   let out = '';
   let err = '';
   const model: string[] = [];
   const build = (trace: TraceBus) => {
     trace.addSink({ write: (line) => void model.push(normalizeText(line)) });
-    return buildPseries(args, { trace, ...(options.host !== undefined ? { host: options.host } : {}) });
+    return buildPseries(parseQemuArgs(args, options.qemu ? { version: options.qemu } : {}), {
+      trace,
+      ...(options.host !== undefined ? { host: options.host } : {}),
+      ...(options.qemu !== undefined ? { qemu: options.qemu } : {}),
+    });
   };
   const code = await replayCommand(
     {
@@ -99,21 +107,25 @@ describe('the public samples', () => {
     const file = join(fixtures, sample.file);
 
     it(`${sample.name}: --check agrees line for line`, async () => {
-      const r = await replay(file, sample.args, { check: true });
+      const r = await replay(file, sample.args, {
+        check: true,
+        ...(sample.qemu ? { qemu: sample.qemu } : {}),
+      });
       expect(r.out).toBe(`${modelledLines(file).length} compared, 0 differ\n`);
       expect(r.code).toBe(0);
       expect(r.err).toBe('');
     });
 
     it(`${sample.name}: the model does the same whatever --trace selects`, async () => {
-      const all = await replay(file, sample.args);
+      const version = sample.qemu ? { qemu: sample.qemu } : {};
+      const all = await replay(file, sample.args, version);
       for (const patterns of [
         ['vfio_*'],
         ['spapr_iommu_put'],
         ['spapr_iommu_ddw_*', '-spapr_iommu_ddw_query'],
         ['spapr_iommu_pci_indirect'],
       ]) {
-        const some = await replay(file, sample.args, { patterns });
+        const some = await replay(file, sample.args, { patterns, ...version });
         expect(some.model).toEqual(all.model);
       }
     });
