@@ -342,7 +342,10 @@ function checkPhbProp(prop: string, value: string, field: string): void {
  * Parses QEMU options (a command line, or its words) into what a pseries machine is built from;
  * `-M` is checked against the types QEMU `version` offers (see machineType for the default).
  */
-export function parseQemuArgs(input: string | readonly string[], options: { version?: QemuVersion } = {}): QemuArgs {
+export function parseQemuArgs(
+  input: string | readonly string[],
+  options: { version?: QemuVersion } = {},
+): QemuArgs {
   const words = typeof input === 'string' ? splitCommandLine(input) : [...input];
   let type = 'pseries';
   let machineProps: Record<string, string> = {};
