@@ -17,6 +17,24 @@ export {
   resolveDescription,
 } from './configuration.js';
 export {
+  type DimmOptions,
+  DRCONF_MEMORY_NODE,
+  HotplugError,
+  HotplugTokens,
+  lmbDrcIndex,
+  MEMORY_BACKEND_TYPES,
+  type MemoryBackend,
+  type MemoryBackendType,
+  memoryHotplugOf,
+  type PluggedDimm,
+  PseriesMemoryHotplug,
+  SPAPR_LMB_FLAGS_ASSIGNED,
+  SPAPR_LMB_FLAGS_DRC_INVALID,
+  SPAPR_LMB_FLAGS_HOTREMOVABLE,
+  SPAPR_LMB_FLAGS_RESERVED,
+  writeDrconfMemory,
+} from './hotplug.js';
+export {
   DEFAULT_QEMU_VERSION,
   deprecationWarning,
   effectiveQemuVersion,
