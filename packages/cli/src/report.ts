@@ -75,6 +75,7 @@ export function formatReport(r: RunReport): string {
       out.push(
         `  PE ${d.pe} (BUID ${d.buid}): ${d.outcome}${d.defaultWindowRemoved ? ', default window removed' : ''}`,
       );
+      out.push(`    ${d.summary}`);
       for (const why of d.reasons) out.push(`    - ${why}`);
     }
     out.push(

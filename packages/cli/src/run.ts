@@ -84,6 +84,8 @@ export const runReportSchema = z.object({
           buid: hex,
           outcome: z.string(),
           defaultWindowRemoved: z.boolean(),
+          /** One line: what the guest got and, without a DDW or with a dynamic one, why and the fix. */
+          summary: z.string(),
           reasons: z.array(z.string()),
         }),
       ),
@@ -169,6 +171,7 @@ export async function runResolved(
               buid: formatHex(d.buid),
               outcome: d.outcome,
               defaultWindowRemoved: d.defaultWindowRemoved,
+              summary: d.summary,
               reasons: d.reasons,
             })),
             devices: devices.map((device) => deviceReport(device, states.get(device))),

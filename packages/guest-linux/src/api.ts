@@ -72,6 +72,12 @@ export interface PeDecision {
   peNode: string;
   buid: bigint;
   outcome: 'direct' | 'dynamic' | 'failed' | 'not-attempted';
+  /**
+   * One line a user can act on: what the guest got and, when it got no DDW or a dynamic one,
+   * why (what was queried, returned, removed) and what to change. Written from the negotiation's
+   * data, not from `reasons`.
+   */
+  summary: string;
   /** Human-readable steps and reasons: query results, page size chosen and why, window size, fallbacks. */
   reasons: string[];
   /** The RTAS calls made, in order: name, arguments and returned cells. */

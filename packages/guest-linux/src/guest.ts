@@ -8,7 +8,7 @@ import type {
   PciFunction,
   PeDecision,
 } from './api.js';
-import { DdwNegotiation, type EnableDdwResult } from './ddw.js';
+import { DdwNegotiation, type EnableDdwResult, explainDecision } from './ddw.js';
 import { cellsToBigint, GuestTreeView, parentPath } from './device-tree.js';
 import { knownDriver } from './drivers.js';
 import { IommuTable } from './iommu-table.js';
@@ -182,6 +182,7 @@ export class LinuxGuest {
    */
   setDmaMask(fn: PciFunction, bits: number): DeviceDmaState {
     const pe = this.peOf(fn);
+    pe.masks.set(fn.node, { name: this.devName(fn), bits });
     let mode: 'direct' | 'dynamic' | 'default' = 'default';
     let table: IommuTable | undefined = pe.defaultTable;
     // 6.12 tries a DDW for any mask over 32 bits (below 64 in limited-address mode); older
@@ -265,6 +266,7 @@ export class LinuxGuest {
       ram: this.ram,
       ddwMax: this.ddwMax,
       log: (f: PciFunction, line: string) => this.lines.push(`${this.devName(f, driverName)}: ${line}`),
+      name: (f: PciFunction) => this.devName(f),
     };
   }
 
@@ -344,6 +346,14 @@ export class LinuxGuest {
   decisions(): PeDecision[] {
     return [...this.pes.values()].map((pe) => ({
       ...pe.decision,
+      summary: explainDecision(pe, {
+        generation: this.generation,
+        ram: this.ram,
+        disableDdw: this.options.disableDdw === true,
+        functions: this.fns
+          .filter((f) => f.peNode === pe.node)
+          .map((f) => ({ node: f.node, name: this.devName(f), driver: f.driver })),
+      }),
       reasons: [...pe.decision.reasons],
       rtas: pe.decision.rtas.map((r) => ({ call: r.call, args: [...r.args], rets: [...r.rets] })),
     }));
@@ -480,6 +490,8 @@ export class LinuxGuest {
       failed: false,
       maxDynamicWindows: 0,
       windowSeq: 0,
+      masks: new Map(),
+      negotiation: undefined,
       decision: {
         peNode: node,
         buid,
