@@ -169,6 +169,41 @@ describe('ddw run on other machines', () => {
     expect(bad.err).toMatch(/: preset: "mine" is not a preset; use default or qemu\n$/);
   });
 
+  it('runs QEMU monitor commands after boot: memory hot-add maps 4 LMBs, system_reset renegotiates', async () => {
+    const base = ['run', '-m', '2G,maxmem=6G,slots=2', '-device', 'e1000e', '--guest', 'linux-6.12'];
+    const hot = await ddw(
+      ...base,
+      '-trace',
+      'spapr_iommu_pci_indirect',
+      '--hmp',
+      'object_add memory-backend-ram,id=m1,size=1G; device_add pc-dimm,id=d1,memdev=m1',
+      '--json',
+    );
+    expect(hot.code).toBe(0);
+    const indirect = hot.err.split('\n').filter((l) => l.startsWith('spapr_iommu_pci_indirect'));
+    // Boot maps 2 GiB (one call of 128 x 16M); the DIMM at 2 GiB adds one call of 16 per 256 MiB LMB.
+    expect(indirect).toHaveLength(5);
+    expect(
+      indirect.slice(1).map((l) => /ioba=(0x[0-9a-f]+) .* iobaN=(0x[0-9a-f]+)/.exec(l)!.slice(1)),
+    ).toEqual([
+      ['0x800000080000000', '0xf'],
+      ['0x800000090000000', '0xf'],
+      ['0x8000000a0000000', '0xf'],
+      ['0x8000000b0000000', '0xf'],
+    ]);
+    const report = runReportSchema.parse(JSON.parse(hot.out));
+    expect(report.monitor).toEqual([
+      { command: 'object_add memory-backend-ram,id=m1,size=1G', ok: true },
+      { command: 'device_add pc-dimm,id=d1,memdev=m1', ok: true },
+    ]);
+    const reset = await ddw(...base, '-trace', 'spapr_iommu_ddw_create', '--hmp', 'system_reset');
+    expect(reset.code).toBe(0);
+    expect(reset.err.split('\n').filter((l) => l.startsWith('spapr_iommu_ddw_create'))).toHaveLength(2);
+    const bad = await ddw(...base, '--hmp', 'frobnicate');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/^ddw: --hmp "frobnicate": .*unknown command/);
+  });
+
   it('reports every machine: no PCI device, no guest, several PHBs', async () => {
     for (const args of [
       ['-m', '4G'],

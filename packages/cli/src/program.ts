@@ -18,8 +18,10 @@ import {
   UsageError,
   versionOf,
 } from './configure.js';
+import { readInputFile } from './files.js';
 import { answerRequests, versionText } from './help.js';
 import type { CommandIO } from './io.js';
+import { parseHmpScript } from './monitor.js';
 import { mtreeReport } from './mtree-report.js';
 import { replayCommand } from './replay.js';
 import { formatReport } from './report.js';
@@ -171,16 +173,40 @@ export function createProgram(
       .description(
         'build a machine, let a Linux guest negotiate DMA windows, move data both ways, and report',
       )
-      .option('--json', 'print the report as one JSON object'),
+      .option('--json', 'print the report as one JSON object')
+      .option(
+        '--hmp <commands>',
+        'QEMU monitor commands to run after boot, ";"-separated (repeatable): system_reset, object_add, device_add pc-dimm, device_del, info mtree, info pci',
+        collect,
+        [],
+      )
+      .option('--hmp-file <file>', 'the same, one command a line (# comments)'),
     { guest: true },
-  ).action(async (opts: MachineOpts & { json?: boolean }, cmd: Command) => {
+  ).action(async (opts: MachineOpts & { json?: boolean; hmp: string[]; hmpFile?: string }, cmd: Command) => {
+    // Monitor scripts are checked before anything is built, as QEMU checks its options.
+    const commands = [
+      ...opts.hmp.flatMap((text) => parseHmpScript(text)),
+      ...(opts.hmpFile !== undefined
+        ? parseHmpScript(readInputFile(opts.hmpFile, 'monitor script', 'utf8'), {
+            source: opts.hmpFile,
+            file: true,
+          })
+        : []),
+    ];
     const config = await prepare(cmd, opts, io);
     if (!config) return;
     const progress = progressBar();
     let report: RunReport;
     try {
       report = await withTraceOutput(config.qemu, io, (bus) =>
-        runResolved(config.resolved, { trace: bus, onProgress: progress.update }),
+        runResolved(config.resolved, {
+          trace: bus,
+          onProgress: progress.update,
+          // The monitor's output goes to stdout, or to stderr when stdout carries the JSON report.
+          ...(commands.length > 0
+            ? { hmp: { commands, io: opts.json ? { out: io.err, err: io.err } : io } }
+            : {}),
+        }),
       );
     } finally {
       progress.stop();

@@ -13,6 +13,8 @@ import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
 import { formatHostConfig, VfioTokens } from '@ddw/vfio-common';
 import { z } from 'zod';
 import { configureMachine, type MachineConfiguration } from './configure.js';
+import type { CommandIO } from './io.js';
+import { type HmpCommand, runHmp } from './monitor.js';
 
 /** What `ddw run` was asked to build and do, as the API takes it. */
 export interface RunOptions extends MachineSource {
@@ -93,6 +95,10 @@ export const runReportSchema = z.object({
     })
     .nullable(),
   dma: z.object({ verifiedBytes: count, failedBytes: count, transfers: z.array(transferReportSchema) }),
+  /** The `--hmp` commands run after boot, each with whether QEMU's monitor would have refused it. */
+  monitor: z
+    .array(z.object({ command: z.string(), ok: z.boolean(), error: z.string().optional() }))
+    .nullable(),
   timeMs: count,
   ok: z.boolean(),
 });
@@ -110,22 +116,44 @@ export function runMachine(options: RunOptions = {}): Promise<RunReport> {
 /** `ddw run` on a description resolved from the command line (see configure.ts). */
 export async function runResolved(
   resolved: ResolvedDescription,
-  options: { trace?: TraceBus; onProgress?: RunOptions['onProgress'] } = {},
+  options: {
+    trace?: TraceBus;
+    onProgress?: RunOptions['onProgress'];
+    /** QEMU monitor commands run once the guest has booted (`--hmp`), printing through `io`. */
+    hmp?: { commands: readonly HmpCommand[]; io: CommandIO };
+  } = {},
 ): Promise<RunReport> {
   const started = performance.now();
   const machine = await buildConfigured(resolved, options.trace);
   const hostErrors: HostErrorEvent[] = [];
   machine.events.on('host-error', (e) => hostErrors.push(e));
   try {
-    const devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
+    let devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
     const generation = guestOf(machine.description).generation;
     const states = new Map<PciDevice, DeviceDmaState>();
     const transfers: TransferReport[] = [];
     const total = 2 + devices.length;
     options.onProgress?.('boot', 0, total);
     await stageBoundary();
-    const guest = negotiate(machine, () => options.onProgress?.('negotiate', 1, total));
+    let guest = negotiate(machine, () => options.onProgress?.('negotiate', 1, total));
     await stageBoundary();
+    let monitor: RunReport['monitor'] = null;
+    if (options.hmp) {
+      const done = await runHmp(options.hmp.commands, {
+        machine,
+        ...(guest ? { guest } : {}),
+        io: options.hmp.io,
+      });
+      // system_reset boots a new guest; device_del takes devices away.
+      guest = done.guest;
+      devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
+      monitor = done.results.map((r) => ({
+        command: r.command.text,
+        ok: r.ok,
+        ...(r.error !== undefined ? { error: r.error } : {}),
+      }));
+      await stageBoundary();
+    }
     if (guest) {
       for (const device of devices) {
         const fn = guest.functions.find(
@@ -178,6 +206,7 @@ export async function runResolved(
           }
         : null,
       dma: { verifiedBytes, failedBytes, transfers },
+      monitor,
       timeMs: Math.round(performance.now() - started),
       ok: failedBytes === 0 && !hostErrors.some((e) => e.fatal),
     };
