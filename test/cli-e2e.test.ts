@@ -52,7 +52,7 @@ describe('the ddw command, end to end', () => {
     const r = ddw(
       'run',
       '--qemu-args',
-      '-M pseries -m 2G -device vfio-pci,host=0000:01:00.0',
+      '-M pseries -m 2G,maxmem=4G,slots=2 -device vfio-pci,host=0000:01:00.0',
       '--host',
       'type=v1',
     );

@@ -78,7 +78,7 @@ describe('exit codes and messages', () => {
     const machines = ddw(['-M', 'help']);
     expect(machines.code).toBe(0);
     expect(machines.stdout).toMatch(
-      /^Supported machines are \(QEMU 7\.2\):\npseries +.*alias of pseries-7\.2/,
+      /^Supported machines are \(QEMU 10\.0\):\npseries +.*alias of pseries-10\.0/,
     );
     expect(ddw(['run', '-machine', 'help']).stdout).toBe(machines.stdout);
     const devices = ddw(['-device', 'help']);

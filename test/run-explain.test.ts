@@ -109,9 +109,9 @@ describe('ddw run explains the guest decision in one line', () => {
   it('the default machine: a direct window, said in one line', async () => {
     const d = decision(await runMachine());
     expect(d.summary).toBe(
-      'direct window: Linux 6.1 mapped RAM up to 4 GiB 1:1 into LIOBN 0x80000001 at 0x800000000000000: ' +
-        '2^32 bytes (4 GiB) in 16M pages, the largest of 4K, 64K, 2M, 16M the query offers; device ' +
-        'address = guest address + 0x800000000000000',
+      'direct window: Linux 6.12 mapped RAM up to 8 GiB (ibm,lrdr-capacity: maxmem) 1:1 into LIOBN ' +
+        '0x80000001 at 0x800000000000000: 2^33 bytes (8 GiB) in 16M pages, the largest of 4K, 64K, 2M, ' +
+        '16M the query offers; device address = guest address + 0x800000000000000',
     );
   });
 });

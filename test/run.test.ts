@@ -17,12 +17,18 @@ describe('ddw run on the default machine', () => {
   it('negotiates a direct DDW for both devices, moves data both ways and verifies every byte', async () => {
     const r = await runMachine();
     expect(r.ok).toBe(true);
-    expect(r.machine).toMatchObject({ type: 'pseries-7.2', ram: '0x100000000', accel: 'tcg' });
+    expect(r.machine).toMatchObject({
+      type: 'pseries-10.0',
+      ram: '0x100000000',
+      maxmem: '0x200000000',
+      accel: 'tcg',
+    });
     expect(r.machine.devices.map((d) => [d.id, d.driver])).toEqual([
       ['dma0', 'dma-engine'],
       ['hostdev0', 'vfio-pci'],
     ]);
-    // One PE, one negotiation: 16M pages over 4 GiB at 2^59, populated in full.
+    // One PE, one negotiation: a 16M-page window at 2^59 sized from maxmem (8 GiB, ibm,lrdr-capacity),
+    // populated over the 4 GiB of RAM.
     expect(r.guest!.decisions).toHaveLength(1);
     expect(r.guest!.decisions[0]!.outcome).toBe('direct');
     expect(r.guest!.devices.map((d) => [d.id, d.mode, d.liobn, d.dmaOffset])).toEqual([
@@ -34,7 +40,7 @@ describe('ddw run on the default machine', () => {
       liobn: '0x80000001',
       busOffset: '0x800000000000000',
       pageShift: 24,
-      entries: 256,
+      entries: 512,
       mapped: 256,
     });
     // The host follows: the 16M guest pages are backed by 64K host pages (RAM is on 64K pages).
@@ -52,8 +58,8 @@ describe('ddw run on the default machine', () => {
   it('prints a report a person can read, and the same as JSON with --json', async () => {
     const text = await ddw('run');
     expect(text.code).toBe(0);
-    expect(text.out).toContain('Machine: pseries-7.2, 4 GiB RAM, accel tcg, guest linux-6.1');
-    expect(text.out).toMatch(/0x80000001 +0x800000000000000 - 0x8000000ffffffff +16M +256 +256/);
+    expect(text.out).toContain('Machine: pseries-10.0, 4 GiB RAM (up to 8 GiB), accel tcg, guest linux-6.12');
+    expect(text.out).toMatch(/0x80000001 +0x800000000000000 - 0x8000001ffffffff +16M +512 +256/);
     expect(text.out).toMatch(/bytes verified, 0 failed/);
     const json = await ddw('run', '--json');
     const report = JSON.parse(json.out);
@@ -84,6 +90,8 @@ describe('ddw run on other machines', () => {
   it('removes the default window when the PHB offers no second one (the x-ddw-windows extension)', async () => {
     const r = await runMachine({
       qemuArgs: '-M pseries -m 4G -global spapr-pci-host-bridge.x-ddw-windows=1 -device e1000e',
+      // Linux 6.1 sizes the window from the end of RAM; 6.12 (the default) would need maxmem.
+      guest: 'linux-6.1',
     });
     expect(r.ok).toBe(true);
     const decision = r.guest!.decisions[0]!;
@@ -118,7 +126,7 @@ describe('ddw run on other machines', () => {
   });
 
   it('names the layer that set a bad value: the file, or the -m option', async () => {
-    const file = descriptionFile({ ram: '2G', maxmem: '8G' });
+    const file = descriptionFile({ ram: '2G', maxmem: '8G', pseries: { slots: 0 } });
     const fromFile = await ddw('run', file);
     expect(fromFile.err).toBe(
       `ddw: ${file}: maxmem: maxmem was specified, but no hotplug slots were specified; give hotplug slots too, e.g. -m 2G,maxmem=8G,slots=4\n`,

@@ -12,10 +12,10 @@ describe('ddw snapshot', () => {
     const saved = await runDdw('snapshot', 'save', file);
     expect(saved.code).toBe(0);
     expect(saved.out).toContain(
-      'PHB 0 LIOBN 0x80000001: bus 0x800000000000000, 16M pages, 256 entries, 256 in use',
+      'PHB 0 LIOBN 0x80000001: bus 0x800000000000000, 16M pages, 512 entries, 256 in use',
     );
     const info = await runDdw('snapshot', 'info', file);
-    expect(info.out).toContain('machine: pseries-7.2, 4 GiB RAM');
+    expect(info.out).toContain('machine: pseries-10.0, 4 GiB RAM');
     expect(info.out).toMatch(/spapr_iommu +instance 0x80000001 +version 3 +\d+ bytes/);
     const loaded = await runDdw('snapshot', 'load', file);
     // Everything the save printed about the windows, the load restored.

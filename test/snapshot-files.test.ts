@@ -57,7 +57,7 @@ describe('snapshot info', () => {
       file,
       formatVersion: 1,
       bytes: readFileSync(file).length,
-      machine: { type: 'pseries-7.2', ram: '0x100000000', maxmem: '0x200000000' },
+      machine: { type: 'pseries-10.0', ram: '0x100000000', maxmem: '0x200000000' },
     });
     expect(report.sections.map((s) => [s.name, s.instanceId])).toEqual([
       ['ram', '0x0'],
@@ -84,7 +84,7 @@ describe('snapshot info', () => {
     expect(formatSnapshotInfo(report)).toBe(
       [
         `${file}: snapshot format 1, ${readFileSync(file).length} bytes`,
-        'machine: pseries-7.2, 4 GiB RAM',
+        'machine: pseries-10.0, 4 GiB RAM',
         `  ram          instance 0x0         version ${v(0)}  ${size(0)} bytes`,
         `  spapr_iommu  instance 0x80000000  version ${v(1)}  ${size(1)} bytes`,
         `  spapr_iommu  instance 0x80000001  version ${v(2)}  ${size(2)} bytes`,

@@ -177,7 +177,7 @@ describe('a whole machine round trip', () => {
     const cases: [string, RegExp][] = [
       [
         '-M pseries-2.7 -m 1G -device vfio-pci,host=0000:01:00.0 -device e1000e',
-        /is of a "pseries-7.2" machine, this one is "pseries-2.7"/,
+        /is of a "pseries-10.0" machine, this one is "pseries-2.7"/,
       ],
       [
         '-M pseries -m 2G -device vfio-pci,host=0000:01:00.0 -device e1000e',

@@ -269,7 +269,7 @@ describe('host failures surface as QEMU surfaces them', () => {
     const container = vfio.containers[0]!;
     expect(hostErrors.map((e) => e.message)).toEqual([
       'VFIO_MAP_DMA failed: Cannot allocate memory',
-      `vfio_dma_map(0x${container.pointer.toString(16)}, 0x2000, 0x1000, 0x${(GUEST_RAM_HOST_BASE + 0x5000n).toString(16)}) = -12 (Cannot allocate memory)`,
+      `vfio_container_dma_map(0x${container.pointer.toString(16)}, 0x2000, 0x1000, 0x${(GUEST_RAM_HOST_BASE + 0x5000n).toString(16)}) = -12 (Cannot allocate memory)`,
     ]);
     expect(container.fd.translate(0x2000n)).toBeUndefined();
     // The guest's TCE is stored regardless, and the next change maps normally.
@@ -353,7 +353,7 @@ describe('fault injection at each host step', () => {
     const c = vfio.containers[0]!;
     expect(hostErrors.map((e) => e.message)).toEqual([
       'VFIO_UNMAP_DMA failed: Invalid argument',
-      `vfio_dma_unmap(0x${c.pointer.toString(16)}, 0x1000, 0x1000) = -22 (Invalid argument)`,
+      `vfio_container_dma_unmap(0x${c.pointer.toString(16)}, 0x1000, 0x1000) = -22 (Invalid argument)`,
     ]);
     hostErrors.length = 0;
     expect(rtas(m, 'ibm,create-pe-dma-window', [0, ...BUID, 16, 32], 4)[0]).toBe(0);

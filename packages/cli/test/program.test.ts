@@ -52,7 +52,7 @@ describe('ddw info mtree', () => {
 
   it('runs `ddw run` with no command: the default machine, negotiated and verified', async () => {
     const out = await run();
-    expect(out).toContain('Machine: pseries-7.2, 4 GiB RAM, accel tcg, guest linux-6.1');
+    expect(out).toContain('Machine: pseries-10.0, 4 GiB RAM (up to 8 GiB), accel tcg, guest linux-6.12');
     expect(out).toMatch(/\nOK in \d+ ms\n$/);
   });
 });

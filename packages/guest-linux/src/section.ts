@@ -8,7 +8,7 @@ export const LINUX_GENERATIONS = [
   'linux-6.1',
   'linux-4.x',
 ] as const satisfies readonly LinuxGeneration[];
-export const DEFAULT_LINUX_GENERATION: LinuxGeneration = 'linux-6.1';
+export const DEFAULT_LINUX_GENERATION: LinuxGeneration = 'linux-6.12';
 
 export type GuestChoice = LinuxGeneration | 'none';
 /** What a description's `guest.generation` (and `--guest`) may say; `none` runs no guest. */

@@ -43,10 +43,10 @@ const HP_ARGS = '-M pseries -m 2G,maxmem=6G,slots=2 -device e1000e';
 const SIX_12 = { generation: 'linux-6.12' } as const;
 
 describe('linux-6.12: the generation', () => {
-  it('is listed first, while linux-6.1 stays the default', () => {
+  it('is listed first and is the default', () => {
     expect(LINUX_GENERATIONS[0]).toBe('linux-6.12');
     expect(GUEST_CHOICES).toContain('linux-6.12');
-    expect(DEFAULT_LINUX_GENERATION).toBe('linux-6.1');
+    expect(DEFAULT_LINUX_GENERATION).toBe('linux-6.12');
   });
 
   it('uses 4K pages unless told otherwise (Debian powerpc64le 6.12)', async () => {

@@ -61,14 +61,17 @@ export interface ResolvedDescription {
 }
 
 /**
- * The machine `ddw run` builds when the command line describes no hardware: pseries with 4 GiB,
- * one PHB holding an emulated DMA device and a passthrough device on a simulated SPAPR TCE v2
- * host, and the default guest.
+ * The machine `ddw run` builds when the command line describes no hardware: QEMU 10.0's pseries
+ * with 4 GiB (up to 8 GiB), one PHB holding an emulated DMA device and a passthrough device on a
+ * simulated SPAPR TCE v2 host, and the default guest (Linux 6.12).
  */
 export const DEFAULT_PSERIES_MACHINE = {
-  type: 'pseries-7.2',
+  type: 'pseries',
   ram: '4G',
-  pseries: { accel: 'tcg' },
+  // With maxmem, ibm,lrdr-capacity is its end, and Linux 6.12 sizes a direct window from it;
+  // without, 6.12 gets no DDW at all (the report says why).
+  maxmem: '8G',
+  pseries: { accel: 'tcg', slots: 2 },
   phbs: [{ id: 'pci', index: 0 }],
   devices: [
     { id: 'dma0', driver: 'dma-engine', bus: 'pci.0', slot: 1 },

@@ -24,7 +24,7 @@ export type QemuVersion = (typeof QEMU_VERSIONS)[number];
  * The QEMU version of a machine whose description names none. '7.2' for now: the switch to '10.0'
  * is this one line.
  */
-export const DEFAULT_QEMU_VERSION: QemuVersion = '7.2';
+export const DEFAULT_QEMU_VERSION: QemuVersion = '10.0';
 
 /** What a pseries machine type decides about DMA windows. */
 export interface PseriesMachineType {

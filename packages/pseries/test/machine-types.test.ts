@@ -145,7 +145,7 @@ describe('QEMU versions', () => {
   });
 
   it('defaults to one version: pseries is its newest type, and a bare pseries-2.7 stays QEMU 2.7', () => {
-    expect(DEFAULT_QEMU_VERSION).toBe('7.2');
+    expect(DEFAULT_QEMU_VERSION).toBe('10.0');
     expect(machineType('pseries').name).toBe(`pseries-${DEFAULT_QEMU_VERSION}`);
     expect(PSERIES_MACHINE_TYPES).toBe(machineTypesOf(DEFAULT_QEMU_VERSION));
     expect(machineType('pseries-2.7').qemuVersion).toBe('2.7');

@@ -24,8 +24,9 @@ function refusal(fn: () => unknown): ConfigError {
 }
 
 describe('machine types', () => {
-  it('takes pseries as pseries-7.2 and knows pseries-2.7', () => {
-    expect(machineType('pseries').name).toBe('pseries-7.2');
+  it("takes pseries as the default QEMU version's newest type (pseries-10.0) and knows pseries-2.7", () => {
+    expect(machineType('pseries').name).toBe('pseries-10.0');
+    expect(machineType('pseries', '-M', '7.2').name).toBe('pseries-7.2');
     expect(machineType('pseries-2.7').ddw.queryNret6).toBe(false);
     expect(machineType('pseries-2.7').phbDefaults.pgsz).toBe(0x11000n);
     expect(machineType('pseries-7.2').phbDefaults.pgsz).toBe(0x1211000n);
@@ -34,8 +35,11 @@ describe('machine types', () => {
   it('refuses an unknown type, naming it and the known ones', () => {
     const e = refusal(() => parseQemuArgs('-M pseries-9.9'));
     expect(e.field).toBe('-M');
-    expect(e.message).toContain('"pseries-9.9"');
-    expect(e.message).toContain('pseries-2.7');
+    expect(e.message).toContain('"pseries-9.9" for QEMU 10.0');
+    expect(e.message).toContain('pseries-3.0');
+    expect(refusal(() => parseQemuArgs('-M pseries-9.9', { version: '7.2' })).message).toContain(
+      'pseries-2.7',
+    );
   });
 });
 
