@@ -160,6 +160,12 @@ describe('ddw run on other machines', () => {
     expect(overPreset.ram).toBe('2G');
     const guest = JSON.parse((await ddw('run', '--guest', 'linux-4.x', '--print-description')).out);
     expect(guest.guest).toEqual({ generation: 'linux-4.x' });
+    const paged = JSON.parse((await ddw('run', '--guest', 'linux-6.12,page=64k', '--print-description')).out);
+    expect(paged.guest).toEqual({ generation: 'linux-6.12', page: '64K' });
+    // The kernel page size reaches the guest model (its mapping shapes are guest-linux's tests).
+    expect((await ddw('run', '--guest', 'linux-6.12,page=32K')).err).toMatch(
+      /guest\.page: "32K" is not a kernel page size/,
+    );
   });
 
   it('builds the same machine again from what --print-description printed', async () => {

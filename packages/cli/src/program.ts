@@ -9,7 +9,7 @@ import {
   qemuVersionOf,
 } from '@ddw/pseries';
 import { Presets, SingleBar } from 'cli-progress';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   configureMachine,
   type MachineCommandLine,
@@ -390,7 +390,12 @@ function machineCommand(command: Command, options: { guest: boolean; operand?: s
       ).choices([...QEMU_VERSIONS]),
     );
   if (options.guest) {
-    command.addOption(new Option('--guest <generation>', 'the guest model').choices([...GUEST_CHOICES]));
+    command.addOption(
+      new Option(
+        '--guest <generation[,page=4K|64K]>',
+        `the guest model: ${GUEST_CHOICES.join(', ')}; page= sets the kernel page size (6.12: 4K, older: 64K)`,
+      ).argParser(checkGuest),
+    );
   }
   return command.addHelpText('after', QEMU_OPTIONS_HELP);
 }
@@ -474,6 +479,17 @@ function refuseUnknownCommand(cmd: Command): void {
   throw new UsageError(
     `unknown command "${first}"; the commands are ${commands} (a description file needs a path such as ./${first}.json)`,
   );
+}
+
+/** `--guest linux-6.12,page=64K`: the generation must be one ddw models (the rest the description checks). */
+function checkGuest(value: string): string {
+  const generation = value.split(',')[0] ?? '';
+  if (!(GUEST_CHOICES as readonly string[]).includes(generation)) {
+    throw new InvalidArgumentError(
+      `use one of ${GUEST_CHOICES.join(', ')}, optionally with ,page=4K or ,page=64K`,
+    );
+  }
+  return value;
 }
 
 /** A progress bar on stderr, only on a terminal and only once the work has lasted a moment. */

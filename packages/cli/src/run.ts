@@ -2,6 +2,7 @@ import {
   type DeviceDmaState,
   type GuestChoice,
   guestOf,
+  guestPageSize,
   LinuxGuest,
   linuxGuestSection,
   type PeDecision,
@@ -229,9 +230,13 @@ function stageBoundary(): Promise<void> {
  * windows, as a Linux kernel does at boot and driver probe; undefined with `none`.
  */
 export function negotiate(machine: Machine, booted?: () => void): LinuxGuest | undefined {
-  const { generation } = guestOf(machine.description);
-  if (generation === 'none') return undefined;
-  const guest = new LinuxGuest(machine.guest, { generation });
+  const section = guestOf(machine.description);
+  if (section.generation === 'none') return undefined;
+  const pageSize = guestPageSize(section);
+  const guest = new LinuxGuest(machine.guest, {
+    generation: section.generation,
+    ...(pageSize !== undefined ? { pageSize } : {}),
+  });
   guest.boot();
   booted?.();
   guest.probeAll();

@@ -6,9 +6,11 @@ export { DIRECT64_PROP, DMA64_PROP, windowInfoProperty } from './pe.js';
 export {
   DEFAULT_LINUX_GENERATION,
   GUEST_CHOICES,
+  GUEST_PAGE_SIZES,
   type GuestChoice,
   type GuestSection,
   guestOf,
+  guestPageSize,
   guestSectionSchema,
   LINUX_GENERATIONS,
   linuxGuestSection,

@@ -211,9 +211,22 @@ export function qemuVersionLayer(version: string): DescriptionLayer {
   return { source: '--qemu', data: { qemu: { version } } };
 }
 
-/** `--guest` as a layer on the `guest` section. */
-export function guestLayer(generation: string): DescriptionLayer {
-  return { source: '--guest', data: { guest: { generation } } };
+/** `--guest GENERATION[,page=4K|64K]` as a layer on the `guest` section. */
+export function guestLayer(text: string): DescriptionLayer {
+  const [generation, ...options] = text.split(',');
+  const guest: Record<string, unknown> = generation ? { generation } : {};
+  for (const option of options) {
+    const [key, value] = option.split('=');
+    if (key !== 'page' || value === undefined) {
+      throw new ConfigError(
+        '--guest',
+        `"${option}" is not a guest option`,
+        'write e.g. --guest linux-6.12,page=64K',
+      );
+    }
+    guest.page = value.toUpperCase();
+  }
+  return { source: '--guest', data: { guest } };
 }
 
 /** Carries -global values through the merge; applied to every PHB afterwards, never built. */
