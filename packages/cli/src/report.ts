@@ -1,17 +1,9 @@
-import { formatSize } from '@ddw/machine';
+import { formatPageShift, formatSize } from '@ddw/machine';
 import type { RunReport } from './run.js';
 
-/** A page size for people: "16M" for 2^24, "32K" for 2^15; "2^N-byte" past the units. */
+/** A page size for people ("16M"), or "-" where there is none. */
 export function pageName(shift: number | null): string {
-  if (shift === null) return '-';
-  for (const [unit, at] of [
-    ['G', 30],
-    ['M', 20],
-    ['K', 10],
-  ] as const) {
-    if (shift >= at && shift < at + 10) return `${2 ** (shift - at)}${unit}`;
-  }
-  return `2^${shift}-byte`;
+  return shift === null ? '-' : formatPageShift(shift);
 }
 
 function table(rows: string[][], indent = '  '): string[] {

@@ -1,4 +1,4 @@
-import { formatSize } from '@ddw/machine';
+import { formatPageShift, formatSize } from '@ddw/machine';
 import type { DmaWindowInfo, LinuxGeneration, LinuxGuestPort, PciFunction } from './api.js';
 import type { GuestTreeView } from './device-tree.js';
 import { IommuTable } from './iommu-table.js';
@@ -888,17 +888,7 @@ function windowSize(shift: number): string {
   return shift < 64 ? `2^${shift} bytes (${formatSize(1n << BigInt(shift))})` : `2^${shift} bytes`;
 }
 
-/** "16M" for 2^24. */
-function pageName(shift: number): string {
-  for (const [unit, at] of [
-    ['G', 30],
-    ['M', 20],
-    ['K', 10],
-  ] as const) {
-    if (shift >= at && shift < at + 10) return `${2 ** (shift - at)}${unit}`;
-  }
-  return `2^${shift}-byte`;
-}
+const pageName = formatPageShift;
 
 /** The page sizes a query mask names, smallest first: "4K, 64K, 2M, 16M". */
 function pageList(mask: number): string {

@@ -88,6 +88,18 @@ export function formatSize(bytes: bigint): string {
   return `${bytes} B`;
 }
 
+/** A page size for people, from its shift: "16M" for 2^24, "32K" for 2^15, "2^N-byte" past the units. */
+export function formatPageShift(shift: number): string {
+  for (const [unit, at] of [
+    ['G', 30],
+    ['M', 20],
+    ['K', 10],
+  ] as const) {
+    if (shift >= at && shift < at + 10) return `${2 ** (shift - at)}${unit}`;
+  }
+  return `2^${shift}-byte`;
+}
+
 const HEX_FIX = 'write it as a hexadecimal string, e.g. "0x800000000000000"';
 
 function tryU64(input: unknown): Parsed {
