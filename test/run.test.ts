@@ -218,6 +218,18 @@ describe('ddw run on other machines', () => {
     expect(bad.err).toMatch(/^ddw: --hmp "frobnicate": .*unknown command/);
   });
 
+  it('replays what a monitor scenario traced: reset and memory hot-add reproduce line for line', async () => {
+    const log = join(mkdtempSync(join(tmpdir(), 'ddw-hmp-')), 'hmp.trace');
+    const machine = '-M pseries -m 2G,maxmem=6G,slots=2 -device e1000e';
+    const hmp =
+      'system_reset; object_add memory-backend-ram,id=m1,size=1G; device_add pc-dimm,id=d1,memdev=m1';
+    const run = await ddw('run', ...machine.split(' '), '--hmp', hmp, '-trace', 'spapr_iommu_*', '-D', log);
+    expect(run.code).toBe(0);
+    const replay = await ddw('replay', log, '--qemu-args', machine, '--check');
+    expect(replay.code).toBe(0);
+    expect(replay.out).toMatch(/^\d+ compared, 0 differ\n$/);
+  });
+
   it('reports every machine: no PCI device, no guest, several PHBs', async () => {
     for (const args of [
       ['-m', '4G'],
