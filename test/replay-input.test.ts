@@ -240,8 +240,8 @@ describe('lines with impossible fields', () => {
     const messages = r.err.split('\n').filter((l) => l.startsWith('ddw replay:'));
     expect(messages).toEqual([
       'ddw replay: skipped line 2: spapr_iommu_pci_indirect: iobaN: 0x99999999 is above 0x1ff: H_PUT_TCE_INDIRECT takes at most 512 TCEs (QEMU returns H_PARAMETER without tracing)',
-      "ddw replay: skipped line 3: spapr_iommu_pci_stuff: npages: 2576980377 is more than the 262144 entries of LIOBN 0x80000000's window (QEMU returns H_PARAMETER without tracing)",
-      'ddw replay: skipped line 4: spapr_iommu_pci_stuff: npages: "-1" is above 2^63 as the uint64 H_STUFF_TCE takes: more than any window has entries (QEMU returns H_PARAMETER without tracing)',
+      "ddw replay: skipped line 3: spapr_iommu_pci_stuff: npages: 2576980377 is more than the 262144 entries of LIOBN 0x80000000's window in this model (QEMU returns H_PARAMETER without tracing); not replayed, but compared: the diff shows it",
+      'ddw replay: skipped line 4: spapr_iommu_pci_stuff: npages: "-1" is negative as printed (QEMU prints npages signed), so the uint64 count is above 2^63: more than any window has entries (QEMU returns H_PARAMETER without tracing)',
       'ddw replay: skipped line 5: spapr_iommu_pci_put: tce: missing',
       'ddw replay: skipped line 6: spapr_iommu_pci_get: ioba: not a number: "zz"',
       'ddw replay: skipped line 7: spapr_iommu_ddw_create: page size: 0x3000 is not a power of two',

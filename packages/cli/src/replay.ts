@@ -223,7 +223,7 @@ function readOperation(short: string, p: ParsedTraceLine): Operation {
       if (text !== undefined && /^-\d+$/.test(text)) {
         throw new ImpossibleField(
           'npages',
-          `${shown(text)} is above 2^63 as the uint64 H_STUFF_TCE takes: more than any window has entries (QEMU returns H_PARAMETER without tracing)`,
+          `${shown(text)} is negative as printed (QEMU prints npages signed), so the uint64 count is above 2^63: more than any window has entries (QEMU returns H_PARAMETER without tracing)`,
         );
       }
       return {
@@ -557,7 +557,7 @@ export class Replayer {
         if (table?.enabled && op.npages > BigInt(table.nbTable)) {
           throw new ImpossibleField(
             'npages',
-            `${op.npages} is more than the ${table.nbTable} entries of LIOBN 0x${table.liobn.toString(16)}'s window (QEMU returns H_PARAMETER without tracing)`,
+            `${op.npages} is more than the ${table.nbTable} entries of LIOBN 0x${table.liobn.toString(16)}'s window in this model (QEMU returns H_PARAMETER without tracing); not replayed, but compared: the diff shows it`,
           );
         }
         // The trace prints where the loop ended: the start is npages pages before it.

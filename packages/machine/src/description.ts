@@ -300,7 +300,12 @@ function issuesOf(error: z.ZodError, knownKeys: readonly string[]): ConfigIssue[
       }
       continue;
     }
-    const fix = issue.code === 'custom' ? (issue.params as { fix?: string } | undefined)?.fix : undefined;
+    const fix =
+      (issue.code === 'custom' ? (issue.params as { fix?: string } | undefined)?.fix : undefined) ??
+      // zod's own messages say what is wrong, not what is expected instead: point at the schema.
+      (issue.code === 'invalid_type' || issue.code === 'invalid_union' || issue.code === 'invalid_value'
+        ? '`ddw schema description` shows the form each field takes'
+        : undefined);
     issues.push({ field: formatFieldPath(path), problem: issue.message, ...(fix ? { fix } : {}) });
   }
   return issues;
