@@ -34,6 +34,8 @@ export interface MachineCommandLine {
   words: readonly string[];
   /** The command's own operands, named for messages (`snapshot save FILE`: ["snapshot file"]). */
   operands?: readonly string[];
+  /** Set by readCommandLine: the operands' values, the words being QEMU options only. */
+  operandValues?: readonly string[];
   /** `--qemu-args` texts, in order; they come before the QEMU options given directly. */
   qemuArgs?: readonly string[];
   /** A description given as data rather than a file (the API's form); `name` is how errors name it. */
@@ -86,15 +88,21 @@ export function splitWords(words: readonly string[]): { qemu: string[]; files: s
 const DDW_FLAGS = ['--guest', '--json', '--host', '--qemu-args', '--print-description', '--check'];
 
 /** The QEMU options of a command line (`--qemu-args` texts first, then the ones given directly). */
-export function qemuOptionsOf(line: MachineCommandLine, command = 'this command'): QemuArgs {
+export function qemuOptionsOf(commandLine: MachineCommandLine, command = 'this command'): QemuArgs {
+  refuseDdwFlags(commandLine.words, command);
+  const line = readCommandLine(commandLine);
   const { qemu } = splitWords(line.words);
-  const flag = qemu.find((w) => DDW_FLAGS.includes(w.split('=')[0]!));
-  if (flag !== undefined)
-    throw new UsageError(`${flag.split('=')[0]} is not an option of ${command}; see --help`);
   const version = versionOf(line);
   return parseQemuArgs([...(line.qemuArgs ?? []).flatMap((text) => splitCommandLine(text)), ...qemu], {
     ...(version !== undefined ? { version } : {}),
   });
+}
+
+/** A ddw flag given to a command that does not take it is refused as such, not read as a QEMU option. */
+export function refuseDdwFlags(words: readonly string[], command = 'this command'): void {
+  const flag = words.find((w) => DDW_FLAGS.includes(w.split('=')[0]!));
+  if (flag !== undefined)
+    throw new UsageError(`${flag.split('=')[0]} is not an option of ${command}; see --help`);
 }
 
 /**
@@ -102,38 +110,30 @@ export function qemuOptionsOf(line: MachineCommandLine, command = 'this command'
  * checked against it): `--qemu`, else the description file's `qemu.version`. A file that cannot
  * be read or has no valid version says nothing here; reading it later reports what is wrong.
  */
-export function versionOf(line: MachineCommandLine): QemuVersion | undefined {
-  if (line.qemu !== undefined) return qemuVersion(line.qemu, '--qemu');
-  const { files } = splitWords(line.words);
-  const file = files[(line.operands ?? []).length];
-  let data: unknown = line.description?.data;
-  if (file !== undefined) {
-    try {
-      data = readDescriptionFile(file);
-    } catch {
-      return undefined;
-    }
-  }
+export function versionOf(commandLine: MachineCommandLine): QemuVersion | undefined {
+  if (commandLine.qemu !== undefined) return qemuVersion(commandLine.qemu, '--qemu');
+  const data = readCommandLine(commandLine).description?.data;
   try {
     return data !== null && typeof data === 'object' && !Array.isArray(data)
       ? qemuVersionOf(data as Record<string, unknown>)
       : undefined;
   } catch {
+    // A bad `qemu` section is reported, naming the file, when the layers are merged.
     return undefined;
   }
 }
 
 /**
- * The one place a command line becomes a machine description:
- * ddw's defaults < preset < DESCRIPTION.json < QEMU options < --qemu < --host < --guest.
+ * Sorts a command line's words once: the command's operands, at most one DESCRIPTION.json (read
+ * here, once, into `description`), and the QEMU options, which stay in `words`. Idempotent.
  */
-export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(line)): MachineConfiguration {
-  const { files: positionals } = splitWords(line.words);
+export function readCommandLine(line: MachineCommandLine): MachineCommandLine {
+  if (line.operandValues !== undefined) return line;
+  const { qemu, files: positionals } = splitWords(line.words);
   const wanted = line.operands ?? [];
   if (positionals.length < wanted.length) {
     throw new UsageError(`missing the ${wanted[positionals.length]}; see --help`);
   }
-  const operands = positionals.slice(0, wanted.length);
   const files = positionals.slice(wanted.length);
   if (files.length > 1) {
     throw new UsageError(
@@ -141,19 +141,34 @@ export function configureMachine(line: MachineCommandLine, qemu = qemuOptionsOf(
     );
   }
   const file = files[0];
-  const described =
-    file !== undefined
-      ? fileLayer(file, readDescriptionFile(file))
-      : line.description !== undefined
-        ? fileLayer(line.description.name, line.description.data)
-        : undefined;
-  const layers: DescriptionLayer[] = [DDW_DEFAULTS_LAYER, presetLayer(qemu, described?.requestedPreset)];
+  return {
+    ...line,
+    words: qemu,
+    operandValues: positionals.slice(0, wanted.length),
+    ...(file !== undefined ? { description: { name: file, data: readDescriptionFile(file) } } : {}),
+  };
+}
+
+/**
+ * The one place a command line becomes a machine description:
+ * ddw's defaults < preset < DESCRIPTION.json < QEMU options < --qemu < --host < --guest.
+ */
+export function configureMachine(commandLine: MachineCommandLine, qemu?: QemuArgs): MachineConfiguration {
+  const line = readCommandLine(commandLine);
+  const args = qemu ?? qemuOptionsOf(line);
+  const described = line.description ? fileLayer(line.description.name, line.description.data) : undefined;
+  const layers: DescriptionLayer[] = [DDW_DEFAULTS_LAYER, presetLayer(args, described?.requestedPreset)];
   if (described) layers.push(described);
-  layers.push(qemuLayer(qemu));
+  layers.push(qemuLayer(args));
   if (line.qemu !== undefined) layers.push(qemuVersionLayer(line.qemu));
   if (line.host !== undefined) layers.push(hostLayer(line.host));
   if (line.guest !== undefined) layers.push(guestLayer(line.guest));
-  return { qemu, ...(file !== undefined ? { file } : {}), operands, resolved: resolveDescription(layers) };
+  return {
+    qemu: args,
+    ...(line.description ? { file: line.description.name } : {}),
+    operands: [...(line.operandValues ?? [])],
+    resolved: resolveDescription(layers),
+  };
 }
 
 /** Reads and parses a description file; every failure is one line naming the file. */

@@ -15,6 +15,8 @@ import {
   type MachineCommandLine,
   type MachineConfiguration,
   qemuOptionsOf,
+  readCommandLine,
+  refuseDdwFlags,
   UsageError,
   versionOf,
 } from './configure.js';
@@ -410,16 +412,19 @@ async function prepare(
   io: CommandIO,
   operands: readonly string[] = [],
 ): Promise<MachineConfiguration | undefined> {
-  const line: MachineCommandLine = {
+  refuseUnknownCommand(cmd);
+  const command = `'ddw ${cmd.parent?.parent ? `${cmd.parent.name()} ` : ''}${cmd.name()}'`;
+  refuseDdwFlags(cmd.args, command);
+  // Words sorted and the description file read once, here, for everything below.
+  const line: MachineCommandLine = readCommandLine({
     words: cmd.args,
     operands,
     ...(opts.qemuArgs && opts.qemuArgs.length > 0 ? { qemuArgs: opts.qemuArgs } : {}),
     ...(opts.host !== undefined ? { host: opts.host } : {}),
     ...(opts.guest !== undefined ? { guest: opts.guest } : {}),
     ...(opts.qemu !== undefined ? { qemu: opts.qemu } : {}),
-  };
-  refuseUnknownCommand(cmd);
-  const qemu = qemuOptionsOf(line, `'ddw ${cmd.parent?.parent ? `${cmd.parent.name()} ` : ''}${cmd.name()}'`);
+  });
+  const qemu = qemuOptionsOf(line, command);
   const version = versionOf(line);
   if (await answerRequests(qemu, io, () => `${cmd.helpInformation()}${QEMU_OPTIONS_HELP}\n`, version)) {
     return undefined;
