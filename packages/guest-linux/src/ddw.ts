@@ -182,18 +182,10 @@ export class DdwNegotiation {
     const ctx = this.ctx;
     this.readTokens();
     this.ext = ctx.tree.getCells(this.pe.node, 'ibm,ddw-extensions');
-    let query = this.query();
+    const first = this.query();
     this.lsaRequired = this.maskBits < 64;
     if (this.lsaRequired) this.limitedAddressMode();
-    if (query.windowsAvailable === 0) {
-      this.removeDefaultWindow();
-      query = this.query();
-      if (query.windowsAvailable === 0)
-        throw new Failure('still no window available after removing the default one', {
-          kind: 'no-window',
-          why: 'still-none',
-        });
-    }
+    const query = this.withFreeWindow(first);
     const pageShift = this.largestPageShift(query.pageMask);
     const maxRamLen = orderBase2(ctx.ddwMax);
     const blockShift = orderBase2(BigInt.asUintN(64, query.largestBlock << BigInt(pageShift)));
@@ -289,21 +281,28 @@ export class DdwNegotiation {
     return ext[index]!;
   }
 
+  /**
+   * The query's answer once a window is free: with none, the default window is removed and the
+   * PE queried again (6.1 and 6.12 alike); still none is a failure.
+   */
+  private withFreeWindow(query: Query): Query {
+    if (query.windowsAvailable !== 0) return query;
+    this.removeDefaultWindow();
+    const again = this.query();
+    if (again.windowsAvailable === 0)
+      throw new Failure('still no window available after removing the default one', {
+        kind: 'no-window',
+        why: 'still-none',
+      });
+    return again;
+  }
+
   /** Linux 6.1: dynamic windows, default-window removal, nret 6, the 2M page size. */
   private run61(): void {
     const ctx = this.ctx;
     this.readTokens();
     this.ext = ctx.tree.getCells(this.pe.node, 'ibm,ddw-extensions');
-    let query = this.query();
-    if (query.windowsAvailable === 0) {
-      this.removeDefaultWindow();
-      query = this.query();
-      if (query.windowsAvailable === 0)
-        throw new Failure('still no window available after removing the default one', {
-          kind: 'no-window',
-          why: 'still-none',
-        });
-    }
+    const query = this.withFreeWindow(this.query());
     const pageShift = this.largestPageShift(query.pageMask);
     const maxRamLen = orderBase2(ctx.ram.maxAddress);
     const ddwSize = orderBase2(BigInt.asUintN(64, query.largestBlock << BigInt(pageShift)));
