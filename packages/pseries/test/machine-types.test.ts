@@ -14,6 +14,7 @@ import {
   type QemuVersion,
   renderMachineTypeTable,
 } from '../src/index.js';
+import { refusal } from './refusal.js';
 
 const BUID0 = [0x08000000, 0x20000000];
 const machines: Machine[] = [];
@@ -25,16 +26,6 @@ async function keep(m: Promise<Machine>): Promise<Machine> {
   const machine = await m;
   machines.push(machine);
   return machine;
-}
-
-function refusal(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof ConfigError) return error;
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
 }
 
 /** The ConfigError a build refuses with, thrown or rejected. */

@@ -1,4 +1,3 @@
-import { ConfigError } from '@ddw/machine';
 import { describe, expect, it } from 'vitest';
 import {
   machineType,
@@ -9,19 +8,10 @@ import {
   resolvePhbConfig,
   splitCommandLine,
 } from '../src/index.js';
+import { refusal } from './refusal.js';
 
 const GiB = 1n << 30n;
 const MiB = 1n << 20n;
-
-function refusal(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof ConfigError) return error;
-    throw error;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('machine types', () => {
   it("takes pseries as the default QEMU version's newest type (pseries-10.0) and knows pseries-2.7", () => {
