@@ -1,5 +1,5 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import { type Machine, resolve, TraceBus } from '@ddw/machine';
+import { H_GET_TCE, type Machine, resolve, TraceBus } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { buildPseries, DRCONF_MEMORY_NODE, memoryHotplugOf, SPAPR_LMB_FLAGS_ASSIGNED } from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
@@ -94,10 +94,19 @@ describe('system_reset with DIMMs', () => {
     expect(cells[1 + 6 + 5]! & SPAPR_LMB_FLAGS_ASSIGNED).toBe(SPAPR_LMB_FLAGS_ASSIGNED);
   });
 
-  // LinuxGuest reads boot RAM from /memory nodes only (guest-linux ram.ts readRamLayout), not the
-  // assigned LMBs of ibm,dynamic-memory-v2, so a rebooted guest does not map a DIMM plugged before
-  // the reset into its DDW, where Linux would (its boot walks all System RAM).
-  it.todo('a guest rebooted after a hot-add maps the DIMM into its DDW at boot');
+  it('a guest rebooted after a hot-add maps the DIMM into its DDW at boot, as System RAM', async () => {
+    const r = await rig();
+    await r.run('object_add memory-backend-ram,id=m1,size=1G; device_add pc-dimm,id=d1,memdev=m1');
+    await r.run('system_reset');
+    // The rebooted guest populates its direct window from every RAM range it booted with: boot
+    // RAM and the DIMM's LMBs at 2 GiB, so the TCE for the DIMM's first 16M page maps it.
+    const ddw = resolve(r.machine.container, SpaprPciTokens.Phbs).list[0]!.windows[1]!;
+    const tce = r.machine.guest.hcall(H_GET_TCE, BigInt(ddw.liobn), ddw.busOffset + 0x80000000n);
+    expect(tce.ret).toBe(0n);
+    expect(tce.outputs![0]! & ~3n).toBe(0x80000000n);
+    const beyond = r.machine.guest.hcall(H_GET_TCE, BigInt(ddw.liobn), ddw.busOffset + 0xc0000000n);
+    expect(beyond.outputs![0]).toBe(0n);
+  });
 });
 
 describe('memory hot-add', () => {

@@ -36,6 +36,7 @@ export function readRamLayout(tree: GuestTreeView): RamLayout {
       if (size > 0n) raw.push({ start, end: start + size });
     }
   }
+  raw.push(...assignedLmbs(tree));
   raw.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   const ranges: { start: bigint; end: bigint }[] = [];
   for (const r of raw) {
@@ -61,6 +62,31 @@ export function readRamLayout(tree: GuestTreeView): RamLayout {
 }
 
 const DEFAULT_LMB_SIZE = 0x10000000n;
+
+/** Where a pseries machine lists hotpluggable memory blocks (PAPR's drconf memory, v2 format). */
+const DRCONF_NODE = '/ibm,dynamic-reconfiguration-memory';
+const DRCONF_LMB_ASSIGNED = 0x8;
+const DRCONF_LMB_RESERVED = 0x80;
+
+/**
+ * The LMB runs `ibm,dynamic-memory-v2` marks assigned (memory plugged before this boot, such as
+ * a DIMM added before a reset): Linux boots with them as System RAM, like the /memory nodes.
+ * Each entry is 6 cells: count, 64-bit base, DRC index, associativity index, flags.
+ */
+function assignedLmbs(tree: GuestTreeView): { start: bigint; end: bigint }[] {
+  const cells = tree.getCells(DRCONF_NODE, 'ibm,dynamic-memory-v2');
+  const sizeCells = tree.getCells(DRCONF_NODE, 'ibm,lmb-size');
+  if (!cells || !sizeCells || sizeCells.length < 2) return [];
+  const lmbSize = cellsToBigint(sizeCells, 0, 2);
+  const out: { start: bigint; end: bigint }[] = [];
+  for (let i = 0, at = 1; i < (cells[0] ?? 0) && at + 6 <= cells.length; i++, at += 6) {
+    const flags = cells[at + 5]!;
+    if ((flags & DRCONF_LMB_ASSIGNED) === 0 || (flags & DRCONF_LMB_RESERVED) !== 0) continue;
+    const start = cellsToBigint(cells, at + 1, 2);
+    out.push({ start, end: start + BigInt(cells[at]!) * lmbSize });
+  }
+  return out;
+}
 
 /**
  * The highest address a DDW must cover, as the generation's ddw_memory_hotplug_max() computes it.
