@@ -63,7 +63,6 @@ export {
   buildPseries,
   buildPseriesFromDescription,
   buildResolved,
-  checkResolved,
   PSERIES_RAM_REGION,
   type PseriesHostOptions,
   type PseriesMachineArgs,

@@ -267,22 +267,6 @@ export function buildPseriesFromDescription(
   description: unknown,
   options: BuildPseriesOptions & { preset?: unknown } = {},
 ): Promise<Machine> {
-  return pseriesBuilder(description, options).build();
-}
-
-/** Validates a resolved description as a build would, without building: errors name what the user wrote. */
-export function checkResolved(resolved: ResolvedDescription, options: BuildPseriesOptions = {}): void {
-  try {
-    pseriesBuilder(resolved.description, options).plan();
-  } catch (error) {
-    throw resolved.explain(error);
-  }
-}
-
-function pseriesBuilder(
-  description: unknown,
-  options: BuildPseriesOptions & { preset?: unknown },
-): MachineBuilder {
   const merged = mergeDescription((options.preset ?? {}) as Record<string, unknown>, description);
   if (!isPlainObject(merged)) throw new ConfigError('description', 'is not an object', 'write a JSON object');
   const args = machineArgsOf(merged);
@@ -291,5 +275,6 @@ function pseriesBuilder(
     ...(options.trace ? { trace: options.trace } : {}),
   })
     .use(...pseriesPlugins(args, options), ...(options.plugins ?? []))
-    .describe(merged);
+    .describe(merged)
+    .build();
 }
