@@ -20,15 +20,19 @@ export {
 } from './errors.js';
 export { type FlatRange, FlatView, renderFlatView, sameFlatRange } from './flatview.js';
 export {
+  batchAddress,
+  batchAddressNumber,
+  batchEvent,
+  batchPages,
+  type IOMMUBatch,
+  IOMMUBatchBuffer,
   IOMMUNotifier,
   type IOMMUNotify,
-  type IOMMUNotifyRun,
-  type IOMMURun,
+  type IOMMUNotifyBatch,
   type IOMMUTLBEntry,
   type IOMMUTLBEvent,
   IommuMemoryRegion,
   iommuMiss,
-  runEntry,
 } from './iommu.js';
 export type { MemoryListener, MemoryRegionSection } from './listener.js';
 export {
@@ -43,6 +47,14 @@ export {
 export { type MtreeOptions, mtree, regionTypeName } from './mtree.js';
 export { RAM_CHUNK_SIZE, RamRegion, type RamRegionOptions, SparseRam } from './ram.js';
 export { ContainerRegion, MemoryRegion, type RegionKind, type SubregionOptions } from './region.js';
+export {
+  type EntryRunVisitor,
+  MAX_RUN_STRIDE,
+  RUN_TABLE_CHUNK_SHIFT,
+  RunTable,
+  runEntryHalves,
+  strideBetween,
+} from './run-table.js';
 export {
   beginTransaction,
   commitTransaction,

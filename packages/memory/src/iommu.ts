@@ -29,34 +29,113 @@ export interface IOMMUTLBEvent {
 export type IOMMUNotify = (entry: IOMMUTLBEntry, notifier: IOMMUNotifier) => void;
 
 /**
- * Consecutive pages of one IOMMU region changed by one operation (a batch hypercall). Page `i` is
- * at region-relative `iova + i << pageShift`; `addr[i]` is its page-aligned translated address
- * (exact: runs are only built when every address is below 2^53) and `perm[i]` its permission, NONE
- * for an unmap. Equivalent to one IOMMUTLBEvent per page, in order.
+ * The pages of one IOMMU region that one operation changed (a TCE hypercall, a replay), carried as
+ * segments instead of QEMU's one IOMMUTLBEvent per page. Segment `s` covers `pages[s]` pages from
+ * region page `index[s]` (region-relative, in pages of 1 << pageShift bytes); its page k translates
+ * to the page-aligned address (addrHigh[s]:addrLow[s]) + k * step[s] pages, with permission
+ * `perm[s]` (NONE: the page is unmapped). Segments are in page order and do not overlap. A batch
+ * means exactly the per-page events `batchEvent` gives, in order: that is its definition.
  */
-export interface IOMMURun {
-  readonly iova: bigint;
-  readonly pageShift: number;
-  readonly count: number;
+export interface IOMMUBatch {
   readonly targetAs: AddressSpace | null;
-  readonly addr: Float64Array;
+  readonly pageShift: number;
+  /** Number of segments. */
+  readonly length: number;
+  readonly index: Float64Array;
+  readonly pages: Float64Array;
+  readonly addrHigh: Uint32Array;
+  readonly addrLow: Uint32Array;
+  /** Pages the translation advances per page: 1 for consecutive memory, 0 for one page repeated. */
+  readonly step: Float64Array;
   readonly perm: Uint8Array;
 }
 
-/** A notifier's fast path for runs; it must act exactly as `notify` called for every page in order. */
-export type IOMMUNotifyRun = (run: IOMMURun, notifier: IOMMUNotifier) => void;
+/** A notifier's handler for batches; it must act exactly as `notify` called for every page in order. */
+export type IOMMUNotifyBatch = (batch: IOMMUBatch, notifier: IOMMUNotifier) => void;
 
-/** The per-page events a run stands for (the path for notifiers without a run handler). */
-export function runEntry(run: IOMMURun, i: number): IOMMUTLBEvent {
-  const mask = (1n << BigInt(run.pageShift)) - 1n;
-  const perm = run.perm[i]! as IOMMUAccessFlags;
+const TWO_32 = 0x1_0000_0000;
+
+/** A reusable, growable IOMMUBatch: producers fill it and hand it to notifyBatch synchronously. */
+export class IOMMUBatchBuffer implements IOMMUBatch {
+  targetAs: AddressSpace | null = null;
+  pageShift = 12;
+  length = 0;
+  index = new Float64Array(16);
+  pages = new Float64Array(16);
+  addrHigh = new Uint32Array(16);
+  addrLow = new Uint32Array(16);
+  step = new Float64Array(16);
+  perm = new Uint8Array(16);
+
+  /** Empties the batch for pages of 1 << pageShift bytes translating into `targetAs`. */
+  reset(targetAs: AddressSpace | null, pageShift: number): this {
+    this.targetAs = targetAs;
+    this.pageShift = pageShift;
+    this.length = 0;
+    return this;
+  }
+
+  /** Appends a segment (the caller keeps segments in page order). */
+  push(index: number, pages: number, addrHigh: number, addrLow: number, step: number, perm: number): void {
+    if (pages <= 0) return;
+    const n = this.length;
+    if (n === this.index.length) this.#grow();
+    this.index[n] = index;
+    this.pages[n] = pages;
+    this.addrHigh[n] = addrHigh;
+    this.addrLow[n] = addrLow;
+    this.step[n] = step;
+    this.perm[n] = perm;
+    this.length = n + 1;
+  }
+
+  #grow(): void {
+    const size = this.index.length * 2;
+    const grow = <T extends Float64Array | Uint32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
+      const next = make(size);
+      next.set(a);
+      return next;
+    };
+    this.index = grow(this.index, (n) => new Float64Array(n));
+    this.pages = grow(this.pages, (n) => new Float64Array(n));
+    this.addrHigh = grow(this.addrHigh, (n) => new Uint32Array(n));
+    this.addrLow = grow(this.addrLow, (n) => new Uint32Array(n));
+    this.step = grow(this.step, (n) => new Float64Array(n));
+    this.perm = grow(this.perm, (n) => new Uint8Array(n));
+  }
+}
+
+/** Total pages of a batch. */
+export function batchPages(batch: IOMMUBatch): number {
+  let n = 0;
+  for (let s = 0; s < batch.length; s++) n += batch.pages[s]!;
+  return n;
+}
+
+/** The translated address of page `k` of segment `s`, exactly. */
+export function batchAddress(batch: IOMMUBatch, s: number, k: number): bigint {
+  const base = (BigInt(batch.addrHigh[s]!) << 32n) | BigInt(batch.addrLow[s]!);
+  const step = batch.step[s]!;
+  if (k === 0 || step === 0) return base;
+  return BigInt.asUintN(64, base + ((BigInt(k) * BigInt(step)) << BigInt(batch.pageShift)));
+}
+
+/** The translated address of page `k` of segment `s` as a number: exact below 2^53. */
+export function batchAddressNumber(batch: IOMMUBatch, s: number, k: number): number {
+  return batch.addrHigh[s]! * TWO_32 + batch.addrLow[s]! + k * batch.step[s]! * 2 ** batch.pageShift;
+}
+
+/** The event page `k` of segment `s` of a batch stands for (QEMU's per-page IOMMUTLBEvent). */
+export function batchEvent(batch: IOMMUBatch, s: number, k: number): IOMMUTLBEvent {
+  const shift = BigInt(batch.pageShift);
+  const perm = batch.perm[s]! as IOMMUAccessFlags;
   return {
     type: perm === IOMMUAccessFlags.NONE ? IOMMUNotifierFlag.UNMAP : IOMMUNotifierFlag.MAP,
     entry: {
-      targetAs: run.targetAs,
-      iova: run.iova + (BigInt(i) << BigInt(run.pageShift)),
-      translatedAddr: BigInt(run.addr[i]!),
-      addrMask: mask,
+      targetAs: batch.targetAs,
+      iova: BigInt(batch.index[s]! + k) << shift,
+      translatedAddr: batchAddress(batch, s, k),
+      addrMask: (1n << shift) - 1n,
       perm,
     },
   };
@@ -73,8 +152,11 @@ export class IOMMUNotifier {
     readonly start = 0n,
     readonly end = UINT64_MAX,
     readonly iommuIdx = 0,
-    /** Optional fast path for runs of pages; see IOMMURun. */
-    readonly notifyRun?: IOMMUNotifyRun,
+    /**
+     * Optional handler for batches (see IOMMUBatch); without it every page of a batch reaches
+     * `notify` as its own entry.
+     */
+    readonly notifyBatch?: IOMMUNotifyBatch,
   ) {
     if (typeof notify !== 'function') {
       throw new MemoryArgumentError(
@@ -105,6 +187,51 @@ export class IOMMUNotifier {
     // QEMU asserts that an overlapping entry lies wholly inside the range; one that straddles
     // the edge is skipped here instead of aborting.
     return (type & this.flags) !== 0 && iova >= this.start && iova + addrMask <= this.end;
+  }
+}
+
+function splitAddress(v: bigint, out: Uint32Array): void {
+  out[0] = Number(v >> 32n);
+  out[1] = Number(v & 0xffffffffn);
+}
+
+/** One notifier's share of a batch (see IommuMemoryRegion.notifyBatch); `clip` is scratch space. */
+function deliverBatch(n: IOMMUNotifier, batch: IOMMUBatch, clip: IOMMUBatchBuffer): void {
+  const shift = BigInt(batch.pageShift);
+  // The pages wholly inside [start, end]: from `lo` up to, not including, `hi`.
+  const lo = Number((n.start + (1n << shift) - 1n) >> shift);
+  const hi = Number((n.end + 1n) >> shift);
+  const wantMap = (n.flags & IOMMUNotifierFlag.MAP) !== 0;
+  const wantUnmap = (n.flags & IOMMUNotifierFlag.UNMAP) !== 0;
+  let whole = true;
+  for (let s = 0; s < batch.length && whole; s++) {
+    const first = batch.index[s]!;
+    const wanted = batch.perm[s] === IOMMUAccessFlags.NONE ? wantUnmap : wantMap;
+    if (!wanted || first < lo || first + batch.pages[s]! > hi) whole = false;
+  }
+  let b: IOMMUBatch = batch;
+  if (!whole) {
+    clip.reset(batch.targetAs, batch.pageShift);
+    const halves = new Uint32Array(2);
+    for (let s = 0; s < batch.length; s++) {
+      const wanted = batch.perm[s] === IOMMUAccessFlags.NONE ? wantUnmap : wantMap;
+      if (!wanted) continue;
+      const first = batch.index[s]!;
+      const from = Math.max(first, lo);
+      const to = Math.min(first + batch.pages[s]!, hi);
+      if (from >= to) continue;
+      splitAddress(batchAddress(batch, s, from - first), halves);
+      clip.push(from, to - from, halves[0]!, halves[1]!, batch.step[s]!, batch.perm[s]!);
+    }
+    if (clip.length === 0) return;
+    b = clip;
+  }
+  if (n.notifyBatch) {
+    n.notifyBatch(b, n);
+    return;
+  }
+  for (let s = 0; s < b.length; s++) {
+    for (let k = 0; k < b.pages[s]!; k++) n.notify(batchEvent(b, s, k).entry, n);
   }
 }
 
@@ -190,26 +317,48 @@ export abstract class IommuMemoryRegion extends MemoryRegion {
   }
 
   /**
-   * Delivers a run of page events. A notifier with a run handler whose range covers the whole run
-   * gets it at once (when it is the only notifier, so no interleaving is lost); everyone else gets
-   * the per-page events, in page order.
+   * Delivers a batch: each notifier gets the pages its flags and range take (pages straddling its
+   * range's edge are skipped, as `wants` skips them), through its batch handler if it has one,
+   * else page by page. With several notifiers, QEMU tells every notifier about a page before the
+   * next page: the batch is then delivered one page at a time, in that order.
    */
-  notifyRun(run: IOMMURun): void {
-    const only = this.#notifiers.length === 1 ? this.#notifiers[0]! : undefined;
-    if (only?.notifyRun && run.count > 0) {
-      const last = run.iova + (BigInt(run.count) << BigInt(run.pageShift)) - 1n;
-      if (
-        run.iova >= only.start &&
-        last <= only.end &&
-        (only.flags & IOMMUNotifierFlag.MAP) !== 0 &&
-        (only.flags & IOMMUNotifierFlag.UNMAP) !== 0
-      ) {
-        only.notifyRun(run, only);
-        return;
+  notifyBatch(batch: IOMMUBatch): void {
+    const notifiers = this.#notifiers;
+    if (notifiers.length === 0 || batch.length === 0) return;
+    this.#clip ??= new IOMMUBatchBuffer();
+    if (notifiers.length === 1) {
+      deliverBatch(notifiers[0]!, batch, this.#clip);
+      return;
+    }
+    const single = (this.#single ??= new IOMMUBatchBuffer());
+    const halves = new Uint32Array(2);
+    for (let s = 0; s < batch.length; s++) {
+      for (let k = 0; k < batch.pages[s]!; k++) {
+        splitAddress(batchAddress(batch, s, k), halves);
+        single.reset(batch.targetAs, batch.pageShift);
+        single.push(batch.index[s]! + k, 1, halves[0]!, halves[1]!, 0, batch.perm[s]!);
+        for (const n of [...notifiers]) deliverBatch(n, single, this.#clip);
       }
     }
-    for (let i = 0; i < run.count; i++) this.notify(runEntry(run, i));
   }
+
+  /**
+   * Hands a replay's batch to `notifier`: like QEMU's replay, which calls the notifier directly,
+   * neither its flags nor its range filter anything.
+   */
+  protected replayBatch(notifier: IOMMUNotifier, batch: IOMMUBatch): void {
+    if (batch.length === 0) return;
+    if (notifier.notifyBatch) {
+      notifier.notifyBatch(batch, notifier);
+      return;
+    }
+    for (let s = 0; s < batch.length; s++) {
+      for (let k = 0; k < batch.pages[s]!; k++) notifier.notify(batchEvent(batch, s, k).entry, notifier);
+    }
+  }
+
+  #clip: IOMMUBatchBuffer | undefined;
+  #single: IOMMUBatchBuffer | undefined;
 
   /** Whether anyone listens: lets hot paths skip building events nobody receives. */
   hasNotifiers(): boolean {

@@ -59,8 +59,6 @@ export function registerTceHypercalls(
   // One guest page of TCEs, read at once: the list is 4 KiB aligned and at most 4 KiB long.
   const listBytes = new Uint8Array(TCE_LIST_MAX * 8);
   const list = new DataView(listBytes.buffer);
-  const listHigh = (i: number) => list.getUint32(i * 8);
-  const listLow = (i: number) => list.getUint32(i * 8 + 4);
 
   hypercalls.register(
     H_PUT_TCE,
@@ -127,7 +125,7 @@ export function registerTceHypercalls(
       const start = ioba & pageMask(table.pageShift);
       // An unreadable list reads as zeros, as QEMU's ldq_be_phys of unassigned memory.
       guestMemory.read(tceList, listBytes.subarray(0, count * 8));
-      const stored = table.putEntries(start, count, listHigh, listLow);
+      const stored = table.putList(start, count, list);
       const ok = count > 0 && stored === count;
       if (!ok && count > 0)
         tables.reportGuestError(
@@ -138,7 +136,7 @@ export function registerTceHypercalls(
         // QEMU traces the index before the one that stopped the loop, and the TCE it last read.
         const lastRead = ok ? count - 1 : stored;
         const idx = ok ? count - 1 : stored > 0 ? stored - 1 : 0;
-        const tceN = count > 0 ? (BigInt(listHigh(lastRead)) << 32n) | BigInt(listLow(lastRead)) : 0n;
+        const tceN = count > 0 ? list.getBigUint64(lastRead * 8) : 0n;
         ev.emit(liobn, ioba, tceList, idx, tceN, ok ? H_SUCCESS : H_PARAMETER);
       }
       return ok ? SUCCEEDED : FAILED;
@@ -161,12 +159,7 @@ export function registerTceHypercalls(
       const start = ioba & pageMask(table.pageShift);
       const high = Number(tceValue >> 32n) >>> 0;
       const low = Number(tceValue & 0xffffffffn) >>> 0;
-      const stored = table.putEntries(
-        start,
-        count,
-        () => high,
-        () => low,
-      );
+      const stored = table.putRepeated(start, count, high, low);
       const ok = count > 0 && stored === count;
       if (!ok && count > 0)
         tables.reportGuestError(

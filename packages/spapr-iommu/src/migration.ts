@@ -1,15 +1,13 @@
 import {
   type MachineEventBus,
   type VarraySource,
-  type VarrayView,
   VMState,
   type VMStateDescription,
   type VMStateLoaded,
   type VmstateRegistry,
 } from '@ddw/machine';
-import type { AddressSpace } from '@ddw/memory';
+import { type AddressSpace, RunTable } from '@ddw/memory';
 import { SpaprTceTables } from './tables.js';
-import { TceStorage } from './tce-storage.js';
 import type { SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
 
 /** The default window's geometry: the "spapr_iommu_ex" subsection is sent only for another one. */
@@ -50,7 +48,7 @@ interface PreparedTce {
   nb: number;
   busOffset: bigint;
   pageShift: number;
-  entries: TceStorage | null;
+  entries: RunTable | null;
 }
 
 /**
@@ -86,10 +84,15 @@ export function spaprIommuVmstate(version: 2 | 3 = 3): VMStateDescription<TceTab
       const t = o.table;
       const storage = t.storage;
       o.mig_nb_table = t.nbTable;
+      // The live entries, by runs: a direct window's progression is saved as a few records.
       o.mig_table =
         storage === null
           ? null
-          : { length: storage.entries, forEachNonZero: (fn) => storage.forEachNonZero(fn) };
+          : {
+              length: storage.entries,
+              forEachNonZero: (fn) => storage.forEachNonZero(fn),
+              forEachRun: (fn) => storage.forEachRun(fn),
+            };
       const trace = t.traces.preSave;
       if (trace.enabled) trace.emit(t.liobn, o.mig_nb_table, t.busOffset, t.pageShift);
     },
@@ -145,9 +148,11 @@ function prepare(loaded: VMStateLoaded): PreparedTce {
       `the window of 0x${nb.toString(16)} pages of 2^${pageShift} bytes at 0x${busOffset.toString(16)} ends beyond 2^64`,
     );
   }
-  const table = loaded.fields.mig_table as VarrayView;
-  const entries = new TceStorage(nb);
-  table.forEachNonZero((index, high, low) => entries.setHalves(index, high, low));
+  const table = loaded.fields.mig_table as VarraySource;
+  const entries = new RunTable(nb);
+  if (table.forEachRun)
+    table.forEachRun((first, count, high, low, stride) => entries.setRun(first, count, high, low, stride));
+  else table.forEachNonZero((index, high, low) => entries.setHalves(index, high, low));
   return { nb, busOffset, pageShift, entries };
 }
 

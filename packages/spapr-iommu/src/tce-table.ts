@@ -3,14 +3,16 @@ import {
   type AddressSpace,
   ContainerRegion,
   IOMMUAccessFlags,
+  IOMMUBatchBuffer,
   type IOMMUNotifier,
   IOMMUNotifierFlag,
   type IOMMUTLBEntry,
   IommuMemoryRegion,
+  MAX_RUN_STRIDE,
+  RunTable,
   UINT64_MAX,
 } from '@ddw/memory';
 import type { KvmHost, KvmTceAttachment } from './kvm-tce.js';
-import { TceStorage } from './tce-storage.js';
 import { SPAPR_IOMMU_TRACE_EVENTS } from './traces.js';
 
 export const H_SUCCESS = 0n;
@@ -56,10 +58,9 @@ export class SpaprIommuTraces {
 
 /** Host pointers in new_table traces are not reproducible anyway; hand out plausible ones. */
 let nextFakeTablePointer = 0x7f00_0000_0000n;
-/** Pages per run notification, and the run buffers (reused: notifications are synchronous). */
-const RUN_MAX = 512;
-const runAddr = new Float64Array(RUN_MAX);
-const runPerm = new Uint8Array(RUN_MAX);
+/** Segments a replay collects before handing them on, so a table of random entries stays bounded. */
+const REPLAY_FLUSH = 4096;
+const TWO_32 = 0x1_0000_0000;
 /** The fd of the next simulated in-kernel (KVM) table. */
 let nextFakeKvmFd = 30;
 
@@ -82,7 +83,8 @@ export class SpaprTceTable {
   defWin = false;
   /** Where the entries live: -1 for emulator memory (an in-kernel table has an fd). */
   fd = -1;
-  storage: TceStorage | null = null;
+  /** The raw TCEs, kept as runs where the guest wrote progressions (null while disabled). */
+  storage: RunTable | null = null;
   /**
    * The simulated KVM's host, when a host model (@ddw/vfio-common) described one: its
    * KVM_CAP_SPAPR_TCE_VFIO decides whether VFIO keeps this table in the kernel.
@@ -130,7 +132,7 @@ export class SpaprTceTable {
    * `entries` (migration's post_load) become the table's contents before the region appears, so
    * listeners replaying the new window (VFIO) see them.
    */
-  enable(pageShift: number, busOffset: bigint, nbTable: number, entries?: TceStorage): void {
+  enable(pageShift: number, busOffset: bigint, nbTable: number, entries?: RunTable): void {
     if (this.enabled) {
       this.events.guestError(
         'spapr-iommu',
@@ -211,21 +213,26 @@ export class SpaprTceTable {
    * about every entry that changes, one MAP or UNMAP each as put_entry would, so host mappings
    * keep matching the table.
    */
-  replaceEntries(next: TceStorage): void {
+  replaceEntries(next: RunTable): void {
     const old = this.storage;
     if (old === null || next.entries !== this.nbTable) return;
     this.storage = next;
     if (!this.iommu.hasNotifiers()) return;
+    const changed = (index: number, high: number, low: number) => {
+      this.#notifyRun(index, 1, high, low, 0);
+      if (this.#pending.length >= REPLAY_FLUSH) this.#flush();
+    };
     // Entries that were set and now differ (cleared ones become UNMAPs)...
     old.forEachNonZero((index, high, low) => {
       const h = next.high(index);
       const l = next.low(index);
-      if (h !== high || l !== low) this.notifyEntry(index, h, l);
+      if (h !== high || l !== low) changed(index, h, l);
     });
     // ...then entries that were clear and now are set.
     next.forEachNonZero((index, high, low) => {
-      if (old.high(index) === 0 && old.low(index) === 0) this.notifyEntry(index, high, low);
+      if (old.high(index) === 0 && old.low(index) === 0) changed(index, high, low);
     });
+    this.#flush();
   }
 
   /** The entry at `index` as a raw 64-bit TCE (0 outside the window). */
@@ -239,88 +246,137 @@ export class SpaprTceTable {
    * index outside the window is H_PARAMETER, and every store sends exactly one notification.
    */
   putEntry(ioba: bigint, tce: bigint): bigint {
-    const index = BigInt.asUintN(64, ioba - this.busOffset) >> BigInt(this.pageShift);
-    if (index >= BigInt(this.nbTable) || this.storage === null) {
-      this.events.guestError('spapr-iommu', `spapr_vio_put_tce on out-of-bounds IOBA 0x${ioba.toString(16)}`);
-      return H_PARAMETER;
-    }
-    this.storage.set(Number(index), tce);
-    if (this.iommu.hasNotifiers())
-      this.notifyEntry(Number(index), Number(tce >> 32n) >>> 0, Number(tce & 0xffffffffn) >>> 0);
-    return H_SUCCESS;
+    const high = Number(tce >> 32n) >>> 0;
+    const low = Number(tce & 0xffffffffn) >>> 0;
+    if (this.putRepeated(ioba, 1, high, low) === 1) return H_SUCCESS;
+    this.events.guestError('spapr-iommu', `spapr_vio_put_tce on out-of-bounds IOBA 0x${ioba.toString(16)}`);
+    return H_PARAMETER;
   }
 
   /**
-   * The batch form of putEntry for H_PUT_TCE_INDIRECT and H_STUFF_TCE: stores `count` entries
-   * from `startIoba` (already page aligned), taking TCE `i` as two halves from `source(i)`. Stops
-   * at the first entry outside the window and returns how many were stored.
+   * H_STUFF_TCE's stores: `count` entries from `startIoba` (page aligned) all set to (high:low).
+   * Stops at the window's end; returns how many were stored.
    */
-  putEntries(
-    startIoba: bigint,
-    count: number,
-    highOf: (i: number) => number,
-    lowOf: (i: number) => number,
-  ): number {
-    const storage = this.storage;
-    const first = BigInt.asUintN(64, startIoba - this.busOffset) >> BigInt(this.pageShift);
-    if (storage === null || first >= BigInt(this.nbTable)) return 0;
-    const start = Number(first);
+  putRepeated(startIoba: bigint, count: number, high: number, low: number): number {
+    const start = this.#firstIndex(startIoba);
+    if (start < 0) return 0;
     const fit = Math.min(count, this.nbTable - start);
-    if (!this.iommu.hasNotifiers()) {
-      for (let i = 0; i < fit; i++) storage.setHalves(start + i, highOf(i), lowOf(i));
-      return fit;
-    }
-    // With listeners (VFIO), entries go out as runs: one notification per up to RUN_MAX pages.
-    const lowMask = this.pageMaskLow;
-    for (let done = 0; done < fit; done += RUN_MAX) {
-      const n = Math.min(RUN_MAX, fit - done);
-      let exact = this.pageShift <= 32;
-      for (let k = 0; k < n; k++) {
-        const high = highOf(done + k);
-        const low = lowOf(done + k);
-        storage.setHalves(start + done + k, high, low);
-        runPerm[k] = low & 3;
-        // Page-aligned address as a number: exact below 2^53 (high half below 2^21).
-        runAddr[k] = high * 0x1_0000_0000 + ((low & lowMask) >>> 0);
-        if (high >= 0x20_0000) exact = false;
-      }
-      if (exact) {
-        this.iommu.notifyRun({
-          iova: BigInt(start + done) << BigInt(this.pageShift),
-          pageShift: this.pageShift,
-          count: n,
-          targetAs: this.targetAs,
-          addr: runAddr,
-          perm: runPerm,
-        });
-      } else {
-        for (let k = 0; k < n; k++) this.notifyEntry(start + done + k, highOf(done + k), lowOf(done + k));
-      }
-    }
+    this.#store(start, fit, high, low, 0);
+    this.#flush();
     return fit;
   }
 
-  /** The low 32 bits of the page mask (a 32-bit page shift clears the whole low half). */
-  private get pageMaskLow(): number {
-    return this.pageShift >= 32 ? 0 : ~((1 << this.pageShift) - 1);
+  /**
+   * H_PUT_TCE_INDIRECT's stores: `count` TCEs read big-endian from `list` at `byteOffset`, into
+   * the entries from `startIoba` (page aligned). Stops at the window's end; returns how many were
+   * stored. Progressions in the list are stored and notified as runs.
+   */
+  putList(startIoba: bigint, count: number, list: DataView, byteOffset = 0): number {
+    const start = this.#firstIndex(startIoba);
+    if (start < 0) return 0;
+    const fit = Math.min(count, this.nbTable - start);
+    let i = 0;
+    while (i < fit) {
+      const p = byteOffset + i * 8;
+      const h0 = list.getUint32(p);
+      const l0 = list.getUint32(p + 4);
+      let j = i + 1;
+      let stride = 0;
+      if (j < fit) {
+        const d = (list.getUint32(p + 8) - h0) * TWO_32 + (list.getUint32(p + 12) - l0);
+        if (d >= 0 && d < MAX_RUN_STRIDE) {
+          stride = d;
+          let h = h0;
+          let l = l0;
+          for (; j < fit; j++) {
+            l += stride;
+            if (l >= TWO_32) {
+              const carry = Math.floor(l / TWO_32);
+              h = (h + carry) >>> 0;
+              l -= carry * TWO_32;
+            }
+            const q = byteOffset + j * 8;
+            if (list.getUint32(q + 4) !== l || list.getUint32(q) !== h) break;
+          }
+        }
+      }
+      this.#store(start + i, j - i, h0, l0, j - i === 1 ? 0 : stride);
+      i = j;
+    }
+    this.#flush();
+    return fit;
   }
 
+  /** The window index of page-aligned bus address `ioba`, or -1 outside the window. */
+  #firstIndex(ioba: bigint): number {
+    const first = BigInt.asUintN(64, ioba - this.busOffset) >> BigInt(this.pageShift);
+    return this.storage === null || first >= BigInt(this.nbTable) ? -1 : Number(first);
+  }
+
+  /**
+   * The one store path: `count` entries from `index` become (high:low) + k * stride, and the
+   * notifiers hear of every one of them (as batch segments, sent by #flush).
+   */
+  #store(index: number, count: number, high: number, low: number, stride: number): void {
+    if (count <= 0) return;
+    this.storage!.setRun(index, count, high, low, stride);
+    if (this.iommu.hasNotifiers()) this.#notifyRun(index, count, high, low, stride);
+  }
+
+  /** Adds the events of a run of raw entries to the pending batch (one segment when it can be). */
+  #notifyRun(index: number, count: number, high: number, low: number, stride: number): void {
+    const batch = this.#pending;
+    if (batch.length === 0) batch.reset(this.targetAs, this.pageShift);
+    const shift = this.pageShift;
+    const pageBytes = 2 ** shift;
+    // Every entry has the run's permission and page-aligned steps: one segment.
+    if (stride % pageBytes === 0 && stride % 4 === 0) {
+      batch.push(index, count, pageHigh(high, shift), pageLow(low, shift), stride / pageBytes, low & 3);
+      return;
+    }
+    let h = high;
+    let l = low;
+    for (let k = 0; k < count; k++) {
+      batch.push(index + k, 1, pageHigh(h, shift), pageLow(l, shift), 0, l & 3);
+      l += stride;
+      if (l >= TWO_32) {
+        const carry = Math.floor(l / TWO_32);
+        h = (h + carry) >>> 0;
+        l -= carry * TWO_32;
+      }
+    }
+  }
+
+  /** Sends the pending batch. */
+  #flush(): void {
+    if (this.#pending.length === 0) return;
+    this.iommu.notifyBatch(this.#pending);
+    this.#pending.length = 0;
+  }
+
+  readonly #pending = new IOMMUBatchBuffer();
+
+  /** Notifies one entry's new value (a batch of one page). */
   private notifyEntry(index: number, high: number, low: number): void {
-    const shift = BigInt(this.pageShift);
-    const mask = (1n << shift) - 1n;
-    const perm = (low & 3) as IOMMUAccessFlags;
-    const entry: IOMMUTLBEntry = {
-      targetAs: this.targetAs,
-      iova: BigInt(index) << shift,
-      translatedAddr: ((BigInt(high) << 32n) | BigInt(low)) & ~mask,
-      addrMask: mask,
-      perm,
-    };
-    this.iommu.notify({ type: perm !== 0 ? IOMMUNotifierFlag.MAP : IOMMUNotifierFlag.UNMAP, entry });
+    this.#notifyRun(index, 1, high, low, 0);
+    this.#flush();
   }
 
-  private allocate(entries?: TceStorage): void {
-    this.storage = entries ?? new TceStorage(this.nbTable);
+  /** Entries that map something (a TCE with a permission bit), counted by runs. */
+  mappedEntries(): number {
+    let n = 0;
+    this.storage?.forEachRun((_first, count, _high, low, stride) => {
+      if (stride % 4 === 0) {
+        if ((low & 3) !== 0) n += count;
+        return;
+      }
+      for (let k = 0; k < count; k++) if (((low + k * stride) & 3) !== 0) n++;
+    });
+    return n;
+  }
+
+  private allocate(entries?: RunTable): void {
+    this.storage = entries ?? new RunTable(this.nbTable);
     // kvmppc_create_spapr_tce refuses a table for VFIO only without KVM_CAP_SPAPR_TCE_VFIO.
     const inKernel = this.kvm && (!this.needVfio || this.kvmHost?.spaprTceVfio === true);
     this.traceNewTable(inKernel ? nextFakeKvmFd++ : -1);
@@ -332,6 +388,16 @@ export class SpaprTceTable {
     if (this.traces.newTable.enabled) this.traces.newTable.emit(this.liobn, nextFakeTablePointer, fd);
     nextFakeTablePointer += 0x1000n;
   }
+}
+
+/** The high half of the page-aligned address of a TCE whose halves are (high, low). */
+function pageHigh(high: number, shift: number): number {
+  return shift <= 32 ? high : (high & ~((1 << (shift - 32)) - 1)) >>> 0;
+}
+
+/** The low half of the page-aligned address of a TCE whose halves are (high, low). */
+function pageLow(low: number, shift: number): number {
+  return shift >= 32 ? 0 : (low & ~((1 << shift) - 1)) >>> 0;
 }
 
 /** The IOMMU region of a TCE table (QEMU's spapr_iommu_memory_region class). */
@@ -398,32 +464,50 @@ export class SpaprIommuRegion extends IommuMemoryRegion {
   }
 
   /**
-   * The same result as the generic walk (from the window's start, MAP only, window-relative),
-   * visiting only populated entries; suppressed while RTAS create enables a fresh table.
+   * memory_region_iommu_replay as QEMU's generic walk does it: every page of the window is looked
+   * up from the window's start (each lookup traced by spapr_iommu_xlate), and the populated ones
+   * reach `notifier` as MAP events, window-relative. The walk goes by runs of entries; pages are
+   * visited one by one only to trace them. Suppressed while RTAS create enables a fresh table.
    */
   override replay(notifier: IOMMUNotifier): void {
     const t = this.table;
-    if (t.skippingReplay || t.storage === null) return;
-    // QEMU translates every page, tracing each lookup; only that walk prints the same lines.
-    if (t.traces.xlate.enabled) {
-      super.replay(notifier);
-      return;
-    }
-    const shift = BigInt(t.pageShift);
-    const mask = (1n << shift) - 1n;
-    t.storage.forEachNonZero((index, high, low) => {
-      const perm = (low & 3) as IOMMUAccessFlags;
-      if (perm === IOMMUAccessFlags.NONE) return;
-      notifier.notify(
-        {
-          targetAs: t.targetAs,
-          iova: BigInt(index) << shift,
-          translatedAddr: ((BigInt(high) << 32n) | BigInt(low)) & ~mask,
-          addrMask: mask,
-          perm,
-        },
-        notifier,
-      );
+    const storage = t.storage;
+    if (t.skippingReplay || storage === null) return;
+    const xlate = t.traces.xlate;
+    const shift = t.pageShift;
+    const batch = new IOMMUBatchBuffer().reset(t.targetAs, shift);
+    const traceMisses = (from: number, to: number) => {
+      for (let i = from; i < to; i++) this.translate(BigInt(i) << BigInt(shift), IOMMUAccessFlags.NONE);
+    };
+    let traced = 0;
+    storage.forEachRun((first, count, high, low, stride) => {
+      if (xlate.enabled) {
+        traceMisses(traced, first + count);
+        traced = first + count;
+      }
+      const pageBytes = 2 ** shift;
+      if (stride % pageBytes === 0 && stride % 4 === 0) {
+        if ((low & 3) !== 0)
+          batch.push(first, count, pageHigh(high, shift), pageLow(low, shift), stride / pageBytes, low & 3);
+      } else {
+        let h = high;
+        let l = low;
+        for (let k = 0; k < count; k++) {
+          if ((l & 3) !== 0) batch.push(first + k, 1, pageHigh(h, shift), pageLow(l, shift), 0, l & 3);
+          l += stride;
+          if (l >= TWO_32) {
+            const carry = Math.floor(l / TWO_32);
+            h = (h + carry) >>> 0;
+            l -= carry * TWO_32;
+          }
+        }
+      }
+      if (batch.length >= REPLAY_FLUSH) {
+        this.replayBatch(notifier, batch);
+        batch.reset(t.targetAs, shift);
+      }
     });
+    if (xlate.enabled) traceMisses(traced, t.nbTable);
+    this.replayBatch(notifier, batch);
   }
 }
