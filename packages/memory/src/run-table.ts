@@ -25,6 +25,8 @@ const MAX_RUNS = 8;
 /** Strides are below 2^36, so that low + k * stride stays exact within a chunk (k < 2^14). */
 export const MAX_RUN_STRIDE = 2 ** 36;
 const TWO_32 = 0x1_0000_0000;
+/** Entries of one list in one chunk that make the chunk one slot per entry at once. */
+const LITERAL_MATERIALISES = 16;
 /** Fields per run in an affine chunk's array: start, count, high, low, stride. */
 const F = 5;
 
@@ -167,6 +169,37 @@ export class RunTable {
     }
   }
 
+  /**
+   * Stores `count` raw entries read from `view` at `byteOffset`, each big-endian (high word
+   * first), as a TCE list holds them: entries that follow no progression. A stretch of a chunk
+   * long enough is copied into the chunk's slots; a few entries are stored as runs of one.
+   */
+  setList(first: number, count: number, view: DataView, byteOffset = 0): void {
+    if (count <= 0) return;
+    if (!(first >= 0 && first + count <= this.entries)) {
+      throw new RangeError(`entries ${first}..${first + count - 1} are outside a table of ${this.entries}`);
+    }
+    let k = 0;
+    while (k < count) {
+      const at = first + k;
+      const ci = at >>> RUN_TABLE_CHUNK_SHIFT;
+      const off = at & CHUNK_MASK;
+      const n = Math.min(count - k, CHUNK - off);
+      let p = byteOffset + k * 8;
+      if (this.#chunks[ci] instanceof Uint32Array || n >= LITERAL_MATERIALISES) {
+        const dense = this.#materialise(ci);
+        for (let q = off << 1, end = (off + n) << 1; q < end; q += 2, p += 8) {
+          dense[q] = view.getUint32(p);
+          dense[q + 1] = view.getUint32(p + 4);
+        }
+      } else {
+        for (let q = 0; q < n; q++, p += 8)
+          this.#setInChunk(ci, off + q, 1, view.getUint32(p), view.getUint32(p + 4), 0);
+      }
+      k += n;
+    }
+  }
+
   /** Zeroes `count` entries from `first` (clipped to the table). */
   clearRange(first: number, count: number): void {
     const from = Math.max(0, first);
@@ -214,6 +247,8 @@ export class RunTable {
         return;
       }
     }
+    // Rewriting entries with the values they hold (a guest re-mapping the same pages) changes nothing.
+    if (!zero && holdsAlready(r, off, n, high, low, stride)) return;
     const next = cutRuns(r, off, n);
     if (!zero) insertRun(next, off, n, high, low, stride);
     if (next.length === 0) {
@@ -431,6 +466,26 @@ function denseRuns(chunk: Uint32Array, base: number, lo: number, hi: number, emi
   }
 }
 
+/** Whether one run of `r` covers [off, off + n) with exactly the entries of the given run. */
+function holdsAlready(
+  r: number[],
+  off: number,
+  n: number,
+  high: number,
+  low: number,
+  stride: number,
+): boolean {
+  for (let i = 0; i < r.length; i += F) {
+    const s = r[i]!;
+    if (s > off) return false;
+    if (off + n > s + r[i + 1]!) continue;
+    if (n > 1 && r[i + 4] !== stride) return false;
+    runEntryHalves(r[i + 2]!, r[i + 3]!, r[i + 4]!, off - s, scratch);
+    return scratch[0] === high && scratch[1] === low;
+  }
+  return false;
+}
+
 /** The runs with [off, off + n) cut out of them (trimmed or split). */
 function cutRuns(r: number[], off: number, n: number): number[] {
   const end = off + n;
@@ -454,9 +509,34 @@ function cutRuns(r: number[], off: number, n: number): number[] {
   return out;
 }
 
-/** Inserts a run (whose range is free) in start order. */
+/**
+ * Inserts a run (whose range is free) in start order, joined with its neighbours where it
+ * continues their progression (rewriting a table in place keeps it one run).
+ */
 function insertRun(r: number[], off: number, n: number, high: number, low: number, stride: number): void {
   let at = 0;
   while (at < r.length && r[at]! < off) at += F;
   r.splice(at, 0, off, n, high, low, stride);
+  if (at + F < r.length) joinRuns(r, at);
+  if (at >= F) joinRuns(r, at - F);
+}
+
+/** Joins the run at `at` with the next one when they touch and the next continues it. */
+function joinRuns(r: number[], at: number): void {
+  const next = at + F;
+  if (r[at]! + r[at + 1]! !== r[next]) return;
+  const s = joinedStride(
+    r[at + 1]!,
+    r[at + 2]!,
+    r[at + 3]!,
+    r[at + 4]!,
+    r[next + 1]!,
+    r[next + 2]!,
+    r[next + 3]!,
+    r[next + 4]!,
+  );
+  if (s < 0) return;
+  r[at + 1] = r[at + 1]! + r[next + 1]!;
+  r[at + 4] = s;
+  r.splice(next, F);
 }

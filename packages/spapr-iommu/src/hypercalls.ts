@@ -37,8 +37,13 @@ function kernelAnswer(ret: KvmTceResult): HypercallResult | undefined {
   return ret === H_SUCCESS ? SUCCEEDED : { ret };
 }
 
+/** The bus address mask of each page shift, computed once. */
+const PAGE_MASKS = Array.from({ length: 65 }, (_, shift) =>
+  BigInt.asUintN(64, ~((1n << BigInt(shift)) - 1n)),
+);
+
 function pageMask(pageShift: number): bigint {
-  return BigInt.asUintN(64, ~((1n << BigInt(pageShift)) - 1n));
+  return PAGE_MASKS[pageShift] ?? BigInt.asUintN(64, ~((1n << BigInt(pageShift)) - 1n));
 }
 
 /**
@@ -124,7 +129,7 @@ export function registerTceHypercalls(
       const count = Number(npages);
       const start = ioba & pageMask(table.pageShift);
       // An unreadable list reads as zeros, as QEMU's ldq_be_phys of unassigned memory.
-      guestMemory.read(tceList, listBytes.subarray(0, count * 8));
+      guestMemory.read(tceList, count === TCE_LIST_MAX ? listBytes : listBytes.subarray(0, count * 8));
       const stored = table.putList(start, count, list);
       const ok = count > 0 && stored === count;
       if (!ok && count > 0)

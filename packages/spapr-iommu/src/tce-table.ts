@@ -275,36 +275,59 @@ export class SpaprTceTable {
     const start = this.#firstIndex(startIoba);
     if (start < 0) return 0;
     const fit = Math.min(count, this.nbTable - start);
-    let i = 0;
-    while (i < fit) {
-      const p = byteOffset + i * 8;
-      const h0 = list.getUint32(p);
-      const l0 = list.getUint32(p + 4);
-      let j = i + 1;
-      let stride = 0;
-      if (j < fit) {
-        const d = (list.getUint32(p + 8) - h0) * TWO_32 + (list.getUint32(p + 12) - l0);
-        if (d >= 0 && d < MAX_RUN_STRIDE) {
-          stride = d;
-          let h = h0;
-          let l = l0;
-          for (; j < fit; j++) {
-            l += stride;
-            if (l >= TWO_32) {
-              const carry = Math.floor(l / TWO_32);
-              h = (h + carry) >>> 0;
-              l -= carry * TWO_32;
-            }
-            const q = byteOffset + j * 8;
-            if (list.getUint32(q + 4) !== l || list.getUint32(q) !== h) break;
-          }
-        }
-      }
-      this.#store(start + i, j - i, h0, l0, j - i === 1 ? 0 : stride);
-      i = j;
+    if (this.#isProgression(list, byteOffset, fit)) {
+      const stride =
+        fit === 1
+          ? 0
+          : (list.getUint32(byteOffset + 8) - list.getUint32(byteOffset)) * TWO_32 +
+            (list.getUint32(byteOffset + 12) - list.getUint32(byteOffset + 4));
+      this.#store(start, fit, list.getUint32(byteOffset), list.getUint32(byteOffset + 4), stride);
+    } else {
+      this.#storeList(start, fit, list, byteOffset);
     }
     this.#flush();
     return fit;
+  }
+
+  /**
+   * Whether the `count` TCEs of a list are one progression (what Linux writes for a direct
+   * window, or for consecutive pages of one mapping) that does not wrap past 2^64. The first,
+   * second and last entries decide cheaply that a list is not; every entry is checked before
+   * saying it is.
+   */
+  #isProgression(list: DataView, byteOffset: number, count: number): boolean {
+    if (count <= 1) return true;
+    const h0 = list.getUint32(byteOffset);
+    const l0 = list.getUint32(byteOffset + 4);
+    const stride = (list.getUint32(byteOffset + 8) - h0) * TWO_32 + (list.getUint32(byteOffset + 12) - l0);
+    if (!(stride >= 0 && stride < MAX_RUN_STRIDE)) return false;
+    const last = byteOffset + (count - 1) * 8;
+    const lastLow = l0 + (count - 1) * stride;
+    const lastCarry = Math.floor(lastLow / TWO_32);
+    if (list.getUint32(last + 4) !== lastLow - lastCarry * TWO_32) return false;
+    if (list.getUint32(last) !== h0 + lastCarry) return false;
+    let h = h0;
+    let l = l0;
+    for (let p = byteOffset + 8, end = last + 8; p < end; p += 8) {
+      l += stride;
+      if (l >= TWO_32) {
+        const carry = Math.floor(l / TWO_32);
+        h += carry;
+        l -= carry * TWO_32;
+      }
+      if (list.getUint32(p + 4) !== l || list.getUint32(p) !== h) return false;
+    }
+    return true;
+  }
+
+  /** Stores entries of a list that follow no progression, notifying each. */
+  #storeList(index: number, count: number, list: DataView, byteOffset: number): void {
+    this.storage!.setList(index, count, list, byteOffset);
+    if (!this.iommu.hasNotifiers()) return;
+    for (let k = 0; k < count; k++) {
+      const p = byteOffset + k * 8;
+      this.#notifyRun(index + k, 1, list.getUint32(p), list.getUint32(p + 4), 0);
+    }
   }
 
   /** The window index of page-aligned bus address `ioba`, or -1 outside the window. */

@@ -180,8 +180,8 @@ const list = (pageShift: number) =>
       .map(({ base, perm, count, breakAt, stride }) =>
         Array.from({ length: count }, (_, k) =>
           k === breakAt
-            ? 0x7777n << BigInt(pageShift)
-            : ((base + BigInt(k) * stride) << BigInt(pageShift)) | BigInt(perm),
+            ? (0x7777n << BigInt(pageShift)) & U64
+            : (((base + BigInt(k) * stride) << BigInt(pageShift)) | BigInt(perm)) & U64,
         ),
       ),
     fc.array(tce(pageShift), { maxLength: 12 }),
