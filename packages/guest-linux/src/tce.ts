@@ -187,10 +187,32 @@ export class TceCalls {
     const pageSize = 2 ** pageShift;
     const first = Number(firstTce);
     if (Number.isSafeInteger(first + count * pageSize)) {
-      for (let j = 0; j < count; j++) {
-        const tce = first + j * pageSize;
-        view.setUint32(j * 8, Math.floor(tce / TWO_32));
-        view.setUint32(j * 8 + 4, tce % TWO_32);
+      // Halves kept apart so the loop is integer additions, not a division per entry.
+      let high = Math.floor(first / TWO_32);
+      let low = first - high * TWO_32;
+      if (pageSize < TWO_32) {
+        // int32 words: a wrap of the low word is the carry into the high one.
+        const step = pageSize | 0;
+        high |= 0;
+        low |= 0;
+        for (let p = 0, end = count * 8; p < end; p += 8) {
+          view.setInt32(p, high);
+          view.setInt32(p + 4, low);
+          const next = (low + step) | 0;
+          if (next >>> 0 < low >>> 0) high = (high + 1) | 0;
+          low = next;
+        }
+      } else {
+        for (let j = 0; j < count; j++) {
+          view.setUint32(j * 8, high);
+          view.setUint32(j * 8 + 4, low);
+          low += pageSize;
+          if (low >= TWO_32) {
+            const carry = Math.floor(low / TWO_32);
+            high += carry;
+            low -= carry * TWO_32;
+          }
+        }
       }
     } else {
       for (let j = 0; j < count; j++) {

@@ -21,5 +21,5 @@ export {
 export { MigratingTceTables, spaprIommuVmstate, TceTableMigration } from './migration.js';
 export { addHypertasFunction, type SpaprIommuOptions, SpaprIommuTokens, spaprIommu } from './plugin.js';
 export { SpaprTceTables } from './tables.js';
-export { isPciLiobn, SpaprIommuRegion, SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
+export { isPciLiobn, mappedTces, SpaprIommuRegion, SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
 export { SPAPR_IOMMU_TRACE_EVENTS } from './traces.js';

@@ -306,6 +306,20 @@ export class SpaprTceTable {
     const lastCarry = Math.floor(lastLow / TWO_32);
     if (list.getUint32(last + 4) !== lastLow - lastCarry * TWO_32) return false;
     if (list.getUint32(last) !== h0 + lastCarry) return false;
+    if (stride < TWO_32) {
+      // Halves as int32: adding wraps like the unsigned words, and a wrap of the low word is the
+      // carry into the high one.
+      const step = stride | 0;
+      let h = h0 | 0;
+      let l = l0 | 0;
+      for (let p = byteOffset + 8, end = last + 8; p < end; p += 8) {
+        const next = (l + step) | 0;
+        if (next >>> 0 < l >>> 0) h = (h + 1) | 0;
+        l = next;
+        if (list.getInt32(p + 4) !== l || list.getInt32(p) !== h) return false;
+      }
+      return true;
+    }
     let h = h0;
     let l = l0;
     for (let p = byteOffset + 8, end = last + 8; p < end; p += 8) {
@@ -385,17 +399,9 @@ export class SpaprTceTable {
     this.#flush();
   }
 
-  /** Entries that map something (a TCE with a permission bit), counted by runs. */
+  /** Entries that map something (a TCE with a permission bit). */
   mappedEntries(): number {
-    let n = 0;
-    this.storage?.forEachRun((_first, count, _high, low, stride) => {
-      if (stride % 4 === 0) {
-        if ((low & 3) !== 0) n += count;
-        return;
-      }
-      for (let k = 0; k < count; k++) if (((low + k * stride) & 3) !== 0) n++;
-    });
-    return n;
+    return mappedTces(this.storage);
   }
 
   private allocate(entries?: RunTable): void {
@@ -411,6 +417,19 @@ export class SpaprTceTable {
     if (this.traces.newTable.enabled) this.traces.newTable.emit(this.liobn, nextFakeTablePointer, fd);
     nextFakeTablePointer += 0x1000n;
   }
+}
+
+/** How many TCEs of `storage` map something (have a permission bit), counted by runs. */
+export function mappedTces(storage: RunTable | null): number {
+  let n = 0;
+  storage?.forEachRun((_first, count, _high, low, stride) => {
+    if (stride % 4 === 0) {
+      if ((low & 3) !== 0) n += count;
+      return;
+    }
+    for (let k = 0; k < count; k++) if (((low + k * stride) & 3) !== 0) n++;
+  });
+  return n;
 }
 
 /** The high half of the page-aligned address of a TCE whose halves are (high, low). */
