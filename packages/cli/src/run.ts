@@ -392,7 +392,7 @@ function hostReport(machine: Machine, devices: PciDevice[], errors: HostErrorEve
     prereg: containers.flatMap((c) =>
       c.fd.registered().map((r) => ({ vaddr: formatHex(r.vaddr), size: formatHex(r.size) })),
     ),
-    mappings: containers.reduce((n, c) => n + c.fd.mappings().length, 0),
+    mappings: containers.reduce((n, c) => n + c.fd.mappedCount(), 0),
     errors: errors.map((e) => `${e.fatal ? 'fatal: ' : ''}${e.message}`),
   };
 }

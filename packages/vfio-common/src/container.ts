@@ -1,16 +1,19 @@
 import { DdwError, type MachineEventBus, type TraceEvent } from '@ddw/machine';
 import {
   type AddressSpace,
+  batchAddress,
+  batchAddressNumber,
+  type FlatView,
   IOMMUAccessFlags,
+  type IOMMUBatch,
+  IOMMUBatchBuffer,
   IOMMUNotifier,
   IOMMUNotifierFlag,
-  type IOMMURun,
   type IOMMUTLBEntry,
   IommuMemoryRegion,
   type MemoryListener,
   type MemoryRegionSection,
   RamRegion,
-  runEntry,
 } from '@ddw/memory';
 import type { HostKvmTable } from './host/host-iommu.js';
 import {
@@ -483,7 +486,7 @@ export class VfioContainer {
           section.offsetWithinRegion,
           section.offsetWithinRegion + section.size - 1n,
           0,
-          (run) => this.mapNotifyRun(giommu, run),
+          (batch) => this.mapNotifyBatch(giommu, batch),
         ),
       };
       try {
@@ -625,25 +628,189 @@ export class VfioContainer {
     return 0;
   }
 
-  /** vfio_iommu_map_notify: one guest TCE change becomes one host map or unmap. */
+  /**
+   * vfio_iommu_map_notify for one entry: the entry as a batch of one page, into mapNotifyBatch. An
+   * entry no batch can carry (a mask that is not a page, an unaligned address) goes to mapPage,
+   * which is what mapNotifyBatch does with any page it cannot take by runs.
+   */
   private mapNotify(giommu: GuestIommu, entry: IOMMUTLBEntry): void {
-    const iova = entry.iova + giommu.iommuOffset;
-    const t = this.deps.traces.mapNotify;
-    if (t.enabled)
-      t.emit(entry.perm === IOMMUAccessFlags.NONE ? 'UNMAP' : 'MAP', iova, iova + entry.addrMask);
-    if (entry.targetAs !== this.deps.systemMemory) {
-      this.report(`Wrong target AS "${entry.targetAs?.name ?? 'none'}", only system memory is allowed`);
+    const mask = entry.addrMask;
+    const size = mask + 1n;
+    const shift = size.toString(2).length - 1;
+    const aligned =
+      (size & mask) === 0n &&
+      size <= 1n << 52n &&
+      (entry.iova & mask) === 0n &&
+      entry.iova >= 0n &&
+      entry.iova >> BigInt(shift) < 1n << 53n &&
+      (entry.perm === IOMMUAccessFlags.NONE ||
+        ((entry.translatedAddr & mask) === 0n &&
+          entry.translatedAddr >= 0n &&
+          entry.translatedAddr <= UINT64_MASK));
+    if (!aligned || this.#oneBusy) {
+      this.mapPage(giommu, entry.targetAs, entry.iova, mask, entry.perm, entry.translatedAddr);
       return;
     }
-    const size = entry.addrMask + 1n;
-    if ((entry.perm & IOMMUAccessFlags.RW) !== IOMMUAccessFlags.NONE) {
-      const writable = (entry.perm & IOMMUAccessFlags.WO) !== 0;
-      const x = this.deps.systemMemory.translate(entry.translatedAddr, writable, size);
+    const addr = entry.perm === IOMMUAccessFlags.NONE ? 0n : entry.translatedAddr;
+    const one = this.#one.reset(entry.targetAs, shift);
+    one.push(
+      Number(entry.iova >> BigInt(shift)),
+      1,
+      Number(addr >> 32n),
+      Number(addr & 0xffffffffn),
+      0,
+      entry.perm,
+    );
+    this.#oneBusy = true;
+    try {
+      this.mapNotifyBatch(giommu, one);
+    } finally {
+      this.#oneBusy = false;
+    }
+  }
+
+  readonly #one = new IOMMUBatchBuffer();
+  #oneBusy = false;
+
+  /**
+   * vfio_iommu_map_notify for every page of `batch`, in order: what QEMU does page by page, done by
+   * segments. A segment's pages inside one guest RAM range become host addresses by arithmetic
+   * (the range's guest-to-host offset) and reach the host as one run (HostIommuContainer.mapRun),
+   * which stops before any page whose ioctl would not succeed; that page, and any page that is not
+   * plain RAM, goes through mapPage, QEMU's per-page code with its messages and EBUSY retry. The
+   * vfio_iommu_map_notify trace, when enabled, is emitted page by page from the same loop.
+   */
+  private mapNotifyBatch(giommu: GuestIommu, batch: IOMMUBatch): void {
+    const shift = batch.pageShift;
+    const pageBytes = 2 ** shift;
+    const shiftBig = BigInt(shift);
+    const trace = this.deps.traces.mapNotify;
+    // QEMU checks the target per page; a batch has one, so a wrong one fails every page alike.
+    const runs = batch.targetAs === this.deps.systemMemory && shift <= 52;
+    for (let s = 0; s < batch.length; s++) {
+      const index = batch.index[s]!;
+      const count = batch.pages[s]!;
+      const perm = batch.perm[s]! as IOMMUAccessFlags;
+      const step = batch.step[s]!;
+      let k = 0;
+      while (k < count) {
+        const planned = runs ? this.plannedRun(batch, s, k, pageBytes) : 0;
+        if (planned > 0) {
+          const iova = (BigInt(index + k) << shiftBig) + giommu.iommuOffset;
+          const applied =
+            perm === IOMMUAccessFlags.NONE
+              ? this.fd.mapRun(iova, shift, planned, 0, 0, 0)
+              : this.fd.mapRun(iova, shift, planned, this.#plan.vaddr, step, this.#plan.flags);
+          if (trace.enabled) {
+            const mask = BigInt(pageBytes - 1);
+            for (let p = 0; p < applied; p++) {
+              const at = iova + (BigInt(p) << shiftBig);
+              trace.emit(perm === IOMMUAccessFlags.NONE ? 'UNMAP' : 'MAP', at, at + mask);
+            }
+          }
+          k += applied;
+          if (applied === planned) continue;
+        }
+        this.mapPage(
+          giommu,
+          batch.targetAs,
+          BigInt(index + k) << shiftBig,
+          (1n << shiftBig) - 1n,
+          perm,
+          perm === IOMMUAccessFlags.NONE ? 0n : batchAddress(batch, s, k),
+        );
+        k++;
+      }
+    }
+  }
+
+  /**
+   * How many pages of segment `s` from page `k` the host can be asked for as one run: for an
+   * unmap, all of them; for a map, those whose guest page lies wholly in the guest RAM range of
+   * page k, with their host address and map flags left in #plan. 0 when page k is not plain RAM
+   * (or its address is not an exact number): mapPage then takes it.
+   */
+  private plannedRun(batch: IOMMUBatch, s: number, k: number, pageBytes: number): number {
+    const left = batch.pages[s]! - k;
+    const perm = batch.perm[s]!;
+    if (perm === IOMMUAccessFlags.NONE) return left;
+    // Below 2^53 the page's guest address is exact as a number.
+    if (batch.addrHigh[s]! >= 0x200000) return 0;
+    const a = batchAddressNumber(batch, s, k);
+    let ram = this.#ram;
+    if (!(ram.view === this.deps.systemMemory.flatView && a >= ram.lo && a + pageBytes <= ram.hi)) {
+      if (!(a < 2 ** 53 && this.cacheRam(a))) return 0;
+      ram = this.#ram;
+      // A page running past the end of RAM is QEMU's granularity error: mapPage reports it.
+      if (!(a >= ram.lo && a + pageBytes <= ram.hi)) return 0;
+    }
+    const step = batch.step[s]!;
+    const n =
+      step === 0 ? left : Math.min(left, Math.floor((ram.hi - pageBytes - a) / (step * pageBytes)) + 1);
+    const writable = (perm & IOMMUAccessFlags.WO) !== 0;
+    this.#plan.vaddr = a + ram.toHost;
+    this.#plan.flags = VFIO_DMA_MAP_FLAG_READ | (writable && !ram.readonly ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+    return n;
+  }
+
+  /**
+   * Guest RAM around `addr` (a page start, exact) as one range of the current view with a fixed
+   * guest-to-host offset, what translate() + memory_region_get_ram_ptr give for every page of it;
+   * false when it is not plain RAM with a host pointer. Kept until the view changes.
+   */
+  private cacheRam(addr: number): boolean {
+    const view = this.deps.systemMemory.flatView;
+    const fr = view.lookup(BigInt(addr));
+    if (!fr || !(fr.mr instanceof RamRegion)) return false;
+    const base = this.deps.hostPointer(fr.mr, BigInt(addr) - fr.start + fr.offsetInRegion);
+    if (base === undefined) return false;
+    if (!(base >= 0n && base < 1n << 53n)) return false;
+    const toHost = Number(base) - addr;
+    // Host addresses must stay exact numbers too: the range is cut to where they are.
+    const lo = Math.max(Number(fr.start), -toHost);
+    const hi = Math.min(Number(fr.end < 1n << 53n ? fr.end : 1n << 53n), 2 ** 53 - Math.max(toHost, 0));
+    if (hi <= addr) return false;
+    this.#ram = { view, lo, hi, toHost, readonly: fr.readonly };
+    return true;
+  }
+
+  #ram: { view: FlatView | undefined; lo: number; hi: number; toHost: number; readonly: boolean } = {
+    view: undefined,
+    lo: 0,
+    hi: 0,
+    toHost: 0,
+    readonly: false,
+  };
+  readonly #plan = { vaddr: 0, flags: 0 };
+
+  /**
+   * vfio_iommu_map_notify's body for one page (region-relative `iova`, page mask `addrMask`): the
+   * trace, the target check, translation to RAM, and the host map or unmap with QEMU's messages.
+   */
+  private mapPage(
+    giommu: GuestIommu,
+    targetAs: AddressSpace | null,
+    entryIova: bigint,
+    addrMask: bigint,
+    perm: IOMMUAccessFlags,
+    translatedAddr: bigint,
+  ): void {
+    const iova = entryIova + giommu.iommuOffset;
+    const t = this.deps.traces.mapNotify;
+    if (t.enabled) t.emit(perm === IOMMUAccessFlags.NONE ? 'UNMAP' : 'MAP', iova, iova + addrMask);
+    if (targetAs !== this.deps.systemMemory) {
+      this.report(`Wrong target AS "${targetAs?.name ?? 'none'}", only system memory is allowed`);
+      return;
+    }
+    const size = addrMask + 1n;
+    if ((perm & IOMMUAccessFlags.RW) !== IOMMUAccessFlags.NONE) {
+      const writable = (perm & IOMMUAccessFlags.WO) !== 0;
+      const x = this.deps.systemMemory.translate(translatedAddr, writable, size);
       if (!(x.mr instanceof RamRegion)) {
         this.report(`iommu map to non memory area ${hex(x.xlat)}`);
         return;
       }
-      if ((x.plen & entry.addrMask) !== 0n) {
+      if ((x.plen & addrMask) !== 0n) {
         this.report('iommu has granularity incompatible with target AS');
         return;
       }
@@ -666,80 +833,6 @@ export class VfioContainer {
         );
     }
   }
-
-  /**
-   * The same as mapNotify for every page of `run`, in order, without building per-page objects:
-   * guest addresses inside one RAM range become host pointers by arithmetic, and the host applies
-   * the pages in one call. Any page that needs more (a failure, a target that is not RAM) goes
-   * through mapNotify, so messages and retries are exactly those of the page-by-page path.
-   */
-  private mapNotifyRun(giommu: GuestIommu, run: IOMMURun): void {
-    const mapPages = this.fd.mapPages?.bind(this.fd);
-    if (this.deps.traces.mapNotify.enabled || !mapPages || run.targetAs !== this.deps.systemMemory) {
-      for (let i = 0; i < run.count; i++) this.mapNotify(giommu, runEntry(run, i).entry);
-      return;
-    }
-    const pageSize = 2 ** run.pageShift;
-    const pageSizeBig = 1n << BigInt(run.pageShift);
-    const busBase = run.iova + giommu.iommuOffset;
-    if (this.#runVaddr.length < run.count) {
-      this.#runVaddr = new Float64Array(run.count);
-      this.#runFlags = new Uint8Array(run.count);
-    }
-    const vaddr = this.#runVaddr;
-    const flags = this.#runFlags;
-    let i = 0;
-    while (i < run.count) {
-      // Prepare pages i.. until one needs the slow path.
-      let k = i;
-      for (; k < run.count; k++) {
-        const perm = run.perm[k]!;
-        if (perm === IOMMUAccessFlags.NONE) {
-          flags[k] = 0;
-          continue;
-        }
-        const a = run.addr[k]!;
-        if (!(a >= this.#ram.lo && a + pageSize <= this.#ram.hi) && !this.cacheRam(a)) break;
-        const writable = (perm & IOMMUAccessFlags.WO) !== 0;
-        vaddr[k] = a + this.#ram.toHost;
-        flags[k] = VFIO_DMA_MAP_FLAG_READ | (writable && !this.#ram.readonly ? VFIO_DMA_MAP_FLAG_WRITE : 0);
-      }
-      const applied =
-        k > i
-          ? mapPages(
-              busBase + (BigInt(i) << BigInt(run.pageShift)),
-              pageSizeBig,
-              k - i,
-              vaddr.subarray(i, k),
-              flags.subarray(i, k),
-            )
-          : 0;
-      i += applied;
-      if (i < run.count) {
-        this.mapNotify(giommu, runEntry(run, i).entry);
-        i++;
-      }
-    }
-  }
-
-  /** Guest RAM around `addr` as one range with a fixed guest-to-host offset; false when it is not RAM. */
-  private cacheRam(addr: number): boolean {
-    const x = this.deps.systemMemory.translate(BigInt(addr), false, 1n << 52n);
-    if (!(x.mr instanceof RamRegion)) return false;
-    const base = this.deps.hostPointer(x.mr, x.xlat);
-    if (base === undefined) return false;
-    this.#ram = {
-      lo: addr,
-      hi: addr + Number(x.plen),
-      toHost: Number(base) - addr,
-      readonly: x.readonly || x.mr.readonly,
-    };
-    return true;
-  }
-
-  #ram = { lo: 0, hi: 0, toHost: 0, readonly: false };
-  #runVaddr = new Float64Array(512);
-  #runFlags = new Uint8Array(512);
 
   /**
    * vfio_dma_map: READ always, WRITE unless read-only, so a write-only TCE maps read+write. EBUSY

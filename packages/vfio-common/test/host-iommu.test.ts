@@ -655,18 +655,49 @@ describe('SimulatedSpaprTceHost: MAP_DMA / UNMAP_DMA', () => {
     const big = 1n << 40n;
     const { c } = ddw({ blocks: [block('far', 0x100000000000n, big, K64)] });
     expect(c.registerMemory({ vaddr: 0x100000000000n, size: big })).toBe(0);
-    expect(c.storage()).toEqual({ mapped: 0, chunks: 0, bytes: 0 });
+    expect(c.storage()).toEqual({ mapped: 0, denseChunks: 0, bytes: 0 });
     for (const at of [0n, 1n << 30n, 1n << 35n, big - K64]) {
       expect(map(c, W1 + at, K64, 0x100000000000n + at)).toBe(0);
     }
     const s = c.storage();
     expect(s.mapped).toBe(4);
-    expect(s.chunks).toBe(4);
-    expect(s.bytes).toBeLessThan(1 << 20);
+    expect(s.denseChunks).toBe(0);
+    expect(s.bytes).toBeLessThan(1 << 10);
     expect(c.translate(W1 + big - 1n)).toMatchObject({ vaddr: 0x100000000000n + big - K64 });
-    // A whole-window UNMAP visits only the resident chunks.
     expect(c.unmapDma({ iova: W1, size: big })).toBe(0);
-    expect(c.storage()).toEqual({ mapped: 0, chunks: 0, bytes: 0 });
+    expect(c.storage()).toEqual({ mapped: 0, denseChunks: 0, bytes: 0 });
+  });
+
+  it('a 64 TiB window of 64K pages (2^30 entries) mapped whole costs per run, and so does its unmap', () => {
+    const big = 1n << 46n;
+    const F = 0x100000000000n;
+    const { c, host } = ddw({ blocks: [block('far', F, big, K64)] });
+    expect(c.removeWindow({ startAddr: W1 })).toBe(0);
+    expect(c.createWindow({ pageShift: 16, windowSize: big, levels: 2 }).ret).toBe(0);
+    expect(c.registerMemory({ vaddr: F, size: big })).toBe(0);
+    expect(map(c, W1, big, F)).toBe(0);
+    expect(c.mappedCount()).toBe(2 ** 30);
+    expect(c.storage()).toMatchObject({ mapped: 2 ** 30, denseChunks: 0 });
+    expect(c.storage().bytes).toBeLessThan(8 << 20);
+    expect(host.regions().find((r) => r.vaddr === F)!.mapped).toBe(2 ** 30);
+    const runs: [bigint, number, bigint, number][] = [];
+    c.forEachMapping((iova, pages, _size, vaddr, _r, _w, step) => void runs.push([iova, pages, vaddr, step]));
+    expect(runs).toEqual([[W1, 2 ** 30, F, 1]]);
+    expect(c.translate(W1 + big - 1n)).toMatchObject({ vaddr: F + big - K64, write: true });
+    // One page in the middle becomes read-only from elsewhere: the run splits around it.
+    expect(map(c, W1 + (1n << 40n), K64, F, VFIO_DMA_MAP_FLAG_READ)).toBe(0);
+    runs.length = 0;
+    c.forEachMapping((iova, pages, _size, vaddr, _r, _w, step) => void runs.push([iova, pages, vaddr, step]));
+    expect(runs).toEqual([
+      [W1, 2 ** 24, F, 1],
+      [W1 + (1n << 40n), 1, F, 1],
+      [W1 + (1n << 40n) + K64, 2 ** 30 - 2 ** 24 - 1, F + (1n << 40n) + K64, 1],
+    ]);
+    expect(c.mappedCount()).toBe(2 ** 30);
+    expect(c.unmapDma({ iova: W1, size: big })).toBe(0);
+    expect(c.mappedCount()).toBe(0);
+    expect(host.regions().find((r) => r.vaddr === F)!.mapped).toBe(0);
+    expect(c.storage()).toEqual({ mapped: 0, denseChunks: 0, bytes: 0 });
   });
 
   it('maps 8 GiB in 4K pages (2M entries) and gives them back', () => {
@@ -685,7 +716,7 @@ describe('SimulatedSpaprTceHost: MAP_DMA / UNMAP_DMA', () => {
     }
     expect(c.translate(0x1000n)!.vaddr).toBe(0x100000000000n + 8n * GiB - 0x10000000n + 0x1000n);
     expect(c.unmapDma({ iova: 0n, size: 8n * GiB })).toBe(0);
-    expect(c.storage().chunks).toBe(0);
+    expect(c.storage()).toEqual({ mapped: 0, denseChunks: 0, bytes: 0 });
     expect(host.regions().find((r) => r.vaddr === 0x100000000000n)!.mapped).toBe(0);
   });
 });
@@ -841,10 +872,8 @@ describe('SimulatedSpaprTceHost: groups, v1, faults and release', () => {
   });
 });
 
-describe('SimulatedSpaprTceContainer.mapPages (the batch path)', () => {
-  const pages = (...values: number[]) => Float64Array.from(values);
-  const perms = (...values: number[]) => Uint8Array.from(values);
-  /** A vaddr the batch path can carry exactly: guest RAM at 1 TiB. */
+describe('SimulatedSpaprTceContainer.mapRun (the run path)', () => {
+  /** A vaddr the run path can carry exactly: guest RAM at 1 TiB. */
   const R = 0x10000000000n;
   const r = (offset: bigint) => Number(R + offset);
 
@@ -856,68 +885,95 @@ describe('SimulatedSpaprTceContainer.mapPages (the batch path)', () => {
     return s;
   }
 
-  it('maps and unmaps pages as mapDma/unmapDma of each would', () => {
-    const { c } = setup();
-    // The ioctl that creates the pending default window is left to the caller.
-    expect(c.mapPages(0x2000n, 0x1000n, 1, pages(r(0x5000n)), perms(3))).toBe(0);
-    expect(c.defaultWindowPending).toBe(true);
-    expect(c.unmapDma({ iova: 0n, size: 0x1000n })).toBe(0);
-    expect(c.mapPages(0x2000n, 0x1000n, 3, pages(r(0x5000n), r(0x9000n), r(0x1000n)), perms(3, 1, 2))).toBe(
-      3,
-    );
+  it('maps and unmaps pages as mapDma/unmapDma of each would: consecutive, repeated, any step', () => {
+    const { c, host } = setup();
+    // The first page's ioctl would create the pending default window: so does the run.
+    expect(c.mapRun(0x2000n, 12, 1, r(0x5000n), 1, RW)).toBe(1);
+    expect(c.defaultWindowPending).toBe(false);
+    expect(c.mapRun(0x3000n, 12, 2, r(0x9000n), 1, VFIO_DMA_MAP_FLAG_READ)).toBe(2);
+    expect(c.mapRun(0x5000n, 12, 2, r(0x1000n), 0, VFIO_DMA_MAP_FLAG_WRITE)).toBe(2);
+    expect(c.mapRun(0x7000n, 12, 2, r(0x10000n), 3, RW)).toBe(2);
     expect(c.mappings()).toEqual([
       { iova: 0x2000n, size: 0x1000n, vaddr: R + 0x5000n, read: true, write: true },
       { iova: 0x3000n, size: 0x1000n, vaddr: R + 0x9000n, read: true, write: false },
-      { iova: 0x4000n, size: 0x1000n, vaddr: R + 0x1000n, read: true, write: true },
+      { iova: 0x4000n, size: 0x1000n, vaddr: R + 0xa000n, read: true, write: false },
+      { iova: 0x5000n, size: 0x1000n, vaddr: R + 0x1000n, read: true, write: true },
+      { iova: 0x6000n, size: 0x1000n, vaddr: R + 0x1000n, read: true, write: true },
+      { iova: 0x7000n, size: 0x1000n, vaddr: R + 0x10000n, read: true, write: true },
+      { iova: 0x8000n, size: 0x1000n, vaddr: R + 0x13000n, read: true, write: true },
     ]);
-    expect(c.mapPages(0x3000n, 0x1000n, 2, pages(0, r(0x7000n)), perms(0, 1))).toBe(2);
+    expect(c.mappedCount()).toBe(7);
+    expect(c.mapRun(0x3000n, 12, 3, 0, 0, 0)).toBe(3);
     expect(c.mappings().map((m) => [m.iova, m.vaddr])).toEqual([
       [0x2000n, R + 0x5000n],
-      [0x4000n, R + 0x7000n],
+      [0x6000n, R + 0x1000n],
+      [0x7000n, R + 0x10000n],
+      [0x8000n, R + 0x13000n],
     ]);
+    expect(host.regions().find((x) => x.vaddr === R)!.mapped).toBe(4);
   });
 
   it('maps a guest page of several host IOMMU pages, as one mapDma of that size would', () => {
     const { c } = setup({}, true);
-    expect(c.mapPages(0x10000n, K64, 2, pages(r(0n), r(0x30000n)), perms(3, 3))).toBe(2);
+    expect(c.mapRun(0x10000n, 16, 2, r(0n), 3, RW)).toBe(2);
     expect(c.mappings()).toHaveLength(32);
     expect(c.translate(0x2f000n)!.vaddr).toBe(R + 0x3f000n);
+    expect(c.mapRun(0x40000n, 16, 3, r(0x100000n), 0, RW)).toBe(3);
+    expect(c.translate(0x6f000n)!.vaddr).toBe(R + 0x10f000n);
+    expect(c.mappedCount()).toBe(80);
   });
 
   it('stops before the first page mapDma would refuse, leaving it and the rest untouched', () => {
     const { c, host } = setup();
     expect(map(c, 0x4000n, 0x1000n, R)).toBe(0);
-    // Page 2 is outside registered memory: pages 0 and 1 apply, 2 and 3 do not.
-    const n = c.mapPages(
-      0x2000n,
-      0x1000n,
-      4,
-      pages(r(0n), r(0x1000n), 0x1000, r(0x3000n)),
-      perms(3, 3, 3, 3),
-    );
-    expect(n).toBe(2);
-    expect(c.mappings().map((m) => m.iova)).toEqual([0x2000n, 0x3000n, 0x4000n]);
-    expect(c.translate(0x4000n)!.vaddr).toBe(R);
-    expect(c.mapPages(0x80000000n - 0x1000n, 0x1000n, 2, pages(r(0n), r(0n)), perms(3, 3))).toBe(1);
-    expect(c.mapPages(0x2000n, 0x1000n, 1, pages(r(0n)), perms(4))).toBe(0);
-    expect(c.mapPages(0x2800n, 0x1000n, 1, pages(r(0n)), perms(3))).toBe(0);
-    // An injected fault is left for the call the caller makes next.
+    // Page 2 is past the end of registered memory: pages 0 and 1 apply, 2 and 3 do not.
+    expect(c.mapRun(0x2000n, 12, 4, r(GiB - 0x2000n), 1, RW)).toBe(2);
+    expect(c.mappings().map((m) => [m.iova, m.vaddr])).toEqual([
+      [0x2000n, R + GiB - 0x2000n],
+      [0x3000n, R + GiB - 0x1000n],
+      [0x4000n, R],
+    ]);
+    // The end of the window, bad flags, a misaligned iova or vaddr, unregistered memory.
+    expect(c.mapRun(0x80000000n - 0x1000n, 12, 2, r(0n), 0, RW)).toBe(1);
+    expect(c.mapRun(0x2000n, 12, 1, r(0n), 1, 4)).toBe(0);
+    expect(c.mapRun(0x2800n, 12, 1, r(0n), 1, RW)).toBe(0);
+    expect(c.mapRun(0x2000n, 12, 1, r(0x800n), 1, RW)).toBe(0);
+    expect(c.mapRun(0x2000n, 12, 1, 0x1000, 1, RW)).toBe(0);
+    expect(c.mapRun(0x100000000n, 12, 1, 0, 0, 0)).toBe(0);
+    // An injected fault stays due for the call the caller makes next; it only stops its own op.
     host.injectFault('mapDma', Errno.EBUSY);
-    expect(c.mapPages(0x2000n, 0x1000n, 2, pages(0, r(0n)), perms(0, 3))).toBe(1);
+    expect(c.mapRun(0x2000n, 12, 1, r(0n), 1, RW)).toBe(0);
+    expect(c.mapRun(0x2000n, 12, 2, 0, 0, 0)).toBe(2);
     expect(map(c, 0x3000n, 0x1000n, R)).toBe(-Errno.EBUSY);
-    expect(host.regions().find((x) => x.vaddr === R)!.mapped).toBe(c.mappings().length);
+    expect(host.regions().find((x) => x.vaddr === R)!.mapped).toBe(c.mappedCount());
+  });
+
+  it('a guest page spanning two adjacent regions maps as mapDma walks it, each region counting its part', () => {
+    const { c, host } = v2({ blocks: [block('r', R, GiB)] });
+    expect(c.registerMemory({ vaddr: R, size: 32n << 20n })).toBe(0);
+    expect(c.registerMemory({ vaddr: R + (32n << 20n), size: 32n << 20n })).toBe(0);
+    expect(c.unmapDma({ iova: 0n, size: 0n })).toBe(0);
+    expect(c.mapRun(0n, 16, 2, r((32n << 20n) - 0x8000n), 1, RW)).toBe(2);
+    expect(host.regions().map((x) => x.mapped)).toEqual([8, 24]);
+    expect(c.mapRun(0n, 12, 8, 0, 0, 0)).toBe(8);
+    expect(host.regions().map((x) => x.mapped)).toEqual([0, 24]);
+    // Past the second region: the page fails as a whole, nothing of it stays.
+    expect(c.mapRun(0x100000n, 16, 1, r((64n << 20n) - 0x8000n), 1, RW)).toBe(0);
+    expect(c.mappedCount()).toBe(24);
   });
 
   it('does nothing before the container is enabled', () => {
     const { c } = v2({ blocks: [block('r', R, GiB)] });
-    expect(c.mapPages(0n, 0x1000n, 1, pages(r(0n)), perms(3))).toBe(0);
+    expect(c.mapRun(0n, 12, 1, r(0n), 1, RW)).toBe(0);
     expect(c.defaultWindowPending).toBe(true);
   });
 
   it('v1: pins from host memory, refusing a backing page smaller than the IOMMU page', () => {
     const { c } = v1({ blocks: [block('r', R, GiB), block('tiny', 0x50000000n, K64, 0x800n)] });
     expect(c.enable()).toBe(0);
-    expect(c.mapPages(0n, 0x1000n, 3, pages(r(0n), r(0x1000n), 0x50000000), perms(1, 3, 3))).toBe(2);
+    expect(c.mapRun(0n, 12, 2, r(0n), 1, VFIO_DMA_MAP_FLAG_READ)).toBe(2);
+    expect(c.mapRun(0x2000n, 12, 1, 0x50000000, 1, RW)).toBe(0);
+    expect(map(c, 0x2000n, 0x1000n, 0x50000000n)).toBe(-Errno.EPERM);
     expect(c.mappings()).toHaveLength(2);
   });
 });

@@ -81,6 +81,17 @@ export interface HostMapping {
   readonly write: boolean;
 }
 
+/** Receives one run of mapped pages (see HostIommuContainer.forEachMapping). */
+export type HostMappingRunVisitor = (
+  iova: bigint,
+  pages: number,
+  pageSize: bigint,
+  vaddr: bigint,
+  read: boolean,
+  write: boolean,
+  step: number,
+) => void;
+
 /** A pre-registered region (v2). */
 export interface HostRegisteredRegion {
   readonly vaddr: bigint;
@@ -141,14 +152,17 @@ export interface HostIommuContainer {
   mapDma(req: { iova: bigint; size: bigint; vaddr: bigint; flags: number; argsz?: number }): number;
   unmapDma(req: { iova: bigint; size: bigint; flags?: number; argsz?: number }): number;
   /**
-   * Optional fast path: pages `iova + i * pageSize` for i < count, each exactly as
-   * mapDma({ iova_i, size: pageSize, vaddr: vaddr[i], flags: flags[i] }) would do, or as
-   * unmapDma({ iova_i, size: pageSize }) when flags[i] is 0, in order. Stops before the first page
-   * whose call would not return 0 (and may stop earlier), leaving it and the rest untouched, and
-   * returns how many pages it applied; the caller makes the per-page call for the page it stopped
-   * at. vaddr values are exact (below 2^53).
+   * A run of `count` IOMMU pages of 1 << pageShift bytes from `iova`: exactly the per-page calls
+   * mapDma({ iova: iova + k * pageSize, size: pageSize, vaddr: vaddr + k * step * pageSize, flags })
+   * for k = 0, 1, ... in order, or unmapDma({ iova: iova + k * pageSize, size: pageSize }) when
+   * `flags` is 0. It stops before the first page whose call would not return 0, leaving that page
+   * and the rest untouched (an injected fault stays due), and returns how many pages it applied:
+   * the caller makes the per-page call for the page it stopped at, to get its errno. `vaddr` (the
+   * first page's host address) and every page's host address are exact integers below 2^53;
+   * `step` is a non-negative integer (1: consecutive memory, 0: one page repeated); `pageShift` is
+   * an integer in [0, 52]. Costs per run of pages the host can take alike, not per page.
    */
-  mapPages?(iova: bigint, pageSize: bigint, count: number, vaddr: Float64Array, flags: Uint8Array): number;
+  mapRun(iova: bigint, pageShift: number, count: number, vaddr: number, step: number, flags: number): number;
   /**
    * Optional: the hardware tables of the container's windows as the host kernel's KVM takes them
    * when QEMU attaches a group to an in-kernel TCE table (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: the
@@ -161,8 +175,19 @@ export interface HostIommuContainer {
 
   /** The hardware's view of `iova`, as a device's DMA would use it; undefined when not mapped. */
   translate(iova: bigint): HostMapping | undefined;
-  /** Every mapped page, in iova order. */
+  /**
+   * Every mapped page, in iova order, one object each: for tests and small tables. Sizes and
+   * reports use mappedCount() and forEachMapping(), which cost per run.
+   */
   mappings(): HostMapping[];
+  /** How many pages are mapped (mappings().length, without building them). */
+  mappedCount(): number;
+  /**
+   * Visits the mapped pages as maximal runs, in iova order: `pages` pages of `pageSize` bytes from
+   * `iova`, page k mapping host address vaddr + k * step * pageSize with the same permissions
+   * (step 1: consecutive memory, 0: one page repeated; 1 for a run of one page).
+   */
+  forEachMapping(fn: HostMappingRunVisitor): void;
   /** Windows that exist (a pending default window is not listed). */
   windows(): HostWindow[];
   /** Pre-registered regions this container references. */

@@ -1,4 +1,5 @@
 import { ConfigError } from '@ddw/machine';
+import { MAX_RUN_STRIDE, RunTable, runEntryHalves } from '@ddw/memory';
 import {
   ARGSZ,
   Errno,
@@ -10,6 +11,7 @@ import {
   type HostIommuType,
   type HostKvmTable,
   type HostMapping,
+  type HostMappingRunVisitor,
   type HostRegisteredRegion,
   type HostWindow,
   type TceCreateRequest,
@@ -42,13 +44,17 @@ const DEFAULT_WINDOW_PAGE_SHIFT = 12;
 /** IOMMU_TABLE_GROUP_MAX_TABLES: window slots exist for at most two tables. */
 const MAX_SLOTS = 2;
 
-/** log2 of the TCEs per storage chunk: 4096 entries, about 52 KiB resident. */
-const CHUNK_SHIFT = 12;
-const CHUNK_ENTRIES = 1 << CHUNK_SHIFT;
+/** Entries per RunTable of a window: a larger table (2^34 4K pages of a 64 TiB window) has several. */
+const PART_SHIFT = 30;
+const PART = 2 ** PART_SHIFT;
+const TWO_32 = 0x1_0000_0000;
+/** Host addresses the run path carries as numbers stay below this (exact doubles). */
+const EXACT_LIMIT = 2 ** 53;
 
 /** Hardware TCE permission bits (TCE_PCI_READ, TCE_PCI_WRITE). */
 const TCE_READ = 1;
 const TCE_WRITE = 2;
+const TCE_PERM = TCE_READ | TCE_WRITE;
 const MAP_FLAGS = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
 
 const u64 = (value: bigint) => BigInt.asUintN(64, value);
@@ -68,18 +74,118 @@ function lowestSetBit(value: bigint): number {
   return log2(value & -value);
 }
 
+const halves = new Uint32Array(2);
+
 /**
- * The TCEs of one window, in lazily allocated chunks keyed by chunk number, so a window of 2^24 or
- * 2^40 entries costs memory only where pages are mapped. An entry stores the userspace page
- * number (vaddr >> page shift, exact as a double for any 64-bit vaddr once pages are ≥ 2 KiB), the
- * hardware permission bits (0 = empty) and, for v2, the id of the registered region it came from
- * (what the kernel finds again through its userspace copy of the TCE when the entry is cleared).
+ * The TCEs of one window as the v2 driver keeps its userspace copy of them (it_userspace): entry =
+ * userspace address of the IOMMU page | permission bits (TCE_READ, TCE_WRITE), 0 when empty. The
+ * addresses are page aligned, so consecutive pages form one progression whose stride is the page
+ * size and are stored as one run (RunTable, from @ddw/memory): a window costs what was written into
+ * it, not its size. v1 keeps the same entries (its pins are per page, as the kernel's).
  */
-class TceChunk {
-  readonly vpn = new Float64Array(CHUNK_ENTRIES);
-  readonly perm = new Uint8Array(CHUNK_ENTRIES);
-  readonly region = new Uint32Array(CHUNK_ENTRIES);
-  used = 0;
+class TceStore {
+  /** RunTables of PART entries each, made on first write. */
+  readonly #parts: (RunTable | undefined)[];
+
+  constructor(readonly entries: number) {
+    this.#parts = new Array<RunTable | undefined>(Math.ceil(entries / PART)).fill(undefined);
+  }
+
+  /** The raw entry `index` (0n when empty). */
+  get(index: number): bigint {
+    const pi = Math.floor(index / PART);
+    return this.#parts[pi]?.get(index - pi * PART) ?? 0n;
+  }
+
+  /** Entries first + k (k < count) become (high:low) + k * stride; a zero run clears. */
+  setRun(first: number, count: number, high: number, low: number, stride: number): void {
+    let at = first;
+    let left = count;
+    let h = high;
+    let l = low;
+    while (left > 0) {
+      const pi = Math.floor(at / PART);
+      const off = at - pi * PART;
+      const n = Math.min(left, PART - off);
+      let part = this.#parts[pi];
+      if (!part && !(h === 0 && l === 0 && stride === 0)) {
+        part = new RunTable(Math.min(PART, this.entries - pi * PART));
+        this.#parts[pi] = part;
+      }
+      part?.setRun(off, n, h, l, stride);
+      left -= n;
+      at += n;
+      if (left > 0 && stride !== 0) {
+        runEntryHalves(h, l, stride, n, halves);
+        h = halves[0]!;
+        l = halves[1]!;
+      }
+    }
+  }
+
+  clearRange(first: number, count: number): void {
+    this.setRun(first, count, 0, 0, 0);
+  }
+
+  clear(): void {
+    this.#parts.fill(undefined);
+  }
+
+  /** The non-zero entries of [from, to) as runs, in index order (see RunTable.forEachRun). */
+  forEachRun(
+    fn: (first: number, count: number, high: number, low: number, stride: number) => void,
+    from = 0,
+    to = this.entries,
+  ): void {
+    const start = Math.max(0, from);
+    const end = Math.min(this.entries, to);
+    for (let pi = Math.floor(start / PART); pi * PART < end; pi++) {
+      const part = this.#parts[pi];
+      if (!part) continue;
+      const base = pi * PART;
+      part.forEachRun(
+        (first, count, high, low, stride) => fn(base + first, count, high, low, stride),
+        Math.max(start - base, 0),
+        Math.min(end - base, PART),
+      );
+    }
+  }
+
+  get denseChunks(): number {
+    let n = 0;
+    for (const part of this.#parts) n += part?.denseChunks ?? 0;
+    return n;
+  }
+
+  get residentBytes(): number {
+    let n = 0;
+    for (const part of this.#parts) n += part?.residentBytes ?? 0;
+    return n;
+  }
+}
+
+/** The entry (ua | perm) of a page at host address `ua` (exact, below 2^53) into `halves`. */
+function entryHalves(ua: number, perm: number): void {
+  const high = Math.floor(ua / TWO_32);
+  halves[0] = high;
+  halves[1] = ua - high * TWO_32 + perm;
+}
+
+/** The entry (ua | perm) of a page at host address `ua` into `halves`. */
+function entryHalvesBig(ua: bigint, perm: number): void {
+  const v = ua | BigInt(perm);
+  halves[0] = Number(v >> 32n);
+  halves[1] = Number(v & 0xffffffffn);
+}
+
+/**
+ * How many of `n` pages of `size` bytes from host address `v`, page k at v + k * step * size, end
+ * at or below `end` (all page addresses exact).
+ */
+function pagesBelow(v: number, size: number, step: number, end: number, n: number): number {
+  if (v + size > end) return 0;
+  if (step === 0) return n;
+  return Math.min(n, Math.floor((end - size - v) / (step * size)) + 1);
 }
 
 /** What windows() reports, plus the IOVA extent the table really accepts. */
@@ -93,12 +199,13 @@ export interface SimulatedHostWindow extends HostWindow {
 }
 
 class Window {
-  readonly chunks = new Map<number, TceChunk>();
+  readonly table: TceStore;
   readonly end: bigint;
   readonly shift: bigint;
   readonly pageSize: bigint;
-  /** The page size as a number, for the batch path. */
+  /** The page size as a number (exact: a power of two). */
   readonly pageBytes: number;
+  /** Non-empty entries. */
   mapped = 0;
 
   constructor(
@@ -110,6 +217,7 @@ class Window {
     this.shift = BigInt(info.pageShift);
     this.pageSize = 1n << this.shift;
     this.pageBytes = Number(this.pageSize);
+    this.table = new TceStore(Number(info.tableSpan >> this.shift));
   }
 
   get start(): bigint {
@@ -123,7 +231,6 @@ class Window {
 
 /** A pre-registered region of the process (mm_iommu_table_group_mem_t). */
 interface Region {
-  readonly id: number;
   readonly vaddr: bigint;
   readonly size: bigint;
   readonly end: bigint;
@@ -132,7 +239,10 @@ interface Region {
   /** Containers referencing it, plus one while it is pinned without an owner. */
   refs: number;
   readonly owners: Set<SimulatedSpaprTceContainer>;
-  /** TCEs, in any container, that point into the region. */
+  /**
+   * TCEs, in any container, that point into the region: the kernel finds a TCE's region again from
+   * its userspace address (mm_iommu_lookup), so this is kept by runs of entries.
+   */
   mapped: number;
 }
 
@@ -145,8 +255,6 @@ class HostState {
   readonly #limitPages: number | undefined;
   /** Sorted by vaddr; they never overlap. */
   readonly regions: Region[] = [];
-  readonly regionById = new Map<number, Region>();
-  #nextRegionId = 1;
   #lastHit: Region | undefined;
   readonly groups = new Map<string, SimulatedSpaprTceContainer>();
   readonly #faults = new Map<HostIommuOp, { errno: number; left: number }[]>();
@@ -222,7 +330,6 @@ class HostState {
 
   addRegion(vaddr: bigint, size: bigint, pageShift: number, lockedPages: number): Region {
     const region: Region = {
-      id: this.#nextRegionId++,
       vaddr,
       size,
       end: vaddr + size,
@@ -234,7 +341,6 @@ class HostState {
     };
     this.regions.push(region);
     this.regions.sort((a, b) => (a.vaddr < b.vaddr ? -1 : 1));
-    this.regionById.set(region.id, region);
     return region;
   }
 
@@ -250,7 +356,6 @@ class HostState {
       return -Errno.EBUSY;
     }
     this.regions.splice(this.regions.indexOf(region), 1);
-    this.regionById.delete(region.id);
     if (this.#lastHit === region) this.#lastHit = undefined;
     this.unaccount(region.lockedPages);
     return 0;
@@ -676,69 +781,82 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
   }
 
   /**
-   * The batch path QEMU's container model takes for a run of guest TCEs: page i is what mapDma
-   * (or unmapDma, for flags 0) of one page at iova + i * pageSize would do. It stops, with no side
-   * effect on that page, at the first page whose call would not return 0, so the caller can make
-   * that call itself and get the error exactly. It also stops, conservatively, while the default
-   * window is pending, and at a v2 page that spans two registered regions or a v1 page that spans
-   * two memory blocks: the caller's mapDma handles those.
+   * A run of pages, each exactly as its own MAP_DMA (UNMAP_DMA for flags 0) of one page would be
+   * (see HostIommuContainer.mapRun): the checks that do not depend on the page are made once, as
+   * the first page's ioctl makes them (creating the pending default window, as that ioctl would),
+   * then the pages are taken by groups lying in one window and one registered region (v1: one
+   * host memory block), each group written as runs. A page spanning two regions or blocks is
+   * checked by mapDma's own walk. Stops before the first page whose ioctl would not return 0.
    */
-  mapPages(iova: bigint, pageSize: bigint, count: number, vaddr: Float64Array, flags: Uint8Array): number {
-    if (this.#closed || !this.#type || !this.#enabled) return 0;
-    if (!(pageSize > 0n && pageSize <= 1n << 52n)) return 0;
+  mapRun(iova: bigint, pageShift: number, count: number, vaddr: number, step: number, flags: number): number {
+    if (!(Number.isSafeInteger(count) && count >= 1) || this.#closed) return 0;
     const host = this.#host;
+    const unmap = flags === 0;
+    if (host.faultDue(unmap ? 'unmapDma' : 'mapDma')) return 0;
+    if (!this.#type || !this.#enabled || (flags & ~MAP_FLAGS) !== 0) return 0;
+    if (!(Number.isInteger(pageShift) && pageShift >= 0 && pageShift <= 52)) return 0;
+    if (!(Number.isSafeInteger(vaddr) && vaddr >= 0 && Number.isSafeInteger(step) && step >= 0)) return 0;
+    if (this.#defaultPending && this.#createPendingDefault() !== 0) return 0;
     const v2 = this.#type === 'v2';
-    const bytes = Number(pageSize);
-    let window: Window | undefined;
-    let leftInWindow = 0;
-    let index = 0;
-    let perPage = 0;
-    let region: Region | undefined;
-    let regionLo = 0;
-    let regionHi = -1;
-    for (let i = 0; i < count; i++) {
-      const f = flags[i]!;
-      if (host.faultDue(f === 0 ? 'unmapDma' : 'mapDma')) return i;
-      if ((f & ~MAP_FLAGS) !== 0) return i;
-      // The ioctl creating the default window may still fail later on; leave it to the caller.
-      if (this.#defaultPending) return i;
-      if (leftInWindow === 0) {
-        const at = iova + BigInt(i) * pageSize;
-        window = this.#findWindow(at);
-        if (!window) return i;
-        const mask = window.pageSize - 1n;
-        if ((pageSize & mask) !== 0n || (at & mask) !== 0n) return i;
-        leftInWindow = Number((window.end - at) / pageSize);
-        if (leftInWindow === 0) return i;
-        index = Number((at - window.start) >> window.shift);
-        perPage = Number(pageSize >> window.shift);
+    const size = 2 ** pageShift;
+    const sizeBig = BigInt(size);
+    const stepBytes = step * size;
+    const perm = (flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0 ? TCE_READ | TCE_WRITE : TCE_READ;
+    const base = u64(iova);
+    let done = 0;
+    while (done < count) {
+      const at = u64(base + BigInt(done) * sizeBig);
+      const window = this.#findWindow(at);
+      if (!window) return done;
+      const mask = window.pageSize - 1n;
+      const v = vaddr + done * stepBytes;
+      if ((sizeBig & mask) !== 0n || (at & mask) !== 0n || at + sizeBig > window.end) return done;
+      if (!unmap && (v % window.pageBytes !== 0 || !(v < EXACT_LIMIT))) return done;
+      const first = Number((at - window.start) >> window.shift);
+      const perPage = size / window.pageBytes;
+      const n = Math.min(count - done, Number((window.end - at) / sizeBig));
+      if (unmap) {
+        this.#clear(window, first, n * perPage);
+        done += n;
+        continue;
       }
-      const w = window!;
-      if (f === 0) {
-        this.#clear(w, index, perPage);
+      // The pages from `done` lying wholly in one region (v2) or block (v1) that takes them.
+      let fit = 0;
+      let region: Region | undefined;
+      if (v2) {
+        region = host.regionHolding(BigInt(v), window.pageSize);
+        if (region && region.pageShift >= window.info.pageShift) {
+          fit = pagesBelow(v, size, step, Math.min(Number(region.end), EXACT_LIMIT), n);
+        }
       } else {
-        const v = vaddr[i]!;
-        if (v % w.pageBytes !== 0) return i;
-        const perm = (f & VFIO_DMA_MAP_FLAG_WRITE) !== 0 ? TCE_READ | TCE_WRITE : TCE_READ;
-        if (v2) {
-          if (!(v >= regionLo && v + bytes <= regionHi)) {
-            region = host.regionHolding(BigInt(v), pageSize);
-            if (!region) return i;
-            // Numbers are exact only below 2^53; a region reaching past that is looked up each time.
-            const exact = region.end <= 1n << 53n;
-            regionLo = exact ? Number(region.vaddr) : 0;
-            regionHi = exact ? Number(region.end) : -1;
-          }
-          if (region!.pageShift < w.info.pageShift) return i;
-          this.#fill(w, index, perPage, v / w.pageBytes, perm, region!.id);
-        } else {
-          const hit = host.memory.find(BigInt(v), pageSize);
-          if (!hit || hit.block.pageSize < w.pageSize) return i;
-          this.#fill(w, index, perPage, v / w.pageBytes, perm, 0);
+        const hit = host.memory.find(BigInt(v));
+        if (hit && hit.block.pageSize >= window.pageSize) {
+          fit = pagesBelow(v, size, step, Math.min(Number(hit.block.vaddr + hit.block.size), EXACT_LIMIT), n);
         }
       }
-      index += perPage;
-      leftInWindow--;
+      if (fit === 0) {
+        // Outside every usable region or block, or running past this one: mapDma's walk decides.
+        const ua = BigInt(v);
+        if (!(v2 ? this.#v2Fits(window, ua, perPage) : this.#v1Fits(window, ua, perPage))) return done;
+        if (v2) this.#mapV2(window, first, perPage, ua, perm);
+        else this.#mapV1(window, first, perPage, ua, perm);
+        done++;
+        continue;
+      }
+      if (step === 1 || fit === 1) {
+        // Consecutive memory: one run of entries a window page apart.
+        entryHalves(v, perm);
+        this.#write(window, first, fit * perPage, halves[0]!, halves[1]!, window.pageBytes, region);
+      } else if (perPage === 1) {
+        entryHalves(v, perm);
+        this.#write(window, first, fit, halves[0]!, halves[1]!, stepBytes, region);
+      } else {
+        for (let k = 0; k < fit; k++) {
+          entryHalves(v + k * stepBytes, perm);
+          this.#write(window, first + k * perPage, perPage, halves[0]!, halves[1]!, window.pageBytes, region);
+        }
+      }
+      done += fit;
     }
     return count;
   }
@@ -765,10 +883,10 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
   #kvmTable(window: Window): HostKvmTable {
     const host = this.#host;
     const live = () => this.#active.includes(window);
-    const mappable = (ua: bigint): number | undefined => {
+    const mappable = (ua: bigint): Region | undefined => {
       if (this.#type !== 'v2') return undefined;
       const region = host.regionHolding(ua, window.pageSize);
-      return region && region.pageShift >= window.info.pageShift ? region.id : undefined;
+      return region && region.pageShift >= window.info.pageShift ? region : undefined;
     };
     const index = (iova: bigint) => Number((iova - window.start) >> window.shift);
     return {
@@ -781,8 +899,8 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
         if (region === undefined) return 'H_TOO_HARD';
         // A table KVM still holds after its window was removed is no longer in the hardware.
         if (!live() || !window.contains(iova)) return 0;
-        const perm = write ? TCE_READ | TCE_WRITE : TCE_READ;
-        this.#fill(window, index(iova), 1, Number(ua >> window.shift), perm, region);
+        entryHalvesBig(ua & ~(window.pageSize - 1n), write ? TCE_READ | TCE_WRITE : TCE_READ);
+        this.#write(window, index(iova), 1, halves[0]!, halves[1]!, 0, region);
         return 0;
       },
       unmap: (iova) => {
@@ -804,34 +922,41 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     for (const window of this.#active) {
       if (!window.contains(iova)) continue;
       const index = Number((iova - window.start) >> window.shift);
-      const chunkIndex = Math.floor(index / CHUNK_ENTRIES);
-      const chunk = window.chunks.get(chunkIndex);
-      if (!chunk) return undefined;
-      const at = index - chunkIndex * CHUNK_ENTRIES;
-      const perm = chunk.perm[at]!;
-      if (perm === 0) return undefined;
-      return mappingAt(window, chunk, index, at);
+      const entry = window.table.get(index);
+      if (entry === 0n) return undefined;
+      const perm = Number(entry & BigInt(TCE_PERM));
+      return {
+        iova: window.start + (BigInt(index) << window.shift),
+        size: window.pageSize,
+        vaddr: entry - BigInt(perm),
+        read: (perm & TCE_READ) !== 0,
+        write: (perm & TCE_WRITE) !== 0,
+      };
     }
     return undefined;
   }
 
   mappings(): HostMapping[] {
     const out: HostMapping[] = [];
-    const windows = [...this.#active].sort((a, b) => (a.start < b.start ? -1 : 1));
-    for (const window of windows) {
-      const keys = [...window.chunks.keys()].sort((a, b) => a - b);
-      for (const key of keys) {
-        const chunk = window.chunks.get(key)!;
-        for (let at = 0; at < CHUNK_ENTRIES; at++) {
-          const perm = chunk.perm[at]!;
-          if (perm === 0) continue;
-          out.push(mappingAt(window, chunk, key * CHUNK_ENTRIES + at, at));
-        }
+    this.forEachMapping((iova, pages, size, vaddr, read, write, step) => {
+      const advance = BigInt(step) * size;
+      for (let k = 0; k < pages; k++) {
+        out.push({ iova: iova + BigInt(k) * size, size, vaddr: vaddr + BigInt(k) * advance, read, write });
       }
-    }
+    });
     return out;
   }
 
+  mappedCount(): number {
+    let n = 0;
+    for (const window of this.#active) n += window.mapped;
+    return n;
+  }
+
+  forEachMapping(fn: HostMappingRunVisitor): void {
+    const windows = [...this.#active].sort((a, b) => (a.start < b.start ? -1 : 1));
+    for (const window of windows) visitMappings(window, fn);
+  }
   windows(): SimulatedHostWindow[] {
     return this.#slots.filter((w): w is Window => w !== undefined).map((w) => w.info);
   }
@@ -847,15 +972,20 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     return this.#defaultPending;
   }
 
-  /** What the TCE storage costs: mapped entries, resident chunks and their bytes. */
-  storage(): { mapped: number; chunks: number; bytes: number } {
+  /**
+   * What the TCE storage costs: mapped entries, chunks of 2^14 entries stored one slot per entry
+   * (irregular writes), and an estimate of the bytes the entries take.
+   */
+  storage(): { mapped: number; denseChunks: number; bytes: number } {
     let mapped = 0;
-    let chunks = 0;
+    let denseChunks = 0;
+    let bytes = 0;
     for (const window of this.#active) {
       mapped += window.mapped;
-      chunks += window.chunks.size;
+      denseChunks += window.table.denseChunks;
+      bytes += window.table.residentBytes;
     }
-    return { mapped, chunks, bytes: chunks * CHUNK_ENTRIES * (8 + 1 + 4) };
+    return { mapped, denseChunks, bytes };
   }
 
   #adopt(region: Region): void {
@@ -984,62 +1114,102 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     this.#defaultPending = false;
   }
 
-  #chunk(window: Window, chunkIndex: number): TceChunk {
-    // Maps touch the same chunk page after page: remember the last one.
-    if (this.#lastChunkWindow === window && this.#lastChunkIndex === chunkIndex) {
-      return this.#lastChunk!;
+  /**
+   * Writes `count` entries from `first`: entry first + k = (high:low) + k * stride (page-aligned
+   * userspace address | permission). The old entries are replaced without complaint (no -EEXIST),
+   * their regions losing a mapping each; `region` (v2) gains the new ones.
+   */
+  #write(
+    window: Window,
+    first: number,
+    count: number,
+    high: number,
+    low: number,
+    stride: number,
+    region: Region | undefined,
+  ): void {
+    if (count <= 0) return;
+    if (window.mapped > 0) this.#uncount(window, first, count);
+    if (stride < MAX_RUN_STRIDE) window.table.setRun(first, count, high, low, stride);
+    else {
+      // Pages of 64 GiB or more: a progression the run table does not take, entry by entry.
+      for (let k = 0; k < count; k++) {
+        runEntryHalves(high, low, stride, k, halves);
+        window.table.setRun(first + k, 1, halves[0]!, halves[1]!, 0);
+      }
     }
-    let chunk = window.chunks.get(chunkIndex);
-    if (!chunk) {
-      chunk = new TceChunk();
-      window.chunks.set(chunkIndex, chunk);
-    }
-    this.#lastChunkWindow = window;
-    this.#lastChunkIndex = chunkIndex;
-    this.#lastChunk = chunk;
-    return chunk;
+    window.mapped += count;
+    if (region) region.mapped += count;
   }
 
-  #lastChunkWindow: Window | undefined;
-  #lastChunkIndex = -1;
-  #lastChunk: TceChunk | undefined;
+  /** The non-empty entries of [first, first + count) stop counting: window and regions, by runs. */
+  #uncount(window: Window, first: number, count: number): void {
+    const v2 = this.#type === 'v2';
+    let removed = 0;
+    window.table.forEachRun(
+      (_first, n, high, low, stride) => {
+        removed += n;
+        if (v2) this.#countRegions(high, low, stride, n, -1);
+      },
+      first,
+      first + count,
+    );
+    window.mapped -= removed;
+  }
 
   /**
-   * Fills `count` entries from `first` with consecutive pages from `vpn`. The old entries are
-   * replaced without complaint (no -EEXIST), their regions losing a mapping each.
+   * Adds `sign` to the mapped count of the region each of `n` entries (high:low) + k * stride points
+   * into, found from the entry's userspace address as mm_iommu_lookup does. A region's bounds are
+   * aligned to every page it maps, so an entry (address | permission) lies in the region exactly
+   * when its page does: the entries of a region are an interval of k.
    */
-  #fill(window: Window, first: number, count: number, vpn: number, perm: number, regionId: number): void {
-    const regions = this.#host.regionById;
-    let chunkIndex = -1;
-    let chunk: TceChunk | undefined;
-    for (let k = 0; k < count; k++) {
-      const index = first + k;
-      const ci = Math.floor(index / CHUNK_ENTRIES);
-      if (ci !== chunkIndex) {
-        chunkIndex = ci;
-        chunk = this.#chunk(window, ci);
+  #countRegions(high: number, low: number, stride: number, n: number, sign: number): void {
+    const v0 = (BigInt(high) << 32n) | BigInt(low);
+    const s = BigInt(stride);
+    const last = v0 + BigInt(n - 1) * s;
+    for (const r of this.#host.regions) {
+      if (r.end <= v0) continue;
+      if (r.vaddr > last) break;
+      if (s === 0n) {
+        r.mapped += sign * n;
+        continue;
       }
-      const c = chunk!;
-      const at = index - ci * CHUNK_ENTRIES;
-      if (c.perm[at] !== 0) {
-        const old = c.region[at]!;
-        if (old !== 0) regions.get(old)!.mapped--;
-      } else {
-        c.used++;
-        window.mapped++;
-      }
-      c.vpn[at] = vpn + k;
-      c.perm[at] = perm;
-      c.region[at] = regionId;
+      const from = r.vaddr <= v0 ? 0n : (r.vaddr - v0 + s - 1n) / s;
+      const to = r.end > last ? BigInt(n) : (r.end - v0 + s - 1n) / s;
+      if (to > from) r.mapped += sign * Number(to - from);
     }
-    if (regionId !== 0) regions.get(regionId)!.mapped += count;
+  }
+
+  /** Whether MAP_DMA of `pages` window pages from `ua` would succeed (v2, the checks of #mapV2). */
+  #v2Fits(window: Window, ua: bigint, pages: number): boolean {
+    let done = 0;
+    while (done < pages) {
+      const at = ua + (BigInt(done) << window.shift);
+      const region = this.#host.regionHolding(at, window.pageSize);
+      if (!region || region.pageShift < window.info.pageShift) return false;
+      done += Number((region.end - at) >> window.shift);
+    }
+    return true;
+  }
+
+  /** Whether MAP_DMA of `pages` window pages from `ua` would succeed (v1, the checks of #mapV1). */
+  #v1Fits(window: Window, ua: bigint, pages: number): boolean {
+    let done = 0;
+    while (done < pages) {
+      const at = ua + (BigInt(done) << window.shift);
+      const hit = this.#host.memory.find(at);
+      if (!hit || hit.block.pageSize < window.pageSize) return false;
+      const inBlock = Number((hit.block.vaddr + hit.block.size - at) >> window.shift);
+      if (inBlock === 0) return false;
+      done += inBlock;
+    }
+    return true;
   }
 
   /** Per page, the IOMMU page must lie in one registered region that can back pages this large. */
   #mapV2(window: Window, first: number, pages: number, vaddr: bigint, perm: number): number {
     const host = this.#host;
     const pageShift = window.info.pageShift;
-    const baseVpn = Number(vaddr >> window.shift);
     let done = 0;
     while (done < pages) {
       const ua = vaddr + (BigInt(done) << window.shift);
@@ -1050,7 +1220,8 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       }
       const inRegion = Number((region.end - ua) >> window.shift);
       const run = Math.min(pages - done, inRegion);
-      this.#fill(window, first + done, run, baseVpn + done, perm, region.id);
+      entryHalvesBig(ua, perm);
+      this.#write(window, first + done, run, halves[0]!, halves[1]!, window.pageBytes, region);
       done += run;
     }
     return 0;
@@ -1059,7 +1230,6 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
   /** Per page, v1 pins the host page under vaddr, which must hold the whole IOMMU page. */
   #mapV1(window: Window, first: number, pages: number, vaddr: bigint, perm: number): number {
     const memory = this.#host.memory;
-    const baseVpn = Number(vaddr >> window.shift);
     let done = 0;
     while (done < pages) {
       const ua = vaddr + (BigInt(done) << window.shift);
@@ -1074,55 +1244,73 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
         return ret;
       }
       const run = Math.min(pages - done, inBlock);
-      this.#fill(window, first + done, run, baseVpn + done, perm, 0);
+      entryHalvesBig(ua, perm);
+      this.#write(window, first + done, run, halves[0]!, halves[1]!, window.pageBytes, undefined);
       done += run;
     }
     return 0;
   }
 
-  /** Empties `count` entries from `first`, visiting only resident chunks. */
+  /** Empties `count` entries from `first`: costs per run of entries, not per entry. */
   #clear(window: Window, first: number, count: number): void {
-    if (count <= 0 || window.chunks.size === 0) return;
-    const last = first + count - 1;
-    const firstChunk = Math.floor(first / CHUNK_ENTRIES);
-    const lastChunk = Math.floor(last / CHUNK_ENTRIES);
-    const keys =
-      lastChunk - firstChunk + 1 > window.chunks.size
-        ? [...window.chunks.keys()].filter((k) => k >= firstChunk && k <= lastChunk)
-        : Array.from({ length: lastChunk - firstChunk + 1 }, (_, i) => firstChunk + i);
-    const regions = this.#host.regionById;
-    for (const key of keys) {
-      const chunk = window.chunks.get(key);
-      if (!chunk) continue;
-      const base = key * CHUNK_ENTRIES;
-      const from = Math.max(first, base) - base;
-      const to = Math.min(last, base + CHUNK_ENTRIES - 1) - base;
-      for (let at = from; at <= to && chunk.used > 0; at++) {
-        if (chunk.perm[at] === 0) continue;
-        const region = chunk.region[at]!;
-        if (region !== 0) regions.get(region)!.mapped--;
-        chunk.perm[at] = 0;
-        chunk.region[at] = 0;
-        chunk.vpn[at] = 0;
-        chunk.used--;
-        window.mapped--;
-      }
-      if (chunk.used === 0) {
-        window.chunks.delete(key);
-        if (this.#lastChunk === chunk) this.#lastChunkWindow = undefined;
-      }
-    }
+    if (count <= 0 || window.mapped === 0) return;
+    this.#uncount(window, first, count);
+    window.table.clearRange(first, count);
   }
 }
 
-/** The hardware's view of entry `index` of `window` (at `at` in its chunk), which maps something. */
-function mappingAt(window: Window, chunk: TceChunk, index: number, at: number): HostMapping {
-  const perm = chunk.perm[at]!;
-  return {
-    iova: window.start + (BigInt(index) << window.shift),
-    size: window.pageSize,
-    vaddr: BigInt(chunk.vpn[at]!) << window.shift,
-    read: (perm & TCE_READ) !== 0,
-    write: (perm & TCE_WRITE) !== 0,
+/**
+ * The mapped pages of `window` as maximal runs (see forEachMapping): the table's runs read as
+ * pages (a run whose stride is not whole pages changes permission: page by page), joined while
+ * they continue one progression with one permission.
+ */
+function visitMappings(window: Window, fn: HostMappingRunVisitor): void {
+  const size = window.pageSize;
+  const pageBytes = window.pageBytes;
+  let pIova = 0n;
+  let pPages = 0;
+  let pVaddr = 0n;
+  let pPerm = 0;
+  let pStep = 1;
+  const flush = () => {
+    if (pPages > 0)
+      fn(pIova, pPages, size, pVaddr, (pPerm & TCE_READ) !== 0, (pPerm & TCE_WRITE) !== 0, pStep);
   };
+  const add = (index: number, pages: number, vaddr: bigint, perm: number, step: number) => {
+    const iova = window.start + (BigInt(index) << window.shift);
+    if (pPages > 0 && perm === pPerm && pIova + BigInt(pPages) * size === iova) {
+      const next = pVaddr + BigInt(pPages - 1) * BigInt(pStep) * size;
+      let joined = -1;
+      if (pPages > 1 && pages > 1) joined = step === pStep ? step : -1;
+      else if (pPages > 1) joined = pStep;
+      else if (pages > 1) joined = step;
+      else if (vaddr >= pVaddr && (vaddr - pVaddr) % size === 0n) joined = Number((vaddr - pVaddr) / size);
+      if (joined >= 0 && next + BigInt(joined) * size === vaddr) {
+        pPages += pages;
+        pStep = joined;
+        return;
+      }
+    }
+    flush();
+    pIova = iova;
+    pPages = pages;
+    pVaddr = vaddr;
+    pPerm = perm;
+    pStep = pages > 1 ? step : 1;
+  };
+  const page = new Uint32Array(2);
+  window.table.forEachRun((first, count, high, low, stride) => {
+    if (count === 1 || stride % pageBytes === 0) {
+      const perm = low & TCE_PERM;
+      const vaddr = ((BigInt(high) << 32n) | BigInt(low)) - BigInt(perm);
+      add(first, count, vaddr, perm, count === 1 ? 1 : stride / pageBytes);
+      return;
+    }
+    for (let k = 0; k < count; k++) {
+      runEntryHalves(high, low, stride, k, page);
+      const perm = page[1]! & TCE_PERM;
+      add(first + k, 1, ((BigInt(page[0]!) << 32n) | BigInt(page[1]!)) - BigInt(perm), perm, 1);
+    }
+  });
+  flush();
 }
