@@ -2,10 +2,12 @@ import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   fchmodSync,
+  fstatSync,
   fsync,
   fsyncSync,
   openSync,
   readFileSync,
+  readSync,
   realpathSync,
   renameSync,
   type Stats,
@@ -18,7 +20,8 @@ import { basename, dirname, join } from 'node:path';
 import { DdwError, messageOf } from '@ddw/machine';
 
 /**
- * The one way ddw writes a file, and the one way it reads an input file.
+ * The one way ddw writes a file (whole, progressively, or streamed synchronously), and the way
+ * it reads an input file (whole, or at positions for a snapshot).
  *
  * A file is written to a temporary file in the same directory (`.<name>.ddw-<pid>-<random>.tmp`),
  * flushed to disk (fsync) and renamed over the target, so the target is either the previous file,
@@ -145,6 +148,87 @@ export function readInputFile(path: string, what: string, encoding?: 'utf8'): Bu
   }
 }
 
+/** An input file read at positions, as a snapshot is: a SnapshotSource over the file. */
+export interface InputFile {
+  /** Its size when it was opened. */
+  readonly size: number;
+  /** `length` bytes from `offset` (a new buffer); a FileError if they cannot be read. */
+  read(offset: number, length: number): Uint8Array;
+  /** Closes it; safe to call more than once. */
+  close(): void;
+}
+
+/** How much one readSync asks for (it takes at most 2^31 - 1 bytes). */
+const READ_PIECE = 1 << 30;
+
+/**
+ * Opens an input file to read it at positions (fs.readSync), never as a whole: what a large
+ * snapshot needs. A missing file, a directory, a file it may not read: a FileError, as
+ * readInputFile's. Something that is not a regular file (a FIFO) has no positions: it is read
+ * whole once.
+ */
+export function openInputFile(path: string, what: string): InputFile {
+  let fd: number | null;
+  let size: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (error) {
+    throw fileError(what, path, 'read', error);
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (stats.isDirectory())
+      throw Object.assign(new Error('EISDIR: illegal operation on a directory'), { code: 'EISDIR' });
+    if (!stats.isFile()) {
+      const bytes = new Uint8Array(readFileSync(fd));
+      closeSync(fd);
+      return {
+        size: bytes.length,
+        read: (offset, length) => bytes.slice(offset, offset + length),
+        close() {},
+      };
+    }
+    size = stats.size;
+  } catch (error) {
+    closeSync(fd);
+    throw fileError(what, path, 'read', error);
+  }
+  return {
+    size,
+    read(offset, length) {
+      if (fd === null) throw new DdwError('FILE_STATE', `${what} ${path} is already closed`);
+      const out = Buffer.allocUnsafe(length);
+      try {
+        for (let got = 0; got < length; ) {
+          const n = readSync(fd, out, got, Math.min(length - got, READ_PIECE), offset + got);
+          if (n === 0)
+            throw new FileError(
+              what,
+              path,
+              'read',
+              `it ends at byte ${offset + got}, it had ${size} bytes`,
+              'was it changed while it was read?',
+            );
+          got += n;
+        }
+      } catch (error) {
+        throw fileError(what, path, 'read', error);
+      }
+      return out;
+    },
+    close() {
+      if (fd === null) return;
+      const open = fd;
+      fd = null;
+      try {
+        closeSync(open);
+      } catch {
+        // Closing is all that is left to do with it.
+      }
+    },
+  };
+}
+
 /** A file being written progressively (see openAtomicFile). */
 export interface AtomicFile {
   /** Appends to the file; a FileError (and the temporary file removed) if that fails. */
@@ -195,6 +279,38 @@ export async function writeFileAtomic(
     file.abort();
     throw file.error(error);
   }
+}
+
+/**
+ * Writes `path` atomically (see the module comment) with what `produce` writes, synchronously,
+ * through the function it is given: each chunk goes to the temporary file at once (fs.writeSync,
+ * no copy kept, so the caller may reuse it), then the file is synced and renamed into place
+ * asynchronously. The event loop turns once between the two, so a SIGINT that came while the
+ * content was written aborts it there (abortPendingFiles): `path` keeps its previous content.
+ * What `produce` throws is thrown as it is (a FileError if writing failed), with the temporary
+ * file removed; the promise resolves to what `produce` returned once the file is in place.
+ */
+export async function writeFileAtomicStreamed<T>(
+  path: string,
+  produce: (write: (chunk: Uint8Array) => void) => T,
+  options: AtomicFileOptions = {},
+): Promise<T> {
+  const file = new PendingFile(path, options.what ?? 'file');
+  let result: T;
+  try {
+    result = produce((chunk) => file.writeThrough(chunk));
+  } catch (error) {
+    file.abort();
+    throw error;
+  }
+  try {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    await file.commitAsync();
+  } catch (error) {
+    file.abort();
+    throw file.error(error);
+  }
+  return result;
 }
 
 /**
@@ -287,6 +403,15 @@ class PendingFile {
     if (this.bufferedBytes >= BUFFER_BYTES) this.guard(() => this.flush());
   }
 
+  /** Writes `data` now, synchronously, after what is buffered; `data` is not kept. */
+  writeThrough(data: Uint8Array): void {
+    this.expectOpen();
+    this.guard(() => {
+      this.flush();
+      for (let at = 0; at < data.length; ) at += writeSync(this.fd!, data, at, data.length - at);
+    });
+  }
+
   commit(): void {
     this.expectOpen();
     this.guard(() => {
@@ -320,6 +445,8 @@ class PendingFile {
   }
 
   async commitAsync(): Promise<void> {
+    if (this.state === 'aborted')
+      throw new FileError(this.what, this.path, 'write', 'interrupted', 'the previous file is unchanged');
     this.expectOpen();
     if (this.temp !== null) await this.inFlight((fd, done) => fsync(fd, (error) => done(error, 0)));
     this.guard(() => this.place());

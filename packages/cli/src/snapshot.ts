@@ -5,12 +5,12 @@ import {
   type Machine,
   resolve,
   SnapshotError,
-  saveSnapshot,
   snapshotInfo,
+  writeSnapshot,
 } from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { z } from 'zod';
-import { readInputFile, writeFileAtomic } from './files.js';
+import { type InputFile, openInputFile, writeFileAtomicStreamed } from './files.js';
 import { pageName } from './report.js';
 import { mappedEntries } from './run.js';
 
@@ -35,34 +35,42 @@ export function describeWindows(machine: Machine): string[] {
 /**
  * `ddw snapshot save`: writes the snapshot of `machine` (the caller builds, runs and disposes it)
  * atomically: `file` is the previous file or the complete snapshot, whatever interrupts the save.
- * A path that cannot be written is a FileError; nothing is left behind.
+ * The snapshot is streamed into a temporary file next to it as it is encoded (never whole in
+ * memory), then synced and renamed over `file`. A path that cannot be written is a FileError, a
+ * section that cannot be saved a SnapshotError; either way nothing is left behind.
  */
 export async function saveMachineSnapshot(
   file: string,
   machine: Machine,
 ): Promise<{ bytes: number; windows: string[] }> {
-  const bytes = saveSnapshot(machine);
-  await writeFileAtomic(file, bytes, { what: SNAPSHOT_FILE });
-  return { bytes: bytes.length, windows: describeWindows(machine) };
+  const { bytes } = await writeFileAtomicStreamed(file, (write) => writeSnapshot(machine, { write }), {
+    what: SNAPSHOT_FILE,
+  });
+  return { bytes, windows: describeWindows(machine) };
 }
 
 /**
- * `ddw snapshot load`: a fresh machine from `build`, restored from the file. The file is read and
- * verified (checksums) before anything is built; an unreadable file is a FileError, a damaged or
- * foreign one a SnapshotError whose message starts with the file's path.
+ * `ddw snapshot load`: a fresh machine from `build`, restored from the file. The file is verified
+ * (checksums) before anything is built; it is read at positions, a section at a time, never whole.
+ * An unreadable file is a FileError, a damaged or foreign one a SnapshotError whose message
+ * starts with the file's path.
  */
 export async function loadMachineSnapshot(
   file: string,
   build: () => Promise<Machine>,
 ): Promise<{ windows: string[] }> {
-  const bytes = readSnapshotFile(file);
-  inFile(file, () => snapshotInfo(bytes));
-  const machine = await build();
+  const input = openSnapshotFile(file);
   try {
-    inFile(file, () => loadSnapshot(machine, bytes));
-    return { windows: describeWindows(machine) };
+    inFile(file, () => snapshotInfo(input));
+    const machine = await build();
+    try {
+      inFile(file, () => loadSnapshot(machine, input));
+      return { windows: describeWindows(machine) };
+    } finally {
+      machine.dispose();
+    }
   } finally {
-    machine.dispose();
+    input.close();
   }
 }
 
@@ -109,15 +117,20 @@ export type SnapshotInfoReport = z.infer<typeof snapshotInfoReportSchema>;
  * SnapshotError naming the file and the section, an unreadable one a FileError.
  */
 export function describeSnapshot(file: string): SnapshotInfoReport {
-  const bytes = readSnapshotFile(file);
-  const info = inFile(file, () => snapshotInfo(bytes));
+  const input = openSnapshotFile(file);
+  let info: ReturnType<typeof snapshotInfo>;
+  try {
+    info = inFile(file, () => snapshotInfo(input));
+  } finally {
+    input.close();
+  }
   const m = info.machine;
   return {
     schemaVersion: 1,
     kind: 'snapshot-info',
     file,
     formatVersion: info.formatVersion,
-    bytes: bytes.length,
+    bytes: input.size,
     machine: { type: m.type, ram: formatHex(m.ram), maxmem: m.maxmem === null ? null : formatHex(m.maxmem) },
     sections: info.sections.map((s) => ({
       name: s.name,
@@ -150,9 +163,9 @@ export function formatSnapshotInfo(report: SnapshotInfoReport): string {
   ].join('\n');
 }
 
-function readSnapshotFile(file: string): Uint8Array {
-  const bytes = readInputFile(file, SNAPSHOT_FILE);
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** The snapshot file, to be read at positions (a SnapshotSource); the caller closes it. */
+function openSnapshotFile(file: string): InputFile {
+  return openInputFile(file, SNAPSHOT_FILE);
 }
 
 /** Runs `fn`; a SnapshotError it throws gets the file's path in front of its message. */

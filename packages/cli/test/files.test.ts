@@ -19,9 +19,11 @@ import {
   abortPendingFiles,
   FileError,
   openAtomicFile,
+  openInputFile,
   readInputFile,
   WRITE_CHUNK,
   writeFileAtomic,
+  writeFileAtomicStreamed,
 } from '../src/files.js';
 
 const scratch = () => mkdtempSync(join(tmpdir(), 'ddw-files-'));
@@ -262,5 +264,110 @@ describe('readInputFile', () => {
     expect(thrown(() => readInputFile(join(dir, 'secret'), 'trace')).message).toBe(
       `trace ${join(dir, 'secret')}: cannot read: permission denied; check the file's permissions`,
     );
+  });
+});
+
+describe('writeFileAtomicStreamed', () => {
+  it('writes each chunk as it comes (the caller may reuse it), then puts the file in place', async () => {
+    const dir = scratch();
+    const file = join(dir, 'out.txt');
+    writeFileSync(file, 'old');
+    const chunk = new Uint8Array(3);
+    const pending = writeFileAtomicStreamed(file, (write) => {
+      for (let i = 0; i < 5; i++) {
+        chunk.fill(0x61 + i);
+        write(chunk);
+      }
+      // Written, not yet in place.
+      expect(readFileSync(file, 'utf8')).toBe('old');
+      expect(temps(dir)).toHaveLength(1);
+      expect(statSync(join(dir, temps(dir)[0]!)).size).toBe(15);
+      return 'done';
+    });
+    expect(await pending).toBe('done');
+    expect(readFileSync(file, 'utf8')).toBe('aaabbbcccdddeee');
+    expect(temps(dir)).toEqual([]);
+  });
+
+  it('what produce throws comes out as it is, the temporary file removed and the file unchanged', async () => {
+    const dir = scratch();
+    const file = join(dir, 'out.txt');
+    writeFileSync(file, 'old');
+    const failure = new Error('cannot encode');
+    await expect(
+      writeFileAtomicStreamed(file, (write) => {
+        write(new Uint8Array([1, 2, 3]));
+        throw failure;
+      }),
+    ).rejects.toBe(failure);
+    expect(readFileSync(file, 'utf8')).toBe('old');
+    expect(temps(dir)).toEqual([]);
+    // A path that cannot be written fails before produce runs.
+    let ran = false;
+    const e = await rejected(
+      writeFileAtomicStreamed(join(dir, 'no/such/dir/x'), () => {
+        ran = true;
+      }),
+    );
+    expect(e.reason).toBe('no such directory');
+    expect(ran).toBe(false);
+  });
+
+  it('an abort (the SIGINT handler) between the writing and the commit leaves the previous file', async () => {
+    const dir = scratch();
+    const file = join(dir, 'out.txt');
+    writeFileSync(file, 'old');
+    const pending = writeFileAtomicStreamed(file, (write) => write(new Uint8Array([0x6e, 0x65, 0x77])), {
+      what: 'snapshot file',
+    });
+    // What a signal handler does while the content is written synchronously: it runs next.
+    expect(abortPendingFiles()).toBe(1);
+    const e = await rejected(pending);
+    expect(e.message).toBe(
+      `snapshot file ${file}: cannot write: interrupted; the previous file is unchanged`,
+    );
+    expect(readFileSync(file, 'utf8')).toBe('old');
+    expect(temps(dir)).toEqual([]);
+  });
+});
+
+describe('openInputFile', () => {
+  it('reads a file at positions, without reading it whole', () => {
+    const dir = scratch();
+    const file = join(dir, 'in.bin');
+    writeFileSync(
+      file,
+      Uint8Array.from({ length: 100_000 }, (_, i) => i & 0xff),
+    );
+    const input = openInputFile(file, 'snapshot file');
+    expect(input.size).toBe(100_000);
+    expect([...input.read(99_998, 2)]).toEqual([99_998 & 0xff, 99_999 & 0xff]);
+    const a = input.read(1000, 50_000);
+    expect(a.length).toBe(50_000);
+    expect(a[0]).toBe(1000 & 0xff);
+    // Each read is its own buffer: a read keeps what it got.
+    input.read(1000, 10).fill(0);
+    expect(a[0]).toBe(1000 & 0xff);
+    input.close();
+    input.close();
+    expect(() => input.read(0, 1)).toThrow(/is already closed/);
+  });
+
+  it('a missing file, a directory, a file that shrinks: one line naming the path', () => {
+    const dir = scratch();
+    expect(thrown(() => openInputFile(join(dir, 'nope'), 'snapshot file')).message).toBe(
+      `snapshot file ${join(dir, 'nope')}: cannot read: no such file; check the path`,
+    );
+    expect(thrown(() => openInputFile(dir, 'snapshot file')).message).toBe(
+      `snapshot file ${dir}: cannot read: it is a directory; give the path of a file`,
+    );
+    const file = join(dir, 'in.bin');
+    writeFileSync(file, new Uint8Array(100));
+    const input = openInputFile(file, 'snapshot file');
+    writeFileSync(file, new Uint8Array(10));
+    expect(thrown(() => input.read(0, 100)).message).toBe(
+      `snapshot file ${file}: cannot read: it ends at byte 10, it had 100 bytes; was it changed while it was read?`,
+    );
+    input.close();
   });
 });

@@ -19,6 +19,7 @@ import {
   VmstateRegistry,
   varrayOf,
 } from '../src/index.js';
+import { layout, reseal } from './support/snapshot-layout.js';
 
 const machines: Machine[] = [];
 afterEach(() => {
@@ -116,39 +117,6 @@ function snapshotError(fn: () => unknown): SnapshotError {
     return error as SnapshotError;
   }
   throw new Error('expected a SnapshotError');
-}
-
-/** Rewrites the header (and the CRCs) of a snapshot, as a broken or foreign writer would. */
-function rewrite(
-  bytes: Uint8Array,
-  edit: (header: { machine: Record<string, unknown>; sections: Record<string, unknown>[] }) => void,
-  payloadEdit?: (payload: Uint8Array, sectionAt: (i: number) => number) => void,
-): Uint8Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = view.getUint32(8);
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + headerLength)));
-  const payload = bytes.slice(16 + headerLength);
-  const starts: number[] = [];
-  let at = 0;
-  for (const s of header.sections) {
-    starts.push(at);
-    at += s.size;
-  }
-  payloadEdit?.(payload, (i) => starts[i]!);
-  header.sections.forEach((s: { size: number; crc: number }, i: number) => {
-    s.crc = crc32(payload.subarray(starts[i]!, starts[i]! + s.size));
-  });
-  edit(header);
-  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
-  const out = new Uint8Array(16 + headerBytes.length + payload.length);
-  const outView = new DataView(out.buffer);
-  outView.setUint32(0, view.getUint32(0));
-  outView.setUint32(4, view.getUint32(4));
-  outView.setUint32(8, headerBytes.length);
-  outView.setUint32(12, crc32(headerBytes));
-  out.set(headerBytes, 16);
-  out.set(payload, 16 + headerBytes.length);
-  return out;
 }
 
 describe('crc32', () => {
@@ -357,21 +325,29 @@ describe('saveSnapshot / loadSnapshot', () => {
     const format = bytes.slice();
     new DataView(format.buffer).setUint32(4, 99);
     expect(() => loadSnapshot(dst, format)).toThrow(/format version 99 is not supported/);
-    const header = bytes.slice();
-    header[20] ^= 1;
-    expect(() => loadSnapshot(dst, header)).toThrow(/the header is corrupted/);
+    const index = bytes.slice();
+    index[layout(bytes).indexAt + 5] ^= 1;
+    expect(() => loadSnapshot(dst, index)).toThrow(
+      /snapshot header: checksum mismatch: the index is corrupted/,
+    );
+    const trailer = bytes.slice();
+    trailer[bytes.length - 10] ^= 1;
+    expect(() => loadSnapshot(dst, trailer)).toThrow(
+      /snapshot header: checksum mismatch: the trailer is corrupted/,
+    );
+    const toy = snapshotInfo(bytes).sections[1]!;
     const body = bytes.slice();
-    body[body.length - 20] ^= 0x40;
+    body[toy.offset + toy.size - 20] ^= 0x40;
     expect(() => loadSnapshot(dst, body)).toThrow(
       /snapshot section "toy" \(instance 0x0\): checksum mismatch/,
     );
     const ram = snapshotInfo(bytes).sections[0]!;
     expect(() => loadSnapshot(dst, bytes.subarray(0, bytes.length - ram.size))).toThrow(
-      /snapshot section "ram" \(instance 0x0\): truncated/,
+      /snapshot header: truncated: the file does not end with the snapshot trailer/,
     );
-    const longer = new Uint8Array(bytes.length + 1);
+    const longer = new Uint8Array(bytes.length + 3);
     longer.set(bytes);
-    expect(() => loadSnapshot(dst, longer)).toThrow(/1 unexpected bytes after the end/);
+    expect(() => loadSnapshot(dst, longer)).toThrow(/3 unexpected bytes after the end of the snapshot/);
   });
 
   it('snapshotInfo verifies the file as a load does: every corruption and truncation, the same error', async () => {
@@ -385,17 +361,15 @@ describe('saveSnapshot / loadSnapshot', () => {
     const dst = await machineWith([new Toy(), new Toy()]);
     const loadError = (b: Uint8Array) => snapshotError(() => loadSnapshot(dst, b)).message;
     const infoError = (b: Uint8Array) => snapshotError(() => snapshotInfo(b)).message;
-    // Every byte of the preamble and the header, and bytes all over each section and the end
-    // marker, flipped: both refuse it, alike.
+    // Every byte of the preamble, the index and the trailer, and bytes all over each section and
+    // the end marker, flipped: both refuse it, alike.
     const positions = new Set<number>();
-    let at = 16 + new DataView(bytes.buffer).getUint32(8);
-    for (let i = 0; i < at; i++) positions.add(i);
+    for (let i = 0; i < 8; i++) positions.add(i);
+    for (let i = layout(bytes).indexAt - 1; i < bytes.length; i++) positions.add(i);
     for (const s of snapshotInfo(bytes).sections) {
-      for (let i = 0; i < s.size; i += Math.max(1, Math.floor(s.size / 40))) positions.add(at + i);
-      positions.add(at + s.size - 1);
-      at += s.size;
+      for (let i = 0; i < s.size; i += Math.max(1, Math.floor(s.size / 40))) positions.add(s.offset + i);
+      positions.add(s.offset + s.size - 1);
     }
-    positions.add(bytes.length - 1);
     const checked = new Set<string>();
     for (const at of positions) {
       const damaged = bytes.slice();
@@ -411,7 +385,9 @@ describe('saveSnapshot / loadSnapshot', () => {
       'snapshot section "toy" (instance 0x0)',
       'snapshot section "toy" (instance 0x1)',
     ]);
-    expect(infoError(Uint8Array.from(bytes, (b, i) => (i === bytes.length - 30 ? b ^ 1 : b)))).toBe(
+    const last = snapshotInfo(bytes).sections[2]!;
+    const at = last.offset + last.size - 30;
+    expect(infoError(Uint8Array.from(bytes, (b, i) => (i === at ? b ^ 1 : b)))).toBe(
       'snapshot section "toy" (instance 0x1): checksum mismatch: the section is corrupted',
     );
     for (const cut of [...positions, bytes.length - 1]) {
@@ -430,7 +406,7 @@ describe('saveSnapshot / loadSnapshot', () => {
     // The flag byte of the toy section: marker(1) index(4) name(1+3) instance(4) version(4),
     // then id(4) u8(1) u16(2) u32(4) u64(8) i8(1) i32(4) i64(8).
     const flagAt = 1 + 4 + 4 + 4 + 4 + 4 + 1 + 2 + 4 + 8 + 1 + 4 + 8;
-    const bad = rewrite(
+    const bad = reseal(
       bytes,
       () => {},
       (p, at) => {
@@ -440,7 +416,7 @@ describe('saveSnapshot / loadSnapshot', () => {
     expect(() => loadSnapshot(dst, bad)).toThrow(
       'snapshot section "toy" (instance 0x0): field flag: bool byte 0x2 is neither 0 nor 1',
     );
-    const unknown = rewrite(bytes, (h) => {
+    const unknown = reseal(bytes, (h) => {
       h.sections[1]!.name = 'tox';
     });
     expect(() => loadSnapshot(dst, unknown)).toThrow(

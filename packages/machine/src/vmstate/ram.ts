@@ -1,0 +1,107 @@
+// Guest RAM as a section: "ram", version 1, QEMU's RAM stream over the sparse backing.
+
+import type { RamRegion, SparseRam } from '@ddw/memory';
+import { VMState, type VMStateDescription, type VMStateInfo } from './description.js';
+import { TWO_32 } from './file.js';
+import type { VmstateRegistry } from './registry.js';
+
+/** QEMU's RAM stream flags (migration/ram.c): a page record, and the end of the RAM stream. */
+const RAM_SAVE_FLAG_PAGE = 0x08;
+const RAM_SAVE_FLAG_EOS = 0x10;
+/** Guest RAM is written in 64 KiB chunks: the sparse backing's chunk size. */
+export const RAM_SNAPSHOT_CHUNK = 1 << 16;
+
+/** The pages of a loaded RAM section: 64 KiB chunks as views into the snapshot. */
+export interface RamImage {
+  readonly chunks: readonly { readonly offset: number; readonly data: Uint8Array }[];
+}
+
+function allZero(chunk: Uint8Array): boolean {
+  const words =
+    chunk.byteOffset % 4 === 0 && chunk.length % 4 === 0
+      ? new Uint32Array(chunk.buffer, chunk.byteOffset, chunk.length / 4)
+      : chunk;
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * The sparse RAM encoding: per touched, non-zero 64 KiB chunk a be64 (offset | PAGE) and its
+ * bytes, in increasing offset order, then be64 EOS. Untouched chunks cost nothing.
+ */
+export const SPARSE_RAM_INFO: VMStateInfo<SparseRam, RamImage> = {
+  name: 'sparse-ram',
+  put(w, ram) {
+    for (const [offset, chunk] of ram.chunks()) {
+      if (allZero(chunk)) continue;
+      w.u64Halves(Math.floor(offset / TWO_32), ((offset % TWO_32) | RAM_SAVE_FLAG_PAGE) >>> 0);
+      w.bytes(chunk);
+    }
+    w.u64Halves(0, RAM_SAVE_FLAG_EOS);
+  },
+  get(r) {
+    const chunks: { offset: number; data: Uint8Array }[] = [];
+    let last = -1;
+    for (;;) {
+      const high = r.u32();
+      const low = r.u32();
+      const flags = low & 0xffff;
+      const offset = high * TWO_32 + (low - flags);
+      if (flags === RAM_SAVE_FLAG_EOS) {
+        if (offset !== 0) r.fail(`the end-of-RAM record carries offset 0x${offset.toString(16)}`);
+        break;
+      }
+      if (flags !== RAM_SAVE_FLAG_PAGE) r.fail(`unknown RAM record flags 0x${flags.toString(16)}`);
+      if (high >= 0x100000) r.fail(`RAM offset 0x${offset.toString(16)} is beyond 2^52`);
+      if (offset <= last) r.fail(`RAM chunk 0x${offset.toString(16)} is out of order`);
+      last = offset;
+      chunks.push({ offset, data: r.bytes(RAM_SNAPSHOT_CHUNK) });
+    }
+    return { chunks };
+  },
+};
+
+/** The opaque of the RAM section: the RAM's size (EQUAL) and its backing. */
+class RamOpaque {
+  constructor(readonly region: RamRegion) {}
+  get size(): bigint {
+    return this.region.size;
+  }
+  get pages(): SparseRam {
+    return this.region.ram;
+  }
+}
+
+/** Guest RAM as a section: "ram", version 1, its size (must be equal) and its touched chunks. */
+export const RAM_VMSTATE: VMStateDescription<RamOpaque, RamImage> = {
+  name: 'ram',
+  version: 1,
+  fields: [VMState.uint64('size', { equal: true }), VMState.custom('pages', SPARSE_RAM_INFO)],
+  validate(opaque, loaded) {
+    const image = loaded.fields.pages as RamImage;
+    const limit = opaque.region.ram.size;
+    for (const { offset } of image.chunks) {
+      if (offset >= limit)
+        throw new Error(
+          `RAM chunk at 0x${offset.toString(16)} lies beyond the RAM (0x${limit.toString(16)} bytes)`,
+        );
+    }
+    return image;
+  },
+  postLoad(opaque, _loaded, image) {
+    const ram = opaque.region.ram;
+    ram.clear();
+    for (const { offset, data } of image.chunks) {
+      ram.write(offset, data, 0, Math.min(RAM_SNAPSHOT_CHUNK, ram.size - offset));
+    }
+  },
+};
+
+/** Registers guest RAM's section (the machine does this for its RAM region). */
+export function registerRamVmstate(
+  registry: VmstateRegistry,
+  region: RamRegion,
+  owner = '@ddw/machine',
+): () => void {
+  return registry.register(RAM_VMSTATE, 0, new RamOpaque(region), owner);
+}
