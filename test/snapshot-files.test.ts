@@ -1,7 +1,8 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DdwError, type Machine, SnapshotError } from '@ddw/machine';
+import { gunzipSync } from 'node:zlib';
+import { DdwError, loadSnapshot, type Machine, SnapshotError, snapshotInfo } from '@ddw/machine';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { FileError } from '../packages/cli/src/files.js';
@@ -55,7 +56,7 @@ describe('snapshot info', () => {
       schemaVersion: 1,
       kind: 'snapshot-info',
       file,
-      formatVersion: 1,
+      formatVersion: 2,
       bytes: readFileSync(file).length,
       machine: { type: 'pseries-10.0', ram: '0x100000000', maxmem: '0x200000000' },
     });
@@ -83,7 +84,7 @@ describe('snapshot info', () => {
     const [v, size] = [(i: number) => report.sections[i]!.version, (i: number) => report.sections[i]!.size];
     expect(formatSnapshotInfo(report)).toBe(
       [
-        `${file}: snapshot format 1, ${readFileSync(file).length} bytes`,
+        `${file}: snapshot format 2, ${readFileSync(file).length} bytes`,
         'machine: pseries-10.0, 4 GiB RAM',
         `  ram          instance 0x0         version ${v(0)}  ${size(0)} bytes`,
         `  spapr_iommu  instance 0x80000000  version ${v(1)}  ${size(1)} bytes`,
@@ -102,7 +103,8 @@ describe('snapshot info', () => {
     const dir = scratch();
     const bytes = readFileSync(await saved(dir));
     const damaged = join(dir, 'damaged.snap');
-    bytes[bytes.length - 10] ^= 0xff;
+    const last = snapshotInfo(bytes).sections.at(-1)!;
+    bytes[last.offset + last.size - 10] ^= 0xff;
     writeFileSync(damaged, bytes);
     const e = await refusal(() => describeSnapshot(damaged));
     expect(e).toBeInstanceOf(SnapshotError);
@@ -130,7 +132,11 @@ describe('snapshot info', () => {
       [write('empty.snap', new Uint8Array()), /empty\.snap: snapshot header: truncated: 0 bytes/],
       [
         write('cut.snap', good.subarray(0, good.length - 100)),
-        /cut\.snap: snapshot section "spapr_iommu" \(instance 0x80000001\): truncated: the file ends/,
+        /cut\.snap: snapshot header: truncated: the file does not end with the snapshot trailer/,
+      ],
+      [
+        write('appended.snap', Buffer.concat([good, Buffer.from('\n')])),
+        /appended\.snap: snapshot header: 1 unexpected bytes after the end of the snapshot$/,
       ],
       [
         write(
@@ -183,5 +189,61 @@ describe('snapshot save', () => {
     expect(e.message).toMatch(/^snapshot file .*m\.snap: cannot write: its temporary file .* was removed/);
     expect(readdirSync(dir)).toEqual(['m.snap']);
     expect(Buffer.compare(readFileSync(file), before)).toBe(0);
+  });
+});
+
+describe('a snapshot file of the previous format (version 1)', () => {
+  /** `ddw snapshot save m.snap -M pseries -m 4G -device e1000e`, by ddw before format version 2. */
+  const v1 = () =>
+    gunzipSync(
+      readFileSync(new URL('../packages/machine/test/fixtures/pseries-4g-v1.snap.gz', import.meta.url)),
+    );
+
+  it('is described and loads', async () => {
+    const dir = scratch();
+    const file = join(dir, 'old.snap');
+    writeFileSync(file, v1());
+    const report = describeSnapshot(file);
+    expect(report).toMatchObject({
+      formatVersion: 1,
+      bytes: 66151,
+      machine: { type: 'pseries-10.0', ram: '0x100000000' },
+    });
+    expect(report.sections.map((s) => [s.name, s.instanceId, s.version, s.size])).toEqual([
+      ['ram', '0x0', 1, 65582],
+      ['spapr_iommu', '0x80000000', 3, 45],
+      ['spapr_iommu', '0x80000001', 3, 72],
+      ['spapr_pci', '0x0', 2, 36],
+    ]);
+    expect(formatSnapshotInfo(report).split('\n')[0]).toBe(`${file}: snapshot format 1, 66151 bytes`);
+    const loaded = await loadMachineSnapshot(file, () => buildRunMachine({ qemuArgs: MACHINE }));
+    expect(loaded.windows).toEqual(['PHB 0 LIOBN 0x80000000: bus 0x0, 4K pages, 262144 entries, 0 in use']);
+    // Loaded and saved again, it is a version 2 file of the same sections, which loads the same.
+    const machine = await buildRunMachine({ qemuArgs: MACHINE });
+    const again = join(dir, 'again.snap');
+    try {
+      loadSnapshot(machine, readFileSync(file));
+      await saveMachineSnapshot(again, machine);
+    } finally {
+      machine.dispose();
+    }
+    const newer = describeSnapshot(again);
+    expect(newer.formatVersion).toBe(2);
+    expect(newer.sections.map((s) => [s.name, s.instanceId])).toEqual(
+      report.sections.map((s) => [s.name, s.instanceId]),
+    );
+    expect((await loadMachineSnapshot(again, () => buildRunMachine({ qemuArgs: MACHINE }))).windows).toEqual(
+      loaded.windows,
+    );
+  });
+
+  it('a damaged one is refused naming the section, as before', async () => {
+    const dir = scratch();
+    const bytes = v1();
+    const cut = join(dir, 'cut.snap');
+    writeFileSync(cut, bytes.subarray(0, bytes.length - 100));
+    expect((await refusal(() => loadMachineSnapshot(cut, noBuild))).message).toBe(
+      `${cut}: snapshot section "spapr_iommu" (instance 0x80000001): truncated: the file ends 9 bytes into this section of 72`,
+    );
   });
 });
