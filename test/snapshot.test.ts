@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import {
-  crc32,
   H_PUT_TCE,
   loadSnapshot,
   type Machine,
@@ -15,6 +14,7 @@ import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { VfioTokens } from '@ddw/vfio-common';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
+import { layout, reseal } from '../packages/machine/test/support/snapshot-layout.js';
 import {
   applyGuestOps,
   guestOpArb,
@@ -322,50 +322,27 @@ describe('fuzzed snapshots', () => {
 
   it('mutations behind the checksums: never another error, never half a load', async () => {
     const { bytes, target } = await fixture();
-    const view = new DataView(bytes.buffer);
-    const headerLength = view.getUint32(8);
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + headerLength)));
-    const payloadAt = 16 + headerLength;
-    const starts: number[] = [];
-    let at = payloadAt;
-    for (const s of header.sections) {
-      starts.push(at);
-      at += s.size;
-    }
-    /** The file with its checksums recomputed after `mutate` changed the payload. */
-    const resealed = (mutate: (payload: Uint8Array) => Uint8Array) => {
-      const payload = mutate(bytes.slice(payloadAt));
-      const h = structuredClone(header);
-      // Section sizes stay; a truncated or grown payload is refused by the header check.
-      let p = 0;
-      for (const s of h.sections) {
-        s.crc = crc32(payload.subarray(p, p + s.size));
-        p += s.size;
-      }
-      const hb = new TextEncoder().encode(JSON.stringify(h));
-      const out = new Uint8Array(16 + hb.length + payload.length);
-      out.set(bytes.subarray(0, 8));
-      new DataView(out.buffer).setUint32(8, hb.length);
-      new DataView(out.buffer).setUint32(12, crc32(hb));
-      out.set(hb, 16);
-      out.set(payload, 16 + hb.length);
-      return out;
-    };
+    const { sections } = snapshotInfo(bytes);
+    // The independent parse of the layout agrees with the reader on where each section starts.
+    expect(layout(bytes).starts).toEqual(sections.map((s) => s.offset));
+    /** The file with its checksums recomputed after `mutate` changed the payload in place. */
+    const resealed = (mutate: (payload: Uint8Array, sectionAt: (i: number) => number) => void) =>
+      // Section sizes stay, as the index says.
+      reseal(bytes, undefined, mutate);
     let refused = 0;
     let loaded = 0;
     await fc.assert(
       fc.asyncProperty(
-        fc.integer({ min: 0, max: header.sections.length - 1 }),
+        fc.integer({ min: 0, max: sections.length - 1 }),
         fc.array(fc.record({ offset: fc.nat({ max: 200 }), value: fc.integer({ min: 0, max: 255 }) }), {
           minLength: 1,
           maxLength: 3,
         }),
         async (section, writes) => {
-          const base = starts[section]! - payloadAt;
-          const size = header.sections[section].size as number;
-          const mutated = resealed((payload) => {
+          const size = sections[section]!.size;
+          const mutated = resealed((payload, sectionAt) => {
+            const base = sectionAt(section);
             for (const { offset, value } of writes) payload[base + (offset % size)] = value;
-            return payload;
           });
           if (tryLoad(target, mutated, undefined) === 'refused') {
             refused++;

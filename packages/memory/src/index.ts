@@ -49,6 +49,7 @@ export { RAM_CHUNK_SIZE, RamRegion, type RamRegionOptions, SparseRam } from './r
 export { ContainerRegion, MemoryRegion, type RegionKind, type SubregionOptions } from './region.js';
 export {
   type EntryRunVisitor,
+  type EntrySlotsVisitor,
   MAX_RUN_STRIDE,
   RUN_TABLE_CHUNK_SHIFT,
   RunTable,

@@ -16,6 +16,9 @@ export type EntryRunVisitor = (
   stride: number,
 ) => void;
 
+/** Visits `count` entries from `first` as slots: entry first + k is (slots[2k]:slots[2k + 1]). */
+export type EntrySlotsVisitor = (first: number, count: number, slots: Uint32Array) => void;
+
 /** log2 of the entries per chunk (equal to a snapshot VARRAY block, so whole chunks are whole blocks). */
 export const RUN_TABLE_CHUNK_SHIFT = 14;
 const CHUNK = 1 << RUN_TABLE_CHUNK_SHIFT;
@@ -25,7 +28,7 @@ const MAX_RUNS = 8;
 /** Strides are below 2^36, so that low + k * stride stays exact within a chunk (k < 2^14). */
 export const MAX_RUN_STRIDE = 2 ** 36;
 const TWO_32 = 0x1_0000_0000;
-/** Entries of one list in one chunk that make the chunk one slot per entry at once. */
+/** Non-zero entries of one list in one chunk that make the chunk one slot per entry at once. */
 const LITERAL_MATERIALISES = 16;
 /** Fields per run in an affine chunk's array: start, count, high, low, stride. */
 const F = 5;
@@ -186,15 +189,24 @@ export class RunTable {
       const off = at & CHUNK_MASK;
       const n = Math.min(count - k, CHUNK - off);
       let p = byteOffset + k * 8;
-      if (this.#chunks[ci] instanceof Uint32Array || n >= LITERAL_MATERIALISES) {
+      const chunk = this.#chunks[ci];
+      if (
+        chunk instanceof Uint32Array ||
+        countNonZero(view, p, n, LITERAL_MATERIALISES) >= LITERAL_MATERIALISES
+      ) {
         const dense = this.#materialise(ci);
         for (let q = off << 1, end = (off + n) << 1; q < end; q += 2, p += 8) {
           dense[q] = view.getUint32(p);
           dense[q + 1] = view.getUint32(p + 4);
         }
       } else {
-        for (let q = 0; q < n; q++, p += 8)
-          this.#setInChunk(ci, off + q, 1, view.getUint32(p), view.getUint32(p + 4), 0);
+        // A few entries: runs of one, so a sparse chunk stays small.
+        for (let q = 0; q < n; q++, p += 8) {
+          const high = view.getUint32(p);
+          const low = view.getUint32(p + 4);
+          if (high !== 0 || low !== 0 || this.#chunks[ci] !== undefined)
+            this.#setInChunk(ci, off + q, 1, high, low, 0);
+        }
       }
       k += n;
     }
@@ -345,6 +357,26 @@ export class RunTable {
     if (pCount > 0) fn(pFirst, pCount, pHigh, pLow, pCount === 1 ? 0 : pStride);
   }
 
+  /**
+   * Visits every entry in index order as it is held: the runs of affine chunks through `onRun`,
+   * and each materialised chunk whole through `onSlots` (its slots: entry first + k has halves
+   * slots[2k], slots[2k + 1], zeros included). Empty stretches are skipped. This is how the table
+   * is copied out without an entry-by-entry walk (a snapshot of a random table).
+   */
+  forEachSpan(onRun: EntryRunVisitor, onSlots: EntrySlotsVisitor): void {
+    for (let ci = 0; ci < this.#chunks.length; ci++) {
+      const chunk = this.#chunks[ci];
+      if (chunk === undefined) continue;
+      const base = ci * CHUNK;
+      if (chunk instanceof Uint32Array) {
+        onSlots(base, this.#chunkLength(ci), chunk);
+        continue;
+      }
+      const r = chunk.runs;
+      for (let i = 0; i < r.length; i += F) onRun(base + r[i]!, r[i + 1]!, r[i + 2]!, r[i + 3]!, r[i + 4]!);
+    }
+  }
+
   /** Calls `fn` for every non-zero entry, in index order. */
   forEachNonZero(fn: (index: number, high: number, low: number) => void): void {
     const out = new Uint32Array(2);
@@ -392,6 +424,14 @@ function joinedStride(
   if (s < 0) return -1;
   runEntryHalves(pHigh, pLow, s, pCount, scratch);
   return scratch[0] === high && scratch[1] === low ? s : -1;
+}
+
+/** The non-zero big-endian u64 entries among `n` at `p`, counted up to `limit`. */
+function countNonZero(view: DataView, p: number, n: number, limit: number): number {
+  let found = 0;
+  for (let q = 0; q < n && found < limit; q++, p += 8)
+    if (view.getUint32(p) !== 0 || view.getUint32(p + 4) !== 0) found++;
+  return found;
 }
 
 function runChunk(off: number, n: number, high: number, low: number, stride: number): AffineChunk {

@@ -1,6 +1,7 @@
 import {
   type MachineEventBus,
   type VarraySource,
+  type VarrayView,
   VMState,
   type VMStateDescription,
   type VMStateLoaded,
@@ -92,6 +93,7 @@ export function spaprIommuVmstate(version: 2 | 3 = 3): VMStateDescription<TceTab
               length: storage.entries,
               forEachNonZero: (fn) => storage.forEachNonZero(fn),
               forEachRun: (fn) => storage.forEachRun(fn),
+              forEachSpan: (onRun, onSlots) => storage.forEachSpan(onRun, onSlots),
             };
       const trace = t.traces.preSave;
       if (trace.enabled) trace.emit(t.liobn, o.mig_nb_table, t.busOffset, t.pageShift);
@@ -148,11 +150,12 @@ function prepare(loaded: VMStateLoaded): PreparedTce {
       `the window of 0x${nb.toString(16)} pages of 2^${pageShift} bytes at 0x${busOffset.toString(16)} ends beyond 2^64`,
     );
   }
-  const table = loaded.fields.mig_table as VarraySource;
+  const table = loaded.fields.mig_table as VarrayView;
   const entries = new RunTable(nb);
-  if (table.forEachRun)
-    table.forEachRun((first, count, high, low, stride) => entries.setRun(first, count, high, low, stride));
-  else table.forEachNonZero((index, high, low) => entries.setHalves(index, high, low));
+  table.forEachStored(
+    (first, count, high, low, stride) => entries.setRun(first, count, high, low, stride),
+    (first, count, view, byteOffset) => entries.setList(first, count, view, byteOffset),
+  );
   return { nb, busOffset, pageShift, entries };
 }
 

@@ -1,5 +1,4 @@
 import {
-  crc32,
   createMachine,
   loadSnapshot,
   type Machine,
@@ -10,6 +9,7 @@ import {
 } from '@ddw/machine';
 import { IOMMUNotifier, IOMMUNotifierFlag, type IOMMUTLBEntry } from '@ddw/memory';
 import { afterEach, describe, expect, it } from 'vitest';
+import { reseal } from '../../machine/test/support/snapshot-layout.js';
 import { H_PUT_TCE, SpaprIommuTokens, type SpaprTceTable, spaprIommu } from '../src/index.js';
 
 const W0 = 0x80000000;
@@ -71,18 +71,17 @@ function state(t: SpaprTceTable) {
 
 /** Where each section's bytes start in a snapshot. */
 function sectionOffsets(bytes: Uint8Array): { name: string; instanceId: number; at: number; size: number }[] {
-  const headerLength = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8);
-  let at = 16 + headerLength;
-  return snapshotInfo(bytes).sections.map((s) => {
-    const out = { name: s.name, instanceId: s.instanceId, at, size: s.size };
-    at += s.size;
-    return out;
-  });
+  return snapshotInfo(bytes).sections.map((s) => ({
+    name: s.name,
+    instanceId: s.instanceId,
+    at: s.offset,
+    size: s.size,
+  }));
 }
 
 /**
  * The "spapr_iommu" section of one LIOBN decoded independently, field by field as QEMU lays it
- * out, expanding the zero-block runs of the entries.
+ * out, expanding the zero-block runs and the affine blocks (progressions) of the entries.
  */
 function qemuSection(bytes: Uint8Array, liobn: number) {
   const s = sectionOffsets(bytes).find((x) => x.name === 'spapr_iommu' && x.instanceId === liobn)!;
@@ -110,10 +109,26 @@ function qemuSection(bytes: Uint8Array, liobn: number) {
   const fields: Record<string, unknown> = { liobn: u32(), mig_nb_table: u32(), bypass: u8() };
   const nb = fields.mig_nb_table as number;
   const entries = new Map<number, bigint>();
-  for (let block = 0; block < Math.ceil(nb / 16384); ) {
+  let block = 0;
+  while (block < Math.ceil(nb / 16384)) {
     const tag = u8();
     if (tag === 0) {
       block += u32();
+      continue;
+    }
+    if (tag === 2) {
+      // b whole blocks, element i (from the first of the first block) is first + i*stride mod 2^64.
+      const count = u32();
+      const first = u64();
+      const stride = u64();
+      expect(count).toBeGreaterThanOrEqual(1);
+      expect(stride < 1n << 36n).toBe(true);
+      const from = block * 16384;
+      for (let i = from; i < Math.min(nb, (block + count) * 16384); i++) {
+        const e = BigInt.asUintN(64, first + BigInt(i - from) * stride);
+        if (e !== 0n) entries.set(i, e);
+      }
+      block += count;
       continue;
     }
     expect(tag).toBe(1);
@@ -123,6 +138,7 @@ function qemuSection(bytes: Uint8Array, liobn: number) {
     }
     block++;
   }
+  expect(block).toBe(Math.ceil(nb / 16384));
   if (version >= 3) fields.def_win = u8();
   const subsections: Record<string, unknown> = {};
   while (bytes[p] === 0x05) {
@@ -138,23 +154,11 @@ function qemuSection(bytes: Uint8Array, liobn: number) {
 
 /** Patches bytes of a section and fixes the checksums, as a writer with other values would. */
 function patched(bytes: Uint8Array, liobn: number, patch: (view: DataView, at: number) => void): Uint8Array {
-  const copy = bytes.slice();
-  const sections = sectionOffsets(copy);
-  const s = sections.find((x) => x.name === 'spapr_iommu' && x.instanceId === liobn)!;
-  patch(new DataView(copy.buffer), s.at);
-  const headerLength = new DataView(copy.buffer).getUint32(8);
-  const header = JSON.parse(new TextDecoder().decode(copy.subarray(16, 16 + headerLength)));
-  header.sections[sections.indexOf(s)].crc = crc32(copy.subarray(s.at, s.at + s.size));
-  const headerBytes = new TextEncoder().encode(JSON.stringify(header));
-  const payload = copy.subarray(16 + headerLength);
-  const out = new Uint8Array(16 + headerBytes.length + payload.length);
-  out.set(copy.subarray(0, 8));
-  const view = new DataView(out.buffer);
-  view.setUint32(8, headerBytes.length);
-  view.setUint32(12, crc32(headerBytes));
-  out.set(headerBytes, 16);
-  out.set(payload, 16 + headerBytes.length);
-  return out;
+  const i = snapshotInfo(bytes).sections.findIndex((x) => x.name === 'spapr_iommu' && x.instanceId === liobn);
+  expect(i).toBeGreaterThanOrEqual(0);
+  return reseal(bytes, undefined, (payload, sectionAt) =>
+    patch(new DataView(payload.buffer, payload.byteOffset, payload.byteLength), sectionAt(i)),
+  );
 }
 
 /** Offset of the liobn field in a section: marker, index, name (1 + 11), instance id, version. */

@@ -36,6 +36,16 @@ export interface VarraySource {
    * runs, and a block that is one progression costs 21 bytes, however long.
    */
   forEachRun?(fn: (first: number, count: number, high: number, low: number, stride: number) => void): void;
+  /**
+   * Visits every element in index order as the source holds it: runs (as forEachRun, but they
+   * need not be maximal) and stretches of plain slots (element first + k is
+   * (slots[2k]:slots[2k + 1]), zeros included). Optional, uint64 only: preferred over forEachRun,
+   * so a table of random entries is copied out a block at a time. The encoding is the same.
+   */
+  forEachSpan?(
+    onRun: (first: number, count: number, high: number, low: number, stride: number) => void,
+    onSlots: (first: number, count: number, slots: Uint32Array) => void,
+  ): void;
 }
 
 /** A VarraySource over an array of numbers or bigints. */
@@ -160,7 +170,10 @@ export function putVarray(w: StreamWriter, field: VMStateVarrayField, value: unk
   if (!source) throw new Malformed(`VARRAY ${name}: ${describe(value)} is not an array`);
   if (source.length !== count)
     throw new Malformed(`VARRAY ${name}: it holds ${source.length} elements, its count says ${count}`);
-  if (field.element === 'uint64' && typeof source.forEachRun === 'function') putRuns(w, name, source, count);
+  if (field.element === 'uint64' && typeof source.forEachSpan === 'function')
+    putSpans(w, name, source, count);
+  else if (field.element === 'uint64' && typeof source.forEachRun === 'function')
+    putRuns(w, name, source, count);
   else putElements(w, field, source, count);
 }
 
@@ -277,6 +290,21 @@ function putRuns(w: StreamWriter, name: string, source: VarraySource, count: num
   encoder.end();
 }
 
+/** The elements of a uint64 source with spans. */
+function putSpans(w: StreamWriter, name: string, source: VarraySource, count: number): void {
+  const encoder = new RunEncoder(w, name, count);
+  const outer = runs;
+  runs = encoder;
+  try {
+    source.forEachSpan!(onRun, onSlots);
+  } finally {
+    runs = outer;
+  }
+  encoder.end();
+}
+
+const onSlots = (first: number, n: number, slots: Uint32Array): void => runs!.slots(first, n, slots);
+
 /**
  * Turns runs into blocks. Which encoding a block gets depends on its elements only (not on how
  * the source cuts its runs), so the same table always encodes the same way: a block whose
@@ -350,6 +378,69 @@ class RunEncoder {
       return;
     }
     this.anyRun(first, n, high, low, stride);
+  }
+
+  /**
+   * Elements given as slots (see VarraySource.forEachSpan). A whole block is classified by its
+   * elements, as runs would be (empty, one progression of non-zero elements, or literal), and a
+   * literal one is copied straight in; a part of a block goes element by element.
+   */
+  slots(first: number, n: number, slots: Uint32Array): void {
+    if (
+      !(first >= this.next && n >= 1 && first + n <= this.count) ||
+      first >>> 0 !== first ||
+      n >>> 0 !== n ||
+      !(slots.length >= 2 * n)
+    )
+      throw new Malformed(`VARRAY ${this.name}: ${n} slots at ${first} are out of order or out of range`);
+    let i = 0;
+    while (i < n) {
+      const at = first + i;
+      const b = at >>> BLOCK_SHIFT;
+      const offset = at & BLOCK_MASK;
+      const blockLength = Math.min(VARRAY_BLOCK_ELEMENTS, this.count - b * VARRAY_BLOCK_ELEMENTS);
+      const c = Math.min(n - i, blockLength - offset);
+      if (offset === 0 && c === blockLength) {
+        this.wholeBlock(b, c, slots, i);
+        this.next = at + c;
+      } else {
+        for (let k = 0; k < c; k++) {
+          const high = slots[2 * (i + k)]!;
+          const low = slots[2 * (i + k) + 1]!;
+          if (high !== 0 || low !== 0) this.anyRun(at + k, 1, high, low, 0);
+        }
+        this.next = at + c;
+      }
+      i += c;
+    }
+  }
+
+  /** Block `b` (c elements) from slots[2 * from]. */
+  private wholeBlock(b: number, c: number, slots: Uint32Array, from: number): void {
+    const s = 2 * from;
+    const h0 = slots[s]!;
+    const l0 = slots[s + 1]!;
+    if (h0 === 0 && l0 === 0) {
+      // Not a progression of non-zero elements: empty, or literal.
+      let any = false;
+      for (let k = 2; k < 2 * c && !any; k++) any = slots[s + k] !== 0;
+      if (!any) return;
+    } else {
+      const stride = c === 1 ? 0 : strideBetween(h0, l0, slots[s + 2]!, slots[s + 3]!);
+      if (stride >= 0 && isNonZeroProgression(slots, s, c, h0, l0, stride)) {
+        this.moveTo(b);
+        this.segment(0, c, h0, l0, stride);
+        return;
+      }
+    }
+    this.moveTo(b);
+    this.openLiteral();
+    const view = this.w.view;
+    let p = this.litAt;
+    for (let k = s, end = s + 2 * c; k < end; k += 2, p += 8) {
+      view.setUint32(p, slots[k]!);
+      view.setUint32(p + 4, slots[k + 1]!);
+    }
   }
 
   private anyRun(first: number, n: number, high: number, low: number, stride: number): void {
@@ -567,6 +658,35 @@ class RunEncoder {
   }
 }
 
+/** Whether the c slot pairs from s are the progression (h0:l0) + k * stride with no zero element. */
+function isNonZeroProgression(
+  slots: Uint32Array,
+  s: number,
+  c: number,
+  h0: number,
+  l0: number,
+  stride: number,
+): boolean {
+  const last = s + 2 * (c - 1);
+  advance(h0, l0, (c - 1) * stride);
+  if (slots[last] !== outHigh || slots[last + 1] !== outLow) return false;
+  const sh = Math.floor(stride / TWO_32);
+  const sl = stride % TWO_32;
+  let h = h0;
+  let l = l0;
+  for (let k = s + 2; k <= last; k += 2) {
+    l += sl;
+    let carry = 0;
+    if (l >= TWO_32) {
+      l -= TWO_32;
+      carry = 1;
+    }
+    h = (h + sh + carry) >>> 0;
+    if (slots[k] !== h || slots[k + 1] !== l || (h === 0 && l === 0)) return false;
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
@@ -782,6 +902,32 @@ export class VarrayView implements VarraySource {
       },
     );
     out.end();
+  }
+
+  /**
+   * Every element as stored, for copying the array into a table without an element-by-element
+   * walk: affine records as runs (cut where they wrap through zero), literal blocks as their
+   * big-endian bytes (element first + k at byteOffset + 8k, zeros included). uint64 only; other
+   * widths come as runs.
+   */
+  forEachStored(
+    onRun: (first: number, count: number, high: number, low: number, stride: number) => void,
+    onLiteral: (first: number, count: number, view: DataView, byteOffset: number) => void,
+  ): void {
+    if (this.element !== 'uint64') {
+      this.forEachRun(onRun);
+      return;
+    }
+    this.walk(
+      (base, at, n) => onLiteral(base, n, this.view, at),
+      (r) => {
+        const [first, n] = this.recordSpan(r);
+        const stride = this.records.stride[r]!;
+        nonZeroStretches(this.records.high[r]!, this.records.low[r]!, stride, n, (start, c, h, l) =>
+          onRun(first + start, c, h, l, stride),
+        );
+      },
+    );
   }
 
   /** Every element, for small arrays (tests, inspection). */
