@@ -238,7 +238,7 @@ describe('saveSnapshot / loadSnapshot', () => {
     expect(info.formatVersion).toBe(SNAPSHOT_FORMAT_VERSION);
     expect(info.machine).toEqual({ type: 'toy-1', ram: 2n << 30n, maxmem: null });
     expect(info.sections.map(({ name, instanceId, version }) => [name, instanceId, version])).toEqual([
-      ['ram', 0, 1],
+      ['ram', 0, 2],
       ['toy', 0, 2],
       ['toy', 1, 2],
     ]);
@@ -429,7 +429,10 @@ describe('saveSnapshot / loadSnapshot', () => {
     const empty = snapshotInfo(saveSnapshot(src)).sections[0]!.size;
     expect(empty).toBeLessThan(100);
     src.memory.write(0x40_0000_0000n, new Uint8Array([1]));
-    src.memory.write(0xff_ffff_0000n, new Uint8Array(RAM_SNAPSHOT_CHUNK).fill(7));
+    src.memory.write(
+      0x100_0000_0000n - BigInt(RAM_SNAPSHOT_CHUNK),
+      new Uint8Array(RAM_SNAPSHOT_CHUNK).fill(7),
+    );
     src.memory.write(0x20_0000n, new Uint8Array(16).fill(1));
     src.memory.write(0x20_0000n, new Uint8Array(16)); // allocated, but all zero again
     const bytes = saveSnapshot(src);

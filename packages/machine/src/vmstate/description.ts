@@ -52,8 +52,11 @@ export type VMStateField = VMStateScalarField | VMStateVarrayField | VMStateCust
 export interface VMStateInfo<In = unknown, Out = In> {
   readonly name: string;
   put(writer: SnapshotWriter, value: In): void;
-  /** Reads the value; a malformed stream throws (reader.fail or a short read). */
-  get(reader: SnapshotReader): Out;
+  /**
+   * Reads the value written by version `version` of the section (or subsection) it is in; a
+   * malformed stream throws (reader.fail or a short read).
+   */
+  get(reader: SnapshotReader, version: number): Out;
 }
 
 /** A subsection: written after the fields only when `needed` says so at save time. */

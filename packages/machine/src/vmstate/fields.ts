@@ -114,7 +114,7 @@ export function getFields(
     } else if (field.type === 'custom') {
       let value: unknown;
       try {
-        value = field.info.get(r);
+        value = field.info.get(r, version);
       } catch (error) {
         throw new Malformed(`field ${field.name} (${field.info.name}): ${messageOf(error)}`);
       }

@@ -1,4 +1,4 @@
-// Guest RAM as a section: "ram", version 1, QEMU's RAM stream over the sparse backing.
+// Guest RAM as a section: "ram", QEMU's RAM stream over the sparse backing.
 
 import type { RamRegion, SparseRam } from '@ddw/memory';
 import { VMState, type VMStateDescription, type VMStateInfo } from './description.js';
@@ -8,10 +8,15 @@ import type { VmstateRegistry } from './registry.js';
 /** QEMU's RAM stream flags (migration/ram.c): a page record, and the end of the RAM stream. */
 const RAM_SAVE_FLAG_PAGE = 0x08;
 const RAM_SAVE_FLAG_EOS = 0x10;
-/** Guest RAM is written in 64 KiB chunks: the sparse backing's chunk size. */
-export const RAM_SNAPSHOT_CHUNK = 1 << 16;
+/**
+ * Guest RAM is written in pages of QEMU's TARGET_PAGE_SIZE for ppc64 (4 KiB) since version 2 of the
+ * section, so a guest that wrote a few TCE lists saves a few KiB; version 1 wrote the sparse
+ * backing's 64 KiB chunks, and still loads.
+ */
+export const RAM_SNAPSHOT_CHUNK = 1 << 12;
+const RAM_V1_CHUNK = 1 << 16;
 
-/** The pages of a loaded RAM section: 64 KiB chunks as views into the snapshot. */
+/** The pages of a loaded RAM section, as views into the snapshot. */
 export interface RamImage {
   readonly chunks: readonly { readonly offset: number; readonly data: Uint8Array }[];
 }
@@ -26,26 +31,32 @@ function allZero(chunk: Uint8Array): boolean {
 }
 
 /**
- * The sparse RAM encoding: per touched, non-zero 64 KiB chunk a be64 (offset | PAGE) and its
- * bytes, in increasing offset order, then be64 EOS. Untouched chunks cost nothing.
+ * The sparse RAM encoding: per non-zero page of the touched chunks a be64 (offset | PAGE) and its
+ * bytes, in increasing offset order, then be64 EOS. Untouched memory costs nothing.
  */
 export const SPARSE_RAM_INFO: VMStateInfo<SparseRam, RamImage> = {
   name: 'sparse-ram',
   put(w, ram) {
-    for (const [offset, chunk] of ram.chunks()) {
-      if (allZero(chunk)) continue;
-      w.u64Halves(Math.floor(offset / TWO_32), ((offset % TWO_32) | RAM_SAVE_FLAG_PAGE) >>> 0);
-      w.bytes(chunk);
+    for (const [chunkOffset, chunk] of ram.chunks()) {
+      for (let at = 0; at < chunk.length; at += RAM_SNAPSHOT_CHUNK) {
+        const page = chunk.subarray(at, at + RAM_SNAPSHOT_CHUNK);
+        if (allZero(page)) continue;
+        const offset = chunkOffset + at;
+        w.u64Halves(Math.floor(offset / TWO_32), ((offset % TWO_32) | RAM_SAVE_FLAG_PAGE) >>> 0);
+        w.bytes(page);
+      }
     }
     w.u64Halves(0, RAM_SAVE_FLAG_EOS);
   },
-  get(r) {
+  get(r, version) {
+    const size = version >= 2 ? RAM_SNAPSHOT_CHUNK : RAM_V1_CHUNK;
     const chunks: { offset: number; data: Uint8Array }[] = [];
     let last = -1;
     for (;;) {
       const high = r.u32();
       const low = r.u32();
-      const flags = low & 0xffff;
+      // The flags sit below the page offset (QEMU: addr & ~TARGET_PAGE_MASK).
+      const flags = low & (size - 1);
       const offset = high * TWO_32 + (low - flags);
       if (flags === RAM_SAVE_FLAG_EOS) {
         if (offset !== 0) r.fail(`the end-of-RAM record carries offset 0x${offset.toString(16)}`);
@@ -55,7 +66,9 @@ export const SPARSE_RAM_INFO: VMStateInfo<SparseRam, RamImage> = {
       if (high >= 0x100000) r.fail(`RAM offset 0x${offset.toString(16)} is beyond 2^52`);
       if (offset <= last) r.fail(`RAM chunk 0x${offset.toString(16)} is out of order`);
       last = offset;
-      chunks.push({ offset, data: r.bytes(RAM_SNAPSHOT_CHUNK) });
+      if (offset % size !== 0)
+        r.fail(`RAM page 0x${offset.toString(16)} is not aligned to 0x${size.toString(16)}`);
+      chunks.push({ offset, data: r.bytes(size) });
     }
     return { chunks };
   },
@@ -72,10 +85,11 @@ class RamOpaque {
   }
 }
 
-/** Guest RAM as a section: "ram", version 1, its size (must be equal) and its touched chunks. */
+/** Guest RAM as a section: "ram", version 2, its size (must be equal) and its non-zero pages. */
 export const RAM_VMSTATE: VMStateDescription<RamOpaque, RamImage> = {
   name: 'ram',
-  version: 1,
+  version: 2,
+  minimumVersion: 1,
   fields: [VMState.uint64('size', { equal: true }), VMState.custom('pages', SPARSE_RAM_INFO)],
   validate(opaque, loaded) {
     const image = loaded.fields.pages as RamImage;
@@ -92,7 +106,7 @@ export const RAM_VMSTATE: VMStateDescription<RamOpaque, RamImage> = {
     const ram = opaque.region.ram;
     ram.clear();
     for (const { offset, data } of image.chunks) {
-      ram.write(offset, data, 0, Math.min(RAM_SNAPSHOT_CHUNK, ram.size - offset));
+      ram.write(offset, data, 0, Math.min(data.length, ram.size - offset));
     }
   },
 };
