@@ -15,13 +15,11 @@ import {
   type VMStateDescription,
   type VMStateLoaded,
 } from '../src/index.js';
-import { layout, reseal, toV1 } from './support/snapshot-layout.js';
+import { layout, reseal } from './support/snapshot-layout.js';
 
 /**
  * Format version 1 files, as ddw wrote them before snapshots were streamed, still load.
- * fixtures/toy-v1.snap.gz was written by that ddw (vmstate.ts at bc4a402) from the machine below;
- * the support helper's toV1 frames any version 2 file's sections (without affine blocks) as
- * version 1 the same way.
+ * fixtures/toy-v1.snap.gz was written by that ddw (vmstate.ts at bc4a402) from the machine below.
  */
 
 const B = VARRAY_BLOCK_ELEMENTS;

@@ -330,7 +330,8 @@ export abstract class IommuMemoryRegion extends MemoryRegion {
       deliverBatch(notifiers[0]!, batch, this.#clip);
       return;
     }
-    const single = (this.#single ??= new IOMMUBatchBuffer());
+    this.#single ??= new IOMMUBatchBuffer();
+    const single = this.#single;
     const halves = new Uint32Array(2);
     for (let s = 0; s < batch.length; s++) {
       for (let k = 0; k < batch.pages[s]!; k++) {

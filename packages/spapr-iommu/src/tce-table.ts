@@ -393,12 +393,6 @@ export class SpaprTceTable {
 
   readonly #pending = new IOMMUBatchBuffer();
 
-  /** Notifies one entry's new value (a batch of one page). */
-  private notifyEntry(index: number, high: number, low: number): void {
-    this.#notifyRun(index, 1, high, low, 0);
-    this.#flush();
-  }
-
   /** Entries that map something (a TCE with a permission bit). */
   mappedEntries(): number {
     return mappedTces(this.storage);

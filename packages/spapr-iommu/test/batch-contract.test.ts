@@ -149,7 +149,9 @@ function run(
     else {
       const bytes = new Uint8Array(op.tces.length * 8);
       const view = new DataView(bytes.buffer);
-      op.tces.forEach((t, k) => view.setBigUint64(k * 8, t));
+      op.tces.forEach((t, k) => {
+        view.setBigUint64(k * 8, t);
+      });
       m.memory.write(LIST, bytes);
       rets.push(m.guest.hcall(H_PUT_TCE_INDIRECT, LIOBN, ioba, LIST, op.tces.length).ret);
     }
