@@ -47,8 +47,9 @@
  * progression (found from a source's forEachRun), and consecutive such blocks continuing one
  * progression are one record. The blocks must cover the array exactly; decoded, the array is
  * exactly the elements QEMU's stream would carry. Guest RAM is the section "ram"
- * (SPARSE_RAM_INFO): only the touched, non-zero 64 KiB chunks of the sparse backing, each as be64
- * (offset | 0x08) and its bytes, ended by be64 0x10 (QEMU's RAM_SAVE_FLAG_PAGE / _EOS).
+ * (SPARSE_RAM_INFO), version 2: only the non-zero 4 KiB pages (QEMU's TARGET_PAGE_SIZE) of the
+ * touched chunks of the sparse backing, each as be64 (offset | 0x08) and its bytes, ended by be64
+ * 0x10 (QEMU's RAM_SAVE_FLAG_PAGE / _EOS); version 1 wrote 64 KiB chunks the same way.
  *
  * The code is in vmstate/: crc (CRC32), errors, streams (the writer, the reader, sinks and
  * sources), description (what a section declares), registry, fields, varray, file (the index),
