@@ -828,25 +828,33 @@ export class VarrayView implements VarraySource {
     }
   }
 
-  forEachNonZero(fn: (index: number, high: number, low: number) => void): void {
+  /** Calls `fn` for the non-zero elements of the literal block of n elements at `at` (index base). */
+  private literalElements(
+    base: number,
+    at: number,
+    n: number,
+    fn: (index: number, high: number, low: number) => void,
+  ): void {
     const width = this.width;
     const view = this.view;
     const bytes = this.bytes;
+    for (let i = 0; i < n; i++) {
+      const p = at + i * width;
+      let high = 0;
+      let low: number;
+      if (width === 8) {
+        high = view.getUint32(p);
+        low = view.getUint32(p + 4);
+      } else if (width === 4) low = view.getUint32(p);
+      else if (width === 2) low = view.getUint16(p);
+      else low = bytes[p]!;
+      if (high !== 0 || low !== 0) fn(base + i, high, low);
+    }
+  }
+
+  forEachNonZero(fn: (index: number, high: number, low: number) => void): void {
     this.walk(
-      (base, at, n) => {
-        for (let i = 0; i < n; i++) {
-          const p = at + i * width;
-          let high = 0;
-          let low: number;
-          if (width === 8) {
-            high = view.getUint32(p);
-            low = view.getUint32(p + 4);
-          } else if (width === 4) low = view.getUint32(p);
-          else if (width === 2) low = view.getUint16(p);
-          else low = bytes[p]!;
-          if (high !== 0 || low !== 0) fn(base + i, high, low);
-        }
-      },
+      (base, at, n) => this.literalElements(base, at, n, fn),
       (r) => {
         const [first, n] = this.recordSpan(r);
         const stride = this.records.stride[r]!;
@@ -874,25 +882,10 @@ export class VarrayView implements VarraySource {
    * consecutive runs are never one progression.
    */
   forEachRun(fn: (first: number, count: number, high: number, low: number, stride: number) => void): void {
-    const width = this.width;
-    const view = this.view;
-    const bytes = this.bytes;
     const out = new RunCoalescer(fn);
+    const element = (index: number, high: number, low: number) => out.element(index, high, low);
     this.walk(
-      (base, at, n) => {
-        for (let i = 0; i < n; i++) {
-          const p = at + i * width;
-          let high = 0;
-          let low: number;
-          if (width === 8) {
-            high = view.getUint32(p);
-            low = view.getUint32(p + 4);
-          } else if (width === 4) low = view.getUint32(p);
-          else if (width === 2) low = view.getUint16(p);
-          else low = bytes[p]!;
-          if (high !== 0 || low !== 0) out.element(base + i, high, low);
-        }
-      },
+      (base, at, n) => this.literalElements(base, at, n, element),
       (r) => {
         const [first, n] = this.recordSpan(r);
         const stride = this.records.stride[r]!;
