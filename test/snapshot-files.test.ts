@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { DdwError, loadSnapshot, type Machine, SnapshotError, snapshotInfo } from '@ddw/machine';
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
+import * as z from 'zod';
 import { FileError } from '../packages/cli/src/files.js';
 import { buildRunMachine } from '../packages/cli/src/run.js';
 import {

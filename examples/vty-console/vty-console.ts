@@ -12,7 +12,7 @@ import {
   type HypercallResult,
   type TraceEvent,
 } from '@ddw/machine';
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const H_GET_TERM_CHAR = 0x54;
 export const H_PUT_TERM_CHAR = 0x58;

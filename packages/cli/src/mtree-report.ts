@@ -1,6 +1,6 @@
 import { formatHex, type Machine } from '@ddw/machine';
 import { type AliasRegion, type MemoryRegion, regionTypeName } from '@ddw/memory';
-import { z } from 'zod';
+import * as z from 'zod';
 
 const hex = z.string().regex(/^0x[0-9a-f]+$/);
 

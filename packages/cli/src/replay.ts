@@ -11,7 +11,7 @@ import {
 } from '@ddw/machine';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens, TCE_LIST_MAX } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { CommandIO } from './io.js';
 import { comparisonSummary, normalizeText, TraceComparer, type TraceComparison } from './trace-diff.js';
 import { checkTraceFile, type InputLine, readTraceLines } from './trace-input.js';

@@ -12,7 +12,7 @@ import { buildResolved, type ResolvedDescription } from '@ddw/pseries';
 import { mappedTces } from '@ddw/spapr-iommu';
 import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
 import { formatHostConfig, VfioTokens } from '@ddw/vfio-common';
-import { z } from 'zod';
+import * as z from 'zod';
 import { configureMachine, type MachineConfiguration } from './configure.js';
 import type { CommandIO } from './io.js';
 import { type HmpCommand, runHmp } from './monitor.js';

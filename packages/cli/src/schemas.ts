@@ -1,7 +1,7 @@
 import { linuxGuestSection } from '@ddw/guest-linux';
 import { DescriptionSchemaRegistry } from '@ddw/machine';
 import { machineType, PRESET_NAMES, pseriesPlugins } from '@ddw/pseries';
-import { z } from 'zod';
+import * as z from 'zod';
 import { UsageError } from './configure.js';
 import { mtreeReportSchema } from './mtree-report.js';
 import { replayReportSchema } from './replay.js';

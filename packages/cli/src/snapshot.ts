@@ -9,7 +9,7 @@ import {
   writeSnapshot,
 } from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
-import { z } from 'zod';
+import * as z from 'zod';
 import { type InputFile, openInputFile, writeFileAtomicStreamed } from './files.js';
 import { pageName } from './report.js';
 import { mappedEntries } from './run.js';

@@ -1,5 +1,5 @@
 import { definePlugin } from '@ddw/machine';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { LinuxGeneration } from './api.js';
 
 /** The guest models ddw has, newest first. */

@@ -1,5 +1,5 @@
 import { MAX_RAM_SIZE } from '@ddw/memory';
-import { z } from 'zod';
+import * as z from 'zod';
 import { injectable } from './di.js';
 import { ConfigError, type ConfigIssue, PluginError } from './errors.js';
 

@@ -614,7 +614,8 @@ export class TraceBus {
   constructor(options: TraceBusOptions = {}) {
     this.timestamps = options.timestamps ?? false;
     this.clock = options.clock ?? defaultClock;
-    this.pid = options.pid ?? process.pid;
+    // A browser has no process: QEMU's pid field is then 1.
+    this.pid = options.pid ?? (globalThis as { process?: { pid?: number } }).process?.pid ?? 1;
   }
 
   /**

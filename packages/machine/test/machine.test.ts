@@ -1,6 +1,6 @@
 import { MemTxResult, MmioRegion } from '@ddw/memory';
 import { afterEach, describe, expect, it } from 'vitest';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   ConfigError,
   createMachine,

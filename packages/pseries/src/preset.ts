@@ -18,7 +18,7 @@ import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
 import { type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
 import { vfioPrereg } from '@ddw/vfio-prereg';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   hostLayer,
   presetLayer,

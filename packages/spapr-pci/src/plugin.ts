@@ -9,7 +9,7 @@ import {
   token,
 } from '@ddw/machine';
 import { SpaprIommuTokens } from '@ddw/spapr-iommu';
-import { z } from 'zod';
+import * as z from 'zod';
 import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
 import {
   checkDeviceProps,

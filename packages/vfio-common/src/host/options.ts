@@ -7,7 +7,7 @@ import {
   parseSize,
   sizeSchema,
 } from '@ddw/machine';
-import { z } from 'zod';
+import * as z from 'zod';
 import { DEFAULT_HOST_CONFIG, type HostIommuConfig, type HostIommuType } from './host-iommu.js';
 
 /**
