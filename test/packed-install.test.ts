@@ -1,5 +1,5 @@
 /**
- * The packages as npm users get them: every workspace package under packages/ and the third-party
+ * The packages as npm users get them: every published workspace package under packages/ and the third-party
  * plugin example are packed (`npm pack`), installed together into a scratch project in a temporary
  * directory outside the workspace, and used from there: the custom-machine example (through tsx),
  * the plugin from its tarball, the `ddw` executable, `import` and `require` of every package, and
@@ -52,6 +52,8 @@ const SHARED_RUNTIME_DEPENDENCIES = [
   'commander',
   'cli-progress',
 ];
+/** Dependencies whose instances cross package boundaries: peers, of which a project holds one copy. */
+const SHARED_PEERS = ['zod', 'tsyringe', 'reflect-metadata', 'eventemitter3'];
 /**
  * Known packaging problems this test reports without failing, each `package: dependency`. An entry
  * that is no longer a problem fails the test, so the list only shrinks.
@@ -60,6 +62,7 @@ const KNOWN_INLINED: string[] = [];
 
 interface Manifest {
   name: string;
+  private?: boolean;
   version: string;
   main?: string;
   module?: string;
@@ -225,7 +228,9 @@ function importedPackages(code: string): Set<string> {
 
 const workspacePackages = readdirSync(packagesDir, { withFileTypes: true })
   .filter((e) => e.isDirectory() && existsSync(join(packagesDir, e.name, 'package.json')))
-  .map((e) => ({ dir: join(packagesDir, e.name), manifest: readManifest(join(packagesDir, e.name)) }));
+  .map((e) => ({ dir: join(packagesDir, e.name), manifest: readManifest(join(packagesDir, e.name)) }))
+  // Private workspaces (packages/web, the browser page) are not npm packages.
+  .filter((p) => !p.manifest.private);
 const ddwNames = workspacePackages.map((p) => p.manifest.name);
 const plugin = readManifest(pluginDir);
 
@@ -374,18 +379,12 @@ describe.concurrent('the packed packages, installed in a project outside the wor
     );
   });
 
-  it('installs one copy of tsyringe, reflect-metadata and eventemitter3', async () => {
-    const names = ['tsyringe', 'reflect-metadata', 'eventemitter3'];
-    const listed = await Promise.all(
-      names.map((name) => ok('npm', ['ls', name, '--all', '--parseable'], project(), env)),
+  it('installs one copy of each peer: zod, tsyringe, reflect-metadata and eventemitter3', async () => {
+    expect(await peerCopies(project(), env)).toEqual(
+      Object.fromEntries(
+        SHARED_PEERS.map((name) => [name, [join(realpathSync(project()), 'node_modules', name)]]),
+      ),
     );
-    const projectPath = realpathSync(project());
-    for (const [i, name] of names.entries()) {
-      const copies = listed[i]!.stdout.split('\n').filter(
-        (line) => line.trim() !== '' && realpathSync(line) !== projectPath,
-      );
-      expect(copies, `npm ls ${name} --all --parseable`).toEqual([join(projectPath, 'node_modules', name)]);
-    }
   });
 
   it('runs the custom-machine example with tsx', async () => {
@@ -450,6 +449,286 @@ describe.concurrent('the packed packages, installed in a project outside the wor
     ]);
   });
 });
+
+/** Every installed copy of each shared peer in `project` (`npm ls NAME --all --parseable`), by name. */
+async function peerCopies(project: string, env: NodeJS.ProcessEnv): Promise<Record<string, string[]>> {
+  const projectPath = realpathSync(project);
+  const listed = await Promise.all(
+    SHARED_PEERS.map((name) => ok('npm', ['ls', name, '--all', '--parseable'], project, env)),
+  );
+  return Object.fromEntries(
+    SHARED_PEERS.map((name, i) => [
+      name,
+      [
+        ...new Set(
+          listed[i]!.stdout.split('\n').filter(
+            (line) => line.trim() !== '' && realpathSync(line) !== projectPath,
+          ),
+        ),
+      ],
+    ]),
+  );
+}
+
+/** Compares two plain `x.y.z` versions (registries list release versions for a caret range). */
+function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.+-]/).map(Number);
+  const pb = b.split(/[.+-]/).map(Number);
+  for (let i = 0; i < 3; i++) if (pa[i] !== pb[i]) return (pa[i] ?? 0) - (pb[i] ?? 0);
+  return 0;
+}
+
+/** npm's way of saying the registry cannot be reached (as opposed to a bad range or package). */
+const OFFLINE =
+  /E(NOTFOUND|AI_AGAIN|CONNREFUSED|CONNRESET|TIMEDOUT|NETUNREACH|HOSTUNREACH)|network|socket hang up|ENOTCACHED/i;
+
+/**
+ * The lowest versions a consumer may have. Every published package is installed, from its tarball,
+ * into a fresh project that depends on the LOWEST version of every third-party dependency and peer
+ * range the packages declare (looked up with `npm view NAME@RANGE version --json`), as a consumer
+ * pinned to old versions would. It needs the registry: unreachable, the suite is skipped with a
+ * message (the lockfile suite above stays offline). There: one copy of each shared peer, at the
+ * lowest version; the README's plugin example (packages/machine/README.md, "Writing a plugin",
+ * a zod description section) type-checks and runs; the `ddw` bin runs; every package loads.
+ */
+describe.concurrent('the packed packages with the lowest version of every dependency range', () => {
+  let scratch = '';
+  let env: NodeJS.ProcessEnv = {};
+  let skipped = '';
+  const lowest = new Map<string, string>();
+  const project = () => join(scratch, 'project');
+  const bin = (name: string) => join(project(), 'node_modules', '.bin', name);
+  const published = workspacePackages;
+
+  beforeAll(async () => {
+    scratch = mkdtempSync(join(realpathSync(tmpdir()), 'ddw-lowest-'));
+    const tarballs = join(scratch, 'tarballs');
+    mkdirSync(tarballs);
+    mkdirSync(project());
+    env = childEnv(join(scratch, 'npm-cache'));
+
+    // Every third-party range, from dependencies and peerDependencies alike.
+    const ranges = new Map<string, Set<string>>();
+    for (const { manifest } of published) {
+      for (const [name, range] of Object.entries({
+        ...manifest.dependencies,
+        ...manifest.peerDependencies,
+      })) {
+        if (ddwNames.includes(name)) continue;
+        ranges.set(name, (ranges.get(name) ?? new Set()).add(range));
+      }
+    }
+    const lookups = await Promise.all(
+      [...ranges].flatMap(([name, set]) =>
+        [...set].map(async (range) => ({
+          name,
+          range,
+          r: await run(
+            'npm',
+            ['view', `${name}@${range}`, 'version', '--json', '--fetch-timeout=20000', '--fetch-retries=1'],
+            scratch,
+            env,
+          ),
+        })),
+      ),
+    );
+    for (const { name, range, r } of lookups) {
+      if (r.status !== 0) {
+        if (OFFLINE.test(r.stderr)) {
+          skipped = `the npm registry is unreachable (${r.stderr
+            .split('\n')
+            .find((l) => OFFLINE.test(l))
+            ?.trim()}); skipping the lowest-versions install`;
+          console.warn(`packed-install: ${skipped}`);
+          return;
+        }
+        throw new Error(`npm view ${name}@${range} failed:\n${r.stderr}`);
+      }
+      const parsed: string | string[] = JSON.parse(r.stdout);
+      const versions = (Array.isArray(parsed) ? parsed : [parsed]).sort(compareVersions);
+      if (versions.length === 0) throw new Error(`no version of ${name} satisfies ${range}`);
+      // Several ranges of one name: the lowest version all of them admit is the highest of the lows.
+      const known = lowest.get(name);
+      if (known === undefined || compareVersions(versions[0]!, known) > 0) lowest.set(name, versions[0]!);
+    }
+
+    const packed = packJson(
+      (
+        await ok(
+          'npm',
+          [
+            'pack',
+            '--json',
+            '--ignore-scripts',
+            '--pack-destination',
+            tarballs,
+            ...published.flatMap((p) => ['--workspace', relative(root, p.dir)]),
+          ],
+          root,
+          env,
+        )
+      ).stdout,
+    );
+    // The tools at the lockfile's versions (what the repository uses).
+    const tools = Object.fromEntries(TOOLS.map((name) => [name, readManifest(locate(name, root)!).version]));
+    writeFileSync(
+      join(project(), 'package.json'),
+      `${JSON.stringify(
+        {
+          name: 'ddw-lowest-versions-check',
+          version: '1.0.0',
+          private: true,
+          type: 'module',
+          dependencies: {
+            ...Object.fromEntries(packed.map((p) => [p.name, `file:${join(tarballs, p.filename)}`])),
+            ...Object.fromEntries(lowest),
+            ...tools,
+          },
+        },
+        null,
+        2,
+      )}\n`,
+    );
+    const install = await run(
+      'npm',
+      ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--fetch-timeout=60000'],
+      project(),
+      env,
+    );
+    if (install.status !== 0) {
+      if (OFFLINE.test(install.stderr)) {
+        skipped = `the npm registry became unreachable during the install; skipping (${install.stderr
+          .split('\n')
+          .find((l) => OFFLINE.test(l))
+          ?.trim()})`;
+        console.warn(`packed-install: ${skipped}`);
+        return;
+      }
+      throw new Error(
+        `npm install of the lowest versions failed (ERESOLVE?):\n${install.stdout}\n${install.stderr}`,
+      );
+    }
+    console.log(`packed-install: lowest versions ${[...lowest].map(([n, v]) => `${n}@${v}`).join(', ')}`);
+
+    writeScratchFiles(project());
+    mkdirSync(join(project(), 'custom-machine'));
+    for (const file of readdirSync(customMachineDir).filter((f) => f.endsWith('.ts'))) {
+      copyFileSync(join(customMachineDir, file), join(project(), 'custom-machine', file));
+    }
+    writeReadmePlugin(project());
+  }, 600_000);
+
+  afterAll(() => {
+    if (scratch !== '' && process.env.DDW_KEEP_SCRATCH === undefined)
+      rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('installs one copy of each peer, at the lowest version of its range', async ({ skip }) => {
+    if (skipped) skip(skipped);
+    const dir = realpathSync(project());
+    expect(await peerCopies(project(), env)).toEqual(
+      Object.fromEntries(SHARED_PEERS.map((name) => [name, [join(dir, 'node_modules', name)]])),
+    );
+    for (const name of SHARED_PEERS) {
+      expect(readManifest(join(dir, 'node_modules', name)).version, name).toBe(lowest.get(name));
+    }
+  });
+
+  it("type-checks the README's plugin example and the custom machine against the declarations", async ({
+    skip,
+  }) => {
+    if (skipped) skip(skipped);
+    await ok(bin('tsc'), ['-p', 'tsconfig.lowest.json'], project(), env);
+  });
+
+  it("runs the README's plugin example: its zod section validated by @ddw/machine", async ({ skip }) => {
+    if (skipped) skip(skipped);
+    const r = await ok(bin('tsx'), ['readme-plugin/run.ts'], project(), env);
+    const out = JSON.parse(r.stdout);
+    expect(out.ret).toBe('0');
+    expect(out.count).toBe(2);
+    expect(out.defaulted).toBe(1);
+    expect(out.refused).toMatch(/mydev\.count/);
+  });
+
+  it('runs the custom-machine example and the ddw executable', async ({ skip }) => {
+    if (skipped) skip(skipped);
+    const [example, mtree, schema] = await Promise.all([
+      ok(bin('tsx'), ['custom-machine/run.ts'], project(), env),
+      ok(bin('ddw'), ['info', 'mtree', '-m', '1G'], project(), env),
+      ok(bin('ddw'), ['schema', 'description'], project(), env),
+    ]);
+    expect(example.stdout).toContain('custom machine: all DMA verified');
+    expect(mtree.stdout).toContain('(prio 0, ram): ppc_spapr.ram');
+    expect(JSON.parse(schema.stdout)).toHaveProperty('$schema');
+    const run = await ok(bin('ddw'), ['run', '-m', '2G', '--json'], project(), env);
+    expect(JSON.parse(run.stdout)).toMatchObject({ kind: 'run' });
+  });
+
+  it('loads every package with import and with require', async ({ skip }) => {
+    if (skipped) skip(skipped);
+    const names = published.map((p) => p.manifest.name);
+    const [esm, cjs] = await Promise.all([
+      ok(process.execPath, ['load.mjs', ...names], project(), env),
+      ok(process.execPath, ['load.cjs', ...names], project(), env),
+    ]);
+    expect(JSON.parse(cjs.stdout)).toEqual(JSON.parse(esm.stdout));
+  });
+});
+
+/**
+ * The README's plugin example (the first TypeScript block under "## Writing a plugin" in
+ * packages/machine/README.md), as a consumer would paste it, and a program using it.
+ */
+function writeReadmePlugin(project: string): void {
+  const readme = readFileSync(join(packagesDir, 'machine', 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Writing a plugin'));
+  const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+  if (!code?.includes('definePlugin')) {
+    throw new Error(
+      'packages/machine/README.md: no ```ts block with definePlugin under "## Writing a plugin"',
+    );
+  }
+  mkdirSync(join(project, 'readme-plugin'), { recursive: true });
+  writeFileSync(join(project, 'readme-plugin', 'my-device.ts'), code);
+  writeFileSync(
+    join(project, 'readme-plugin', 'run.ts'),
+    [
+      "import { ConfigError, createMachine } from '@ddw/machine';",
+      "import { spaprIommu } from '@ddw/spapr-iommu';",
+      "import { spaprPci } from '@ddw/spapr-pci';",
+      "import { myDevice } from './my-device.js';",
+      '',
+      'const plugins = () => [spaprIommu(), spaprPci(), myDevice()];',
+      "const machine = await createMachine(plugins(), { ram: '1G', mydev: { count: 2 } });",
+      'const { ret } = machine.guest.hcall(0xf100, 0x1000n);',
+      'const count = (machine.description as unknown as { mydev: { count: number } }).mydev.count;',
+      'machine.dispose();',
+      "const plain = await createMachine(plugins(), { ram: '1G' });",
+      'const defaulted = (plain.description as unknown as { mydev: { count: number } }).mydev.count;',
+      'plain.dispose();',
+      "let refused = '';",
+      'try {',
+      "  await createMachine(plugins(), { ram: '1G', mydev: { count: 0 } });",
+      '} catch (error) {',
+      "  refused = error instanceof ConfigError ? error.message : 'not a ConfigError: ' + String(error);",
+      '}',
+      'console.log(JSON.stringify({ ret: String(ret), count, defaulted, refused }));',
+      '',
+    ].join('\n'),
+  );
+  writeFileSync(
+    join(project, 'tsconfig.lowest.json'),
+    `${JSON.stringify(
+      {
+        extends: './tsconfig.json',
+        include: ['readme-plugin/*.ts', 'custom-machine/*.ts'],
+      },
+      null,
+      2,
+    )}\n`,
+  );
+}
 
 /** The scratch project's own files: tsconfigs, type checks, load scripts, the plugin script. */
 function writeScratchFiles(project: string): void {
