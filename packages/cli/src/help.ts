@@ -9,7 +9,7 @@ import {
   type QemuVersion,
 } from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
-import { UsageError } from './configure.js';
+import { UsageError } from './configuration.js';
 import type { CommandIO } from './io.js';
 import { DDW_VERSION } from './version.js';
 

@@ -34,5 +34,14 @@ export {
   saveMachineSnapshot,
   snapshotInfoReportSchema,
 } from './snapshot.js';
+export {
+  createTimelineRecorder,
+  DEFAULT_TIMELINE_MAX_EVENTS,
+  type TimelineMachine,
+  type TimelineOptions,
+  type TimelineRecorder,
+  timelineJson,
+  writeTimeline,
+} from './timeline.js';
 export { compareTraces, type TraceComparison } from './trace-diff.js';
 export { DDW_VERSION } from './version.js';

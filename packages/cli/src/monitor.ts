@@ -3,6 +3,7 @@ import { ConfigError, type Machine, resolve } from '@ddw/machine';
 import { HotplugError, memoryHotplugOf, parseOptionList, parseQemuSize } from '@ddw/pseries';
 import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
 import type { CommandIO } from './io.js';
+import { nextTurn } from './turn.js';
 
 /**
  * QEMU human-monitor (HMP) commands run on a booted machine: `ddw run ... --hmp "CMD; CMD"` or a
@@ -360,7 +361,7 @@ export async function runHmp(commands: readonly HmpCommand[], ctx: HmpContext): 
       ctx.io.err(`Error: ${error.message}\n`);
       results.push({ command, ok: false, output: '', error: error.message, notes });
     }
-    await new Promise<void>((r) => setImmediate(r));
+    await nextTurn();
   }
   return { guest, results, ok: results.every((r) => r.ok) };
 }

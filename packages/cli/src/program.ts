@@ -35,7 +35,8 @@ import {
   loadMachineSnapshot,
   saveMachineSnapshot,
 } from './snapshot.js';
-import { withTraceOutput } from './trace-output.js';
+import type { TimelineRecorder } from './timeline.js';
+import { openTimelineOutput, withTraceOutput } from './trace-output.js';
 
 /**
  * Exit codes: 0 done, 1 the answer is no (replay differs, a DMA byte failed, a fatal host error),
@@ -183,7 +184,7 @@ export function createProgram(
         [],
       )
       .option('--hmp-file <file>', 'the same, one command a line (# comments)'),
-    { guest: true },
+    { guest: true, timeline: true },
   ).action(async (opts: MachineOpts & { json?: boolean; hmp: string[]; hmpFile?: string }, cmd: Command) => {
     // Monitor scripts are checked before anything is built, as QEMU checks its options.
     const commands = [
@@ -200,15 +201,24 @@ export function createProgram(
     const progress = progressBar();
     let report: RunReport;
     try {
-      report = await withTraceOutput(config.qemu, io, (bus) =>
-        runResolved(config.resolved, {
-          trace: bus,
-          onProgress: progress.update,
-          // The monitor's output goes to stdout, or to stderr when stdout carries the JSON report.
-          ...(commands.length > 0
-            ? { hmp: { commands, io: opts.json ? { out: io.err, err: io.err } : io } }
-            : {}),
-        }),
+      report = await withTraceOutput(
+        config.qemu,
+        io,
+        (bus, output) => {
+          const stages = runStages(output.timeline, commands.length > 0);
+          return runResolved(config.resolved, {
+            trace: bus,
+            onProgress: (step, done, total) => {
+              stages(step);
+              progress.update(step, done, total);
+            },
+            // The monitor's output goes to stdout, or to stderr when stdout carries the JSON report.
+            ...(commands.length > 0
+              ? { hmp: { commands, io: opts.json ? { out: io.err, err: io.err } : io } }
+              : {}),
+          });
+        },
+        timelineOptions(opts, 'ddw run'),
       );
     } finally {
       progress.stop();
@@ -226,21 +236,30 @@ export function createProgram(
     snapshot
       .command('save')
       .description('build the machine, let the guest model negotiate its DMA windows, and save everything'),
-    { guest: true, operand: 'snapshot file' },
+    { guest: true, operand: 'snapshot file', timeline: true },
   ).action(async (opts: MachineOpts, cmd: Command) => {
     const config = await prepare(cmd, opts, io, ['snapshot file']);
     if (!config) return;
     const file = config.operands[0]!;
     const host = hostErrors(io);
-    const saved = await withTraceOutput(config.qemu, io, async (bus) => {
-      const machine = host.watch(await buildConfigured(config.resolved, bus));
-      try {
-        negotiate(machine);
-        return await saveMachineSnapshot(file, machine);
-      } finally {
-        machine.dispose();
-      }
-    });
+    const saved = await withTraceOutput(
+      config.qemu,
+      io,
+      async (bus, { timeline }) => {
+        timeline?.stage('build');
+        const machine = host.watch(await buildConfigured(config.resolved, bus));
+        timeline?.attach(machine);
+        try {
+          timeline?.stage('negotiate');
+          negotiate(machine, () => timeline?.stage('probe'));
+          timeline?.stage('save');
+          return await saveMachineSnapshot(file, machine);
+        } finally {
+          machine.dispose();
+        }
+      },
+      timelineOptions(opts, 'ddw snapshot save'),
+    );
     out(`saved ${saved.bytes} bytes to ${file}\n${saved.windows.map((w) => `  ${w}\n`).join('')}`);
     host.check();
   });
@@ -250,14 +269,26 @@ export function createProgram(
       .description(
         'build a fresh machine of the same description and restore it from the file (all or nothing)',
       ),
-    { guest: false, operand: 'snapshot file' },
+    { guest: false, operand: 'snapshot file', timeline: true },
   ).action(async (opts: MachineOpts, cmd: Command) => {
     const config = await prepare(cmd, opts, io, ['snapshot file']);
     if (!config) return;
     const file = config.operands[0]!;
     const host = hostErrors(io);
-    const loaded = await withTraceOutput(config.qemu, io, (bus) =>
-      loadMachineSnapshot(file, async () => host.watch(await buildConfigured(config.resolved, bus))),
+    const loaded = await withTraceOutput(
+      config.qemu,
+      io,
+      (bus, { timeline }) => {
+        timeline?.stage('verify');
+        return loadMachineSnapshot(file, async () => {
+          timeline?.stage('build');
+          const machine = host.watch(await buildConfigured(config.resolved, bus));
+          timeline?.attach(machine);
+          timeline?.stage('restore');
+          return machine;
+        });
+      },
+      timelineOptions(opts, 'ddw snapshot load'),
     );
     out(`loaded ${file}\n${loaded.windows.map((w) => `  ${w}\n`).join('')}`);
     host.check();
@@ -298,6 +329,7 @@ export function createProgram(
       'compare with the input: print a unified diff and "N compared, M differ"; exit 1 on a difference',
     )
     .option('--json', 'print one JSON object')
+    .option('--trace-json <file>', TRACE_JSON_HELP)
     .action(
       async (
         file: string,
@@ -308,6 +340,7 @@ export function createProgram(
           trace: string[];
           check?: boolean;
           json?: boolean;
+          traceJson?: string;
         },
       ) => {
         const line = {
@@ -329,16 +362,32 @@ export function createProgram(
             'replay --qemu-args: -trace, -d trace:, -D and -msg do not apply to a replay; select events with --trace, and redirect stdout for a file',
           );
         }
-        const code = await replayCommand(
-          {
-            file,
-            patterns: opts.trace,
-            check: opts.check ?? false,
-            json: opts.json ?? false,
-            build: (trace) => buildPseries(qemu, { trace, ...build }),
-          },
-          io,
-        );
+        const timeline =
+          opts.traceJson !== undefined ? openTimelineOutput(opts.traceJson, io, 'ddw replay') : undefined;
+        let code: number;
+        try {
+          code = await replayCommand(
+            {
+              file,
+              patterns: opts.trace,
+              check: opts.check ?? false,
+              json: opts.json ?? false,
+              build: async (trace) => {
+                // The replay's own bus: every modelled event, whatever --trace prints.
+                timeline?.recorder.attach(trace);
+                timeline?.recorder.stage('build');
+                const machine = await buildPseries(qemu, { trace, ...build });
+                timeline?.recorder.attach(machine);
+                timeline?.recorder.stage('replay');
+                return machine;
+              },
+            },
+            io,
+          );
+          timeline?.close();
+        } finally {
+          timeline?.abort();
+        }
         if (code !== 0) throw new CommanderError(code, 'ddw.replay.differ', 'the model differs from QEMU');
       },
     );
@@ -355,6 +404,7 @@ export function createProgram(
 }
 
 interface MachineOpts {
+  traceJson?: string;
   qemu?: string;
   qemuArgs?: string[];
   host?: string;
@@ -367,7 +417,10 @@ interface MachineOpts {
  * -device and friends, so it passes them through and configure.ts reads them), --qemu-args, the
  * ddw flags, and at most one DESCRIPTION.json.
  */
-function machineCommand(command: Command, options: { guest: boolean; operand?: string }): Command {
+function machineCommand(
+  command: Command,
+  options: { guest: boolean; operand?: string; timeline?: boolean },
+): Command {
   command
     .usage(`${options.operand ? 'FILE ' : ''}[options] [QEMU options] [DESCRIPTION.json]`)
     .allowUnknownOption()
@@ -399,7 +452,36 @@ function machineCommand(command: Command, options: { guest: boolean; operand?: s
       ).argParser(checkGuest),
     );
   }
+  if (options.timeline) command.option('--trace-json <file>', TRACE_JSON_HELP);
   return command.addHelpText('after', QEMU_OPTIONS_HELP);
+}
+
+const TRACE_JSON_HELP =
+  'write the run as a Chrome/Perfetto trace (ui.perfetto.dev): hypercalls and RTAS calls as spans, every trace event as an instant, whatever -trace selects';
+
+function timelineOptions(
+  opts: { traceJson?: string },
+  command: string,
+): { traceJson?: string; command: string } {
+  return { ...(opts.traceJson !== undefined ? { traceJson: opts.traceJson } : {}), command };
+}
+
+/**
+ * The stages of `ddw run` on the timeline, from its progress steps: the machine is built, the
+ * guest boots, probes its PEs (and runs the monitor commands), then moves data through each device.
+ */
+function runStages(timeline: TimelineRecorder | undefined, monitor: boolean): (step: string) => void {
+  if (timeline === undefined) return () => undefined;
+  timeline.stage('build');
+  let last = '';
+  return (step) => {
+    if (step === last) return;
+    last = step;
+    if (step === 'boot') timeline.stage('boot');
+    else if (step === 'negotiate') timeline.stage(monitor ? 'probe + monitor' : 'probe');
+    else if (step === 'dma') timeline.stage('dma');
+    else timeline.stage(step);
+  };
 }
 
 /**

@@ -13,9 +13,10 @@ import { mappedTces } from '@ddw/spapr-iommu';
 import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
 import { formatHostConfig, VfioTokens } from '@ddw/vfio-common';
 import * as z from 'zod';
-import { configureMachine, type MachineConfiguration } from './configure.js';
+import { configureMachine, type MachineConfiguration } from './configuration.js';
 import type { CommandIO } from './io.js';
 import { type HmpCommand, runHmp } from './monitor.js';
+import { nextTurn } from './turn.js';
 
 /** What `ddw run` was asked to build and do, as the API takes it. */
 export interface RunOptions extends MachineSource {
@@ -122,6 +123,8 @@ export async function runResolved(
     onProgress?: RunOptions['onProgress'];
     /** QEMU monitor commands run once the guest has booted (`--hmp`), printing through `io`. */
     hmp?: { commands: readonly HmpCommand[]; io: CommandIO };
+    /** Called with the machine once the report is made, before it is disposed (to look at its tables). */
+    inspect?: (machine: Machine) => void;
   } = {},
 ): Promise<RunReport> {
   const started = performance.now();
@@ -211,6 +214,7 @@ export async function runResolved(
       timeMs: Math.round(performance.now() - started),
       ok: failedBytes === 0 && !hostErrors.some((e) => e.fatal),
     };
+    options.inspect?.(machine);
     return report;
   } finally {
     machine.dispose();
@@ -222,7 +226,7 @@ export async function runResolved(
  * signal handler (Ctrl-C) runs only here, so an interrupted run stops at the next stage.
  */
 function stageBoundary(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  return nextTurn();
 }
 
 /**

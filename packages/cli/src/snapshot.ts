@@ -3,34 +3,18 @@ import {
   formatSize,
   loadSnapshot,
   type Machine,
-  resolve,
   SnapshotError,
   snapshotInfo,
   writeSnapshot,
 } from '@ddw/machine';
-import { SpaprPciTokens } from '@ddw/spapr-pci';
 import * as z from 'zod';
 import { type InputFile, openInputFile, writeFileAtomicStreamed } from './files.js';
-import { pageName } from './report.js';
-import { mappedEntries } from './run.js';
+import { describeWindows } from './windows.js';
+
+export { describeWindows };
 
 /** What a snapshot file is called in error messages. */
 const SNAPSHOT_FILE = 'snapshot file';
-
-/** The DMA windows of every PHB, one line each: what a snapshot carries and a load restores. */
-export function describeWindows(machine: Machine): string[] {
-  const lines: string[] = [];
-  for (const phb of resolve(machine.container, SpaprPciTokens.Phbs).list) {
-    for (const t of phb.windows) {
-      if (!t.enabled) continue;
-      const mapped = mappedEntries(t.storage);
-      lines.push(
-        `PHB ${phb.index} LIOBN ${formatHex(BigInt(t.liobn))}: bus ${formatHex(t.busOffset)}, ${pageName(t.pageShift)} pages, ${t.nbTable} entries, ${mapped} in use`,
-      );
-    }
-  }
-  return lines;
-}
 
 /**
  * `ddw snapshot save`: writes the snapshot of `machine` (the caller builds, runs and disposes it)

@@ -2,6 +2,7 @@ import { TraceBus, TraceSelection } from '@ddw/machine';
 import type { QemuArgs } from '@ddw/pseries';
 import { type AtomicFile, openAtomicFile, readInputFile } from './files.js';
 import type { CommandIO } from './io.js';
+import { createTimelineRecorder, type TimelineRecorder, writeTimeline } from './timeline.js';
 
 /** Warnings printed for patterns that select nothing (an events file of garbage is one per line). */
 const MAX_PATTERN_WARNINGS = 5;
@@ -10,6 +11,8 @@ const MAX_PATTERN_WARNINGS = 5;
 export interface TraceOutput {
   /** The bus to build the machine on: selection and sinks already set, so boot is traced. */
   readonly bus: TraceBus;
+  /** The `--trace-json` recorder, attached to `bus`; undefined without the flag. */
+  readonly timeline: TimelineRecorder | undefined;
   /** The run is over: a -D file is put in place (atomically). */
   close(): Promise<void>;
   /** The run failed: a -D file is left as it was. Safe after close() (then it does nothing). */
@@ -28,11 +31,12 @@ export interface TraceOutput {
 export async function withTraceOutput<T>(
   qemu: QemuArgs,
   io: CommandIO,
-  work: (bus: TraceBus) => Promise<T>,
+  work: (bus: TraceBus, output: TraceOutput) => Promise<T>,
+  options: TraceOutputOptions = {},
 ): Promise<T> {
-  const trace = openTraceOutput(qemu, io);
+  const trace = openTraceOutput(qemu, io, options);
   try {
-    const result = await work(trace.bus);
+    const result = await work(trace.bus, trace);
     // The machine has declared its events by now: a pattern that selects none is likely a typo.
     const events = trace.bus.events().map((e) => e.name);
     const unmatched = new TraceSelection(trace.bus.patterns()).matchingNone(events);
@@ -52,7 +56,19 @@ export async function withTraceOutput<T>(
   }
 }
 
-export function openTraceOutput(qemu: QemuArgs, io: CommandIO): TraceOutput {
+/** What a command adds to QEMU's trace options. */
+export interface TraceOutputOptions {
+  /** `--trace-json FILE`: the run's timeline as Chrome/Perfetto trace-event JSON. */
+  traceJson?: string;
+  /** The process name the timeline shows, e.g. "ddw run". */
+  command?: string;
+}
+
+export function openTraceOutput(
+  qemu: QemuArgs,
+  io: CommandIO,
+  options: TraceOutputOptions = {},
+): TraceOutput {
   const patterns = [...qemu.trace.patterns];
   for (const file of qemu.trace.eventFiles) {
     const text = readInputFile(file, 'trace events file', 'utf8');
@@ -63,17 +79,72 @@ export function openTraceOutput(qemu: QemuArgs, io: CommandIO): TraceOutput {
   }
   const bus = new TraceBus({ timestamps: qemu.trace.timestamps });
   bus.setPatterns(patterns);
+  // Opened first: a path that cannot be written is refused before anything else is created.
+  const timeline =
+    options.traceJson !== undefined ? openTimelineOutput(options.traceJson, io, options.command) : undefined;
   let log: AtomicFile | undefined;
   if (qemu.trace.logFile !== undefined) {
-    const file = openAtomicFile(qemu.trace.logFile, { what: 'trace log (-D)' });
+    let file: AtomicFile;
+    try {
+      file = openAtomicFile(qemu.trace.logFile, { what: 'trace log (-D)' });
+    } catch (error) {
+      timeline?.abort();
+      throw error;
+    }
     log = file;
     bus.addSink({ write: (line) => file.write(`${line}\n`) });
   } else {
     bus.addSink({ write: (line) => io.err(`${line}\n`) });
   }
+  timeline?.recorder.attach(bus);
   return {
     bus,
-    close: async () => log?.commit(),
-    abort: () => log?.abort(),
+    timeline: timeline?.recorder,
+    close: async () => {
+      timeline?.close();
+      log?.commit();
+    },
+    abort: () => {
+      timeline?.abort();
+      log?.abort();
+    },
+  };
+}
+
+/** A `--trace-json` file being recorded: written (atomically) when the command is done. */
+export interface TimelineOutput {
+  readonly recorder: TimelineRecorder;
+  /** Stops the recorder, streams the JSON into the file and puts it in place; warns about a cap. */
+  close(): void;
+  /** Leaves the file as it was. Safe after close(). */
+  abort(): void;
+}
+
+/**
+ * Opens `--trace-json FILE` for writing (atomically, as every file ddw writes): a path that
+ * cannot be written is a FileError now, before the run.
+ */
+export function openTimelineOutput(path: string, io: CommandIO, command = 'ddw'): TimelineOutput {
+  const file = openAtomicFile(path, { what: 'timeline (--trace-json)' });
+  const recorder = createTimelineRecorder(undefined, { processName: command });
+  let done = false;
+  return {
+    recorder,
+    close: () => {
+      if (done) return;
+      recorder.stop();
+      writeTimeline(recorder, (chunk) => file.write(chunk));
+      file.commit();
+      done = true;
+      if (recorder.dropped > 0) {
+        io.err(
+          `ddw: warning: --trace-json ${path}: the timeline holds its first ${recorder.recorded} events (the most it keeps); ${recorder.dropped} later hypercalls, RTAS calls and stages were dropped, and trace events were not recorded after that point\n`,
+        );
+      }
+    },
+    abort: () => {
+      recorder.stop();
+      file.abort();
+    },
   };
 }

@@ -23,9 +23,19 @@ interface HypercallEntry extends HypercallInfo {
   readonly handler: HypercallHandler;
 }
 
+/**
+ * Sees every dispatch begin and end (a timeline recorder): `name` is undefined for an opcode
+ * nobody registered. It only observes; what it does never reaches the guest.
+ */
+export interface HypercallObserver {
+  enter(opcode: number, name: string | undefined, args: readonly bigint[]): void;
+  leave(opcode: number, name: string | undefined, result: HypercallResult): void;
+}
+
 export interface HypercallRegistryOptions {
   onUnknown?: HypercallRegistry['onUnknown'];
   onHandlerError?: HypercallRegistry['onHandlerError'];
+  observer?: HypercallObserver;
 }
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -61,9 +71,13 @@ export class HypercallRegistry {
    */
   onHandlerError: ((opcode: number, name: string, error: unknown) => void) | undefined;
 
+  /** Sees each dispatch begin and end; undefined (the hot path's case) when nothing records. */
+  observer: HypercallObserver | undefined;
+
   constructor(options: HypercallRegistryOptions = {}) {
     this.onUnknown = options.onUnknown;
     this.onHandlerError = options.onHandlerError;
+    this.observer = options.observer;
   }
 
   register(opcode: number, name: string, handler: HypercallHandler, owner = 'machine'): void {
@@ -115,6 +129,16 @@ export class HypercallRegistry {
    * leaves as a signed 64-bit one, whatever the caller or handler passed.
    */
   dispatch(opcode: number, args: readonly bigint[]): HypercallResult {
+    const observer = this.observer;
+    if (observer === undefined) return this.run(opcode, args);
+    const name = this.entries.get(opcode)?.name;
+    observer.enter(opcode, name, args);
+    const result = this.run(opcode, args);
+    observer.leave(opcode, name, result);
+    return result;
+  }
+
+  private run(opcode: number, args: readonly bigint[]): HypercallResult {
     const entry = this.entries.get(opcode);
     if (entry === undefined) {
       this.onUnknown?.(opcode, args);

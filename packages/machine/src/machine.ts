@@ -47,6 +47,8 @@ export class Machine {
   readonly guest: GuestPort;
   #state: MachineState = 'registering';
   readonly #addressSpaces: AddressSpace[] = [];
+  /** Disconnects the registries from the trace bus's recorders. */
+  readonly #disconnectTrace: () => void;
 
   constructor(init: MachineInit) {
     const ram = (init as Partial<MachineInit> | null | undefined)?.description?.ram;
@@ -78,6 +80,7 @@ export class Machine {
       onHandlerError: (token, name, error) =>
         this.events.guestError('rtas', `model error in ${name} (0x${token.toString(16)}): ${String(error)}`),
     });
+    this.#disconnectTrace = this.trace.connectCalls(this.hypercalls, this.rtas);
     this.vmstate = new VmstateRegistry();
     registerRamVmstate(this.vmstate, this.ram);
     this.deviceTree = new DeviceTree();
@@ -170,6 +173,7 @@ export class Machine {
     this.devices.disposeAll();
     for (const as of [...this.#addressSpaces].reverse()) as.destroy();
     this.container.clearInstances();
+    this.#disconnectTrace();
     this.#state = 'disposed';
     this.events.lifecycle('dispose');
     this.events.removeAllListeners();

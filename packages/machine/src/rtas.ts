@@ -45,9 +45,19 @@ interface RtasEntry extends RtasCallInfo {
  */
 export const RTAS_DISPATCH_MAX_RETS = 64;
 
+/**
+ * Sees every dispatch begin and end (a timeline recorder): the call's `name` is "" for an unknown
+ * token, and its `rets` are filled by `leave`. It only observes; it must not change the call.
+ */
+export interface RtasObserver {
+  enter(call: RtasCall): void;
+  leave(call: RtasCall): void;
+}
+
 export interface RtasRegistryOptions {
   onUnknown?: RtasRegistry['onUnknown'];
   onHandlerError?: RtasRegistry['onHandlerError'];
+  observer?: RtasObserver;
 }
 
 class RtasCallFrame implements RtasCall {
@@ -92,9 +102,13 @@ export class RtasRegistry {
    */
   onHandlerError: ((token: number, name: string, error: unknown) => void) | undefined;
 
+  /** Sees each dispatch begin and end; undefined when nothing records. */
+  observer: RtasObserver | undefined;
+
   constructor(options: RtasRegistryOptions = {}) {
     this.onUnknown = options.onUnknown;
     this.onHandlerError = options.onHandlerError;
+    this.observer = options.observer;
   }
 
   /**
@@ -169,17 +183,20 @@ export class RtasRegistry {
   dispatch(token: number, args: Uint32Array, nret: number, nargs: number = args.length): Uint32Array {
     const entry = this.byToken.get(token);
     const frame = new RtasCallFrame(token, entry?.name ?? '', nargs >>> 0, nret >>> 0, args);
+    const observer = this.observer;
+    observer?.enter(frame);
     if (entry === undefined) {
       this.onUnknown?.(token);
       frame.setRet(0, RTAS_OUT_PARAM_ERROR);
-      return frame.rets;
+    } else {
+      try {
+        entry.handler(frame);
+      } catch (error) {
+        this.onHandlerError?.(token, entry.name, error);
+        frame.setRet(0, RTAS_OUT_HW_ERROR);
+      }
     }
-    try {
-      entry.handler(frame);
-    } catch (error) {
-      this.onHandlerError?.(token, entry.name, error);
-      frame.setRet(0, RTAS_OUT_HW_ERROR);
-    }
+    observer?.leave(frame);
     return frame.rets;
   }
 

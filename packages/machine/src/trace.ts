@@ -1,5 +1,7 @@
 import { injectable } from './di.js';
 import { DdwError } from './errors.js';
+import type { HypercallObserver } from './hcall.js';
+import type { RtasObserver } from './rtas.js';
 
 /**
  * Trace events in QEMU's own terms: declared with trace-events syntax, printed as QEMU's `log`
@@ -413,8 +415,16 @@ function caster(event: string, param: TraceParam): (value: TraceArg) => TraceVal
 
 /** A declared trace event. Check `enabled` before computing expensive arguments. */
 export class TraceEvent<A extends readonly TraceArg[] = readonly TraceArg[]> {
-  /** Whether emit() does anything. Set by the bus's patterns; may also be set directly. */
+  /**
+   * Whether emit() does anything. Set by the bus's patterns (and on for every event while a
+   * recorder records them, see TraceBus.record); may also be set directly.
+   */
   enabled = false;
+  /**
+   * @internal Whether the bus's selection picks it: while a recorder makes every event enabled,
+   * only these reach sinks and listeners.
+   */
+  selected = false;
   readonly name: string;
   /** The trace-events file the event comes from, e.g. "hw/ppc" (informational). */
   readonly group: string | undefined;
@@ -503,6 +513,25 @@ export interface TraceRecord {
 }
 
 export type TraceListener = (record: TraceRecord) => void;
+
+/**
+ * Sees what the machines on a bus do, whatever the selection (a timeline: `ddw --trace-json`).
+ * With `event`, every trace event as emitted: while such a recorder is attached every event is
+ * enabled (enabling an event never changes what is computed), and sinks and listeners still get
+ * only the selected ones. With `hypercall` and `rtas`, every hypercall and RTAS dispatch of the
+ * machines built on the bus. A recorder only observes: it must not throw or call into the machine.
+ */
+export interface TraceRecorder {
+  event?(event: TraceEvent, args: readonly TraceArg[]): void;
+  hypercall?: HypercallObserver;
+  rtas?: RtasObserver;
+}
+
+/** The registries a machine connects to its bus (TraceBus.connectCalls). */
+interface CallSite {
+  hypercalls: { observer: HypercallObserver | undefined };
+  rtas: { observer: RtasObserver | undefined };
+}
 
 export interface TraceCollector {
   /** Every line written since the collector was made, without newlines. */
@@ -610,6 +639,12 @@ export class TraceBus {
   private selection = new TraceSelection();
   private sinks: TraceSink[] = [];
   private listeners: TraceListener[] = [];
+  private recorders: TraceRecorder[] = [];
+  /** The recorders with `event`: while there is one, every event is enabled. */
+  private eventRecorders: TraceRecorder[] = [];
+  private readonly callSites = new Set<CallSite>();
+  private hypercallObserver: HypercallObserver | undefined;
+  private rtasObserver: RtasObserver | undefined;
 
   constructor(options: TraceBusOptions = {}) {
     this.timestamps = options.timestamps ?? false;
@@ -663,7 +698,8 @@ export class TraceBus {
       }
       return existing as unknown as TraceEvent<A>;
     }
-    event.enabled = this.selection.selects(name);
+    event.selected = this.selection.selects(name);
+    event.enabled = event.selected || this.eventRecorders.length > 0;
     this.eventMap.set(name, event as unknown as TraceEvent);
     return event;
   }
@@ -700,7 +736,11 @@ export class TraceBus {
    */
   setPatterns(patterns: readonly string[]): void {
     this.selection = new TraceSelection(patterns);
-    for (const event of this.eventMap.values()) event.enabled = this.selection.selects(event.name);
+    const recording = this.eventRecorders.length > 0;
+    for (const event of this.eventMap.values()) {
+      event.selected = this.selection.selects(event.name);
+      event.enabled = event.selected || recording;
+    }
   }
 
   /** The selection in `setPatterns` form. */
@@ -743,6 +783,61 @@ export class TraceBus {
     };
   }
 
+  /**
+   * Attaches a recorder (see TraceRecorder) until the returned function is called. Printing does
+   * not change: sinks and listeners get what the selection selects, as before.
+   */
+  record(recorder: TraceRecorder): () => void {
+    this.recorders = [...this.recorders, recorder];
+    this.refreshRecorders();
+    let attached = true;
+    return () => {
+      if (!attached) return;
+      attached = false;
+      this.recorders = this.recorders.filter((r) => r !== recorder);
+      this.refreshRecorders();
+    };
+  }
+
+  /**
+   * @internal A machine built on this bus connects its hypercall and RTAS registries, so that
+   * recorders see their dispatches; the returned function disconnects them (Machine.dispose).
+   */
+  connectCalls(hypercalls: CallSite['hypercalls'], rtas: CallSite['rtas']): () => void {
+    const site: CallSite = { hypercalls, rtas };
+    this.callSites.add(site);
+    if (this.hypercallObserver !== undefined) hypercalls.observer = this.hypercallObserver;
+    if (this.rtasObserver !== undefined) rtas.observer = this.rtasObserver;
+    return () => {
+      if (!this.callSites.delete(site)) return;
+      if (hypercalls.observer === this.hypercallObserver) hypercalls.observer = undefined;
+      if (rtas.observer === this.rtasObserver) rtas.observer = undefined;
+    };
+  }
+
+  private refreshRecorders(): void {
+    const wasRecording = this.eventRecorders.length > 0;
+    this.eventRecorders = this.recorders.filter((r) => r.event !== undefined);
+    const recording = this.eventRecorders.length > 0;
+    if (recording && !wasRecording) {
+      // An event enabled directly (not by a pattern) keeps printing while recording.
+      for (const event of this.eventMap.values()) {
+        event.selected = event.enabled;
+        event.enabled = true;
+      }
+    } else if (!recording && wasRecording) {
+      for (const event of this.eventMap.values()) event.enabled = event.selected;
+    }
+    const hypercall = fanOut(this.recorders.flatMap((r) => (r.hypercall ? [r.hypercall] : [])));
+    const rtas = fanOut(this.recorders.flatMap((r) => (r.rtas ? [r.rtas] : [])));
+    for (const site of this.callSites) {
+      if (site.hypercalls.observer === this.hypercallObserver) site.hypercalls.observer = hypercall;
+      if (site.rtas.observer === this.rtasObserver) site.rtas.observer = rtas;
+    }
+    this.hypercallObserver = hypercall;
+    this.rtasObserver = rtas;
+  }
+
   /** The full log line for an event and its arguments, with the timestamp prefix if on. */
   formatLine<A extends readonly TraceArg[]>(event: TraceEvent<A>, ...args: A): string {
     return this.lineOf(event as unknown as TraceEvent, event.toValues(args));
@@ -750,6 +845,12 @@ export class TraceBus {
 
   /** @internal Called by TraceEvent.emit() for enabled events. */
   deliver(event: TraceEvent, args: readonly TraceArg[]): void {
+    const recorders = this.eventRecorders;
+    if (recorders.length > 0) {
+      for (const recorder of recorders) recorder.event!(event, args);
+      // Enabled only for the recorders: printing stays the selection's.
+      if (!event.selected) return;
+    }
     const sinks = this.sinks;
     const listeners = this.listeners;
     if (sinks.length === 0 && listeners.length === 0) return;
@@ -777,9 +878,27 @@ export class TraceBus {
   private select(pattern: string, enable: boolean): void {
     const regexp = this.selection.add(pattern, enable);
     for (const event of this.eventMap.values()) {
-      if (regexp.test(event.name)) event.enabled = enable;
+      if (regexp.test(event.name)) {
+        event.selected = enable;
+        event.enabled = enable || this.eventRecorders.length > 0;
+      }
     }
   }
+}
+
+/** One observer for several (undefined for none): what a registry calls on each dispatch. */
+function fanOut<O extends { enter(...args: never[]): void; leave(...args: never[]): void }>(
+  observers: readonly O[],
+): O | undefined {
+  if (observers.length <= 1) return observers[0];
+  return {
+    enter: (...args: never[]) => {
+      for (const o of observers) o.enter(...args);
+    },
+    leave: (...args: never[]) => {
+      for (const o of observers) o.leave(...args);
+    },
+  } as unknown as O;
 }
 
 export interface ParsedTraceLine {
