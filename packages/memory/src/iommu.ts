@@ -122,7 +122,9 @@ export function batchAddress(batch: IOMMUBatch, s: number, k: number): bigint {
 
 /** The translated address of page `k` of segment `s` as a number: exact below 2^53. */
 export function batchAddressNumber(batch: IOMMUBatch, s: number, k: number): number {
-  return batch.addrHigh[s]! * TWO_32 + batch.addrLow[s]! + k * batch.step[s]! * 2 ** batch.pageShift;
+  const first = batch.addrHigh[s]! * TWO_32 + batch.addrLow[s]!;
+  const step = batch.step[s]!;
+  return k === 0 || step === 0 ? first : first + k * step * 2 ** batch.pageShift;
 }
 
 /** The event page `k` of segment `s` of a batch stands for (QEMU's per-page IOMMUTLBEvent). */

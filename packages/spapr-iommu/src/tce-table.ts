@@ -365,8 +365,12 @@ export class SpaprTceTable {
     const batch = this.#pending;
     if (batch.length === 0) batch.reset(this.targetAs, this.pageShift);
     const shift = this.pageShift;
-    const pageBytes = 2 ** shift;
     // Every entry has the run's permission and page-aligned steps: one segment.
+    if (stride === 0) {
+      batch.push(index, count, pageHigh(high, shift), pageLow(low, shift), 0, low & 3);
+      return;
+    }
+    const pageBytes = 2 ** shift;
     if (stride % pageBytes === 0 && stride % 4 === 0) {
       batch.push(index, count, pageHigh(high, shift), pageLow(low, shift), stride / pageBytes, low & 3);
       return;

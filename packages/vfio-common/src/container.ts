@@ -692,6 +692,14 @@ export class VfioContainer {
       const count = batch.pages[s]!;
       const perm = batch.perm[s]! as IOMMUAccessFlags;
       const step = batch.step[s]!;
+      if (runs && count === 1 && perm !== IOMMUAccessFlags.NONE && s + 1 < batch.length) {
+        // Single pages of an irregular list: one host call for the stretch of them.
+        const taken = this.mapPageList(giommu, batch, s, pageBytes);
+        if (taken > 0) {
+          s += taken - 1;
+          continue;
+        }
+      }
       let k = 0;
       while (k < count) {
         const planned = runs ? this.plannedRun(batch, s, k, pageBytes) : 0;
@@ -723,6 +731,55 @@ export class VfioContainer {
       }
     }
   }
+
+  /**
+   * Consecutive one-page segments from `s` (pages next to each other, one permission, each plain
+   * RAM with the same map flags), as an irregular TCE list gives them: their host addresses go to
+   * the host in one mapRun, exactly the per-page maps in order. Returns how many segments it took
+   * (the page the host stopped at included, taken by mapPage), or 0 for fewer than two.
+   */
+  private mapPageList(giommu: GuestIommu, batch: IOMMUBatch, s: number, pageBytes: number): number {
+    const perm = batch.perm[s]!;
+    const index = batch.index[s]!;
+    let n = 0;
+    let flags = -1;
+    for (let t = s; t < batch.length; t++) {
+      if (batch.pages[t] !== 1 || batch.perm[t] !== perm || batch.index[t] !== index + n) break;
+      if (this.plannedRun(batch, t, 0, pageBytes) !== 1) break;
+      if (flags === -1) flags = this.#plan.flags;
+      else if (this.#plan.flags !== flags) break;
+      if (n === this.#list.length) {
+        const longer = new Float64Array(this.#list.length * 2);
+        longer.set(this.#list);
+        this.#list = longer;
+      }
+      this.#list[n++] = this.#plan.vaddr;
+    }
+    if (n < 2) return 0;
+    const shiftBig = BigInt(batch.pageShift);
+    const iova = (BigInt(index) << shiftBig) + giommu.iommuOffset;
+    const applied = this.fd.mapRun(iova, batch.pageShift, n, this.#list, 0, flags);
+    const trace = this.deps.traces.mapNotify;
+    if (trace.enabled) {
+      const mask = BigInt(pageBytes - 1);
+      for (let p = 0; p < applied; p++) {
+        const at = iova + (BigInt(p) << shiftBig);
+        trace.emit('MAP', at, at + mask);
+      }
+    }
+    if (applied >= n) return n;
+    this.mapPage(
+      giommu,
+      batch.targetAs,
+      BigInt(index + applied) << shiftBig,
+      (1n << shiftBig) - 1n,
+      perm as IOMMUAccessFlags,
+      batchAddress(batch, s + applied, 0),
+    );
+    return applied + 1;
+  }
+
+  #list = new Float64Array(512);
 
   /**
    * How many pages of segment `s` from page `k` the host can be asked for as one run: for an

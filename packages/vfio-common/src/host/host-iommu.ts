@@ -161,8 +161,17 @@ export interface HostIommuContainer {
    * first page's host address) and every page's host address are exact integers below 2^53;
    * `step` is a non-negative integer (1: consecutive memory, 0: one page repeated); `pageShift` is
    * an integer in [0, 52]. Costs per run of pages the host can take alike, not per page.
+   * `vaddr` may instead be a list of `count` host addresses, page k mapped from vaddr[k] (`step`
+   * unused): the consecutive pages of an irregular TCE list, in one call.
    */
-  mapRun(iova: bigint, pageShift: number, count: number, vaddr: number, step: number, flags: number): number;
+  mapRun(
+    iova: bigint,
+    pageShift: number,
+    count: number,
+    vaddr: number | Float64Array,
+    step: number,
+    flags: number,
+  ): number;
   /**
    * Optional: the hardware tables of the container's windows as the host kernel's KVM takes them
    * when QEMU attaches a group to an in-kernel TCE table (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: the

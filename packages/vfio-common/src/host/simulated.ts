@@ -91,6 +91,16 @@ class TceStore {
     this.#parts = new Array<RunTable | undefined>(Math.ceil(entries / PART)).fill(undefined);
   }
 
+  /** Whether entry `index` holds something; if so its halves are left in `halves`. */
+  read(index: number): boolean {
+    const pi = Math.floor(index / PART);
+    const part = this.#parts[pi];
+    if (!part) return false;
+    halves[0] = part.high(index - pi * PART);
+    halves[1] = part.low(index - pi * PART);
+    return halves[0] !== 0 || halves[1] !== 0;
+  }
+
   /** The raw entry `index` (0n when empty). */
   get(index: number): bigint {
     const pi = Math.floor(index / PART);
@@ -205,6 +215,8 @@ class Window {
   readonly pageSize: bigint;
   /** The page size as a number (exact: a power of two). */
   readonly pageBytes: number;
+  /** pageSize - 1: the offset bits of a bus address within a page. */
+  readonly mask: bigint;
   /** Non-empty entries. */
   mapped = 0;
 
@@ -217,6 +229,7 @@ class Window {
     this.shift = BigInt(info.pageShift);
     this.pageSize = 1n << this.shift;
     this.pageBytes = Number(this.pageSize);
+    this.mask = this.pageSize - 1n;
     this.table = new TceStore(Number(info.tableSpan >> this.shift));
   }
 
@@ -788,14 +801,24 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
    * host memory block), each group written as runs. A page spanning two regions or blocks is
    * checked by mapDma's own walk. Stops before the first page whose ioctl would not return 0.
    */
-  mapRun(iova: bigint, pageShift: number, count: number, vaddr: number, step: number, flags: number): number {
+  mapRun(
+    iova: bigint,
+    pageShift: number,
+    count: number,
+    vaddr: number | Float64Array,
+    step: number,
+    flags: number,
+  ): number {
     if (!(Number.isSafeInteger(count) && count >= 1) || this.#closed) return 0;
+    const list = typeof vaddr === 'number' ? undefined : vaddr;
+    if (list !== undefined && list.length < count) return 0;
     const host = this.#host;
     const unmap = flags === 0;
     if (host.faultDue(unmap ? 'unmapDma' : 'mapDma')) return 0;
     if (!this.#type || !this.#enabled || (flags & ~MAP_FLAGS) !== 0) return 0;
     if (!(Number.isInteger(pageShift) && pageShift >= 0 && pageShift <= 52)) return 0;
-    if (!(Number.isSafeInteger(vaddr) && vaddr >= 0 && Number.isSafeInteger(step) && step >= 0)) return 0;
+    if (list === undefined && !(Number.isSafeInteger(vaddr) && (vaddr as number) >= 0)) return 0;
+    if (!(Number.isSafeInteger(step) && step >= 0)) return 0;
     if (this.#defaultPending && this.#createPendingDefault() !== 0) return 0;
     const v2 = this.#type === 'v2';
     const size = 2 ** pageShift;
@@ -804,27 +827,50 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     const perm = (flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0 ? TCE_READ | TCE_WRITE : TCE_READ;
     const base = u64(iova);
     let done = 0;
+    // The window of page `done` and its index there, carried from page to page while they stay in
+    // that window (bus addresses above 2^53 are only handled as BigInt when the window changes).
+    let window: Window | undefined;
+    let first = 0;
+    let perPage = 1;
+    let lastRegion: Region | undefined;
+    let lastLo = 0;
+    let lastHi = 0;
     while (done < count) {
-      const at = u64(base + BigInt(done) * sizeBig);
-      const window = this.#findWindow(at);
-      if (!window) return done;
-      const mask = window.pageSize - 1n;
-      const v = vaddr + done * stepBytes;
-      if ((sizeBig & mask) !== 0n || (at & mask) !== 0n || at + sizeBig > window.end) return done;
-      if (!unmap && (v % window.pageBytes !== 0 || !(v < EXACT_LIMIT))) return done;
-      const first = Number((at - window.start) >> window.shift);
-      const perPage = size / window.pageBytes;
-      const n = Math.min(count - done, Number((window.end - at) / sizeBig));
+      if (window === undefined || first + perPage > window.table.entries) {
+        const at = done === 0 ? base : u64(base + BigInt(done) * sizeBig);
+        window = this.#findWindow(at);
+        if (!window) return done;
+        // Page-size and window-end checks in numbers: the index of a window page is exact.
+        if (size % window.pageBytes !== 0 || (at & window.mask) !== 0n) return done;
+        first = Number((at - window.start) >> window.shift);
+        perPage = size / window.pageBytes;
+        if (first + perPage > window.table.entries) return done;
+      }
+      const entries = window.table.entries;
+      const v = list === undefined ? (vaddr as number) + done * stepBytes : list[done]!;
+      if (!unmap && (!Number.isSafeInteger(v) || v < 0 || v % window.pageBytes !== 0 || !(v < EXACT_LIMIT)))
+        return done;
+      const n = Math.min(list === undefined ? count - done : 1, Math.floor((entries - first) / perPage));
       if (unmap) {
         this.#clear(window, first, n * perPage);
         done += n;
+        first += n * perPage;
         continue;
       }
       // The pages from `done` lying wholly in one region (v2) or block (v1) that takes them.
       let fit = 0;
       let region: Region | undefined;
       if (v2) {
-        region = host.regionHolding(BigInt(v), window.pageSize);
+        // The last region found, by its bounds as numbers: a list's pages mostly share one.
+        if (lastRegion !== undefined && v >= lastLo && v + size <= lastHi) region = lastRegion;
+        else {
+          region = host.regionHolding(BigInt(v), window.pageSize);
+          if (region) {
+            lastRegion = region;
+            lastLo = Number(region.vaddr);
+            lastHi = Math.min(Number(region.end), EXACT_LIMIT);
+          }
+        }
         if (region && region.pageShift >= window.info.pageShift) {
           fit = pagesBelow(v, size, step, Math.min(Number(region.end), EXACT_LIMIT), n);
         }
@@ -841,6 +887,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
         if (v2) this.#mapV2(window, first, perPage, ua, perm);
         else this.#mapV1(window, first, perPage, ua, perm);
         done++;
+        first += perPage;
         continue;
       }
       if (step === 1 || fit === 1) {
@@ -857,6 +904,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
         }
       }
       done += fit;
+      first += fit * perPage;
     }
     return count;
   }
@@ -1145,6 +1193,13 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
   /** The non-empty entries of [first, first + count) stop counting: window and regions, by runs. */
   #uncount(window: Window, first: number, count: number): void {
     const v2 = this.#type === 'v2';
+    if (count === 1) {
+      // One entry (a page at a time, as irregular batches come): read it rather than walk runs.
+      if (!window.table.read(first)) return;
+      window.mapped--;
+      if (v2) this.#countRegions(halves[0]!, halves[1]!, 0, 1, -1);
+      return;
+    }
     let removed = 0;
     window.table.forEachRun(
       (_first, n, high, low, stride) => {
@@ -1164,6 +1219,16 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
    * when its page does: the entries of a region are an interval of k.
    */
   #countRegions(high: number, low: number, stride: number, n: number, sign: number): void {
+    if (n === 1 && high < 0x200000) {
+      // One entry below 2^53: the region whose bounds hold it, compared as numbers.
+      const v = high * TWO_32 + low;
+      for (const r of this.#host.regions) {
+        if (Number(r.end) <= v) continue;
+        if (Number(r.vaddr) <= v) r.mapped += sign;
+        return;
+      }
+      return;
+    }
     const v0 = (BigInt(high) << 32n) | BigInt(low);
     const s = BigInt(stride);
     const last = v0 + BigInt(n - 1) * s;
