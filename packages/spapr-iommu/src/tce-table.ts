@@ -364,28 +364,7 @@ export class SpaprTceTable {
   #notifyRun(index: number, count: number, high: number, low: number, stride: number): void {
     const batch = this.#pending;
     if (batch.length === 0) batch.reset(this.targetAs, this.pageShift);
-    const shift = this.pageShift;
-    // Every entry has the run's permission and page-aligned steps: one segment.
-    if (stride === 0) {
-      batch.push(index, count, pageHigh(high, shift), pageLow(low, shift), 0, low & 3);
-      return;
-    }
-    const pageBytes = 2 ** shift;
-    if (stride % pageBytes === 0 && stride % 4 === 0) {
-      batch.push(index, count, pageHigh(high, shift), pageLow(low, shift), stride / pageBytes, low & 3);
-      return;
-    }
-    let h = high;
-    let l = low;
-    for (let k = 0; k < count; k++) {
-      batch.push(index + k, 1, pageHigh(h, shift), pageLow(l, shift), 0, l & 3);
-      l += stride;
-      if (l >= TWO_32) {
-        const carry = Math.floor(l / TWO_32);
-        h = (h + carry) >>> 0;
-        l -= carry * TWO_32;
-      }
-    }
+    pushRunEvents(batch, this.pageShift, index, count, high, low, stride, false);
   }
 
   /** Sends the pending batch. */
@@ -428,6 +407,40 @@ export function mappedTces(storage: RunTable | null): number {
     for (let k = 0; k < count; k++) if (((low + k * stride) & 3) !== 0) n++;
   });
   return n;
+}
+
+/**
+ * Appends the events of a run of raw entries (entry index + k = (high:low) + k * stride) to
+ * `batch`: one segment when every entry has the run's permission and page-aligned steps, else one
+ * per entry. `mapsOnly` leaves out entries without a permission bit (a replay reports MAPs only).
+ */
+function pushRunEvents(
+  batch: IOMMUBatchBuffer,
+  shift: number,
+  index: number,
+  count: number,
+  high: number,
+  low: number,
+  stride: number,
+  mapsOnly: boolean,
+): void {
+  const pageBytes = stride === 0 ? 1 : 2 ** shift;
+  if (stride % pageBytes === 0 && stride % 4 === 0) {
+    if (!mapsOnly || (low & 3) !== 0)
+      batch.push(index, count, pageHigh(high, shift), pageLow(low, shift), stride / pageBytes, low & 3);
+    return;
+  }
+  let h = high;
+  let l = low;
+  for (let k = 0; k < count; k++) {
+    if (!mapsOnly || (l & 3) !== 0) batch.push(index + k, 1, pageHigh(h, shift), pageLow(l, shift), 0, l & 3);
+    l += stride;
+    if (l >= TWO_32) {
+      const carry = Math.floor(l / TWO_32);
+      h = (h + carry) >>> 0;
+      l -= carry * TWO_32;
+    }
+  }
 }
 
 /** The high half of the page-aligned address of a TCE whose halves are (high, low). */
@@ -525,23 +538,7 @@ export class SpaprIommuRegion extends IommuMemoryRegion {
         traceMisses(traced, first + count);
         traced = first + count;
       }
-      const pageBytes = 2 ** shift;
-      if (stride % pageBytes === 0 && stride % 4 === 0) {
-        if ((low & 3) !== 0)
-          batch.push(first, count, pageHigh(high, shift), pageLow(low, shift), stride / pageBytes, low & 3);
-      } else {
-        let h = high;
-        let l = low;
-        for (let k = 0; k < count; k++) {
-          if ((l & 3) !== 0) batch.push(first + k, 1, pageHigh(h, shift), pageLow(l, shift), 0, l & 3);
-          l += stride;
-          if (l >= TWO_32) {
-            const carry = Math.floor(l / TWO_32);
-            h = (h + carry) >>> 0;
-            l -= carry * TWO_32;
-          }
-        }
-      }
+      pushRunEvents(batch, shift, first, count, high, low, stride, true);
       if (batch.length >= REPLAY_FLUSH) {
         this.replayBatch(notifier, batch);
         batch.reset(t.targetAs, shift);
