@@ -169,6 +169,23 @@ export function createTimelineRecorder(
     stage = undefined;
   };
 
+  /**
+   * Ends the innermost open span of `stack` (null: entered past the cap): it is counted, and
+   * recorded as `entry` makes it when it was admitted.
+   */
+  const endSpan = <A>(
+    stack: ({ ts: number; args: A } | null)[],
+    entry: (open: { ts: number; args: A }, dur: number) => Entry,
+  ): void => {
+    const open = stack.pop();
+    if (open === null || open === undefined) {
+      admit();
+      return;
+    }
+    const ts = clock();
+    if (admit()) entries.push(entry(open, ts - open.ts));
+  };
+
   const attachBus = (bus: TraceBus): (() => void) => {
     if (buses.has(bus)) return () => undefined;
     buses.add(bus);
@@ -186,50 +203,34 @@ export function createTimelineRecorder(
       hypercall: {
         enter: (_opcode, _name, args) =>
           void hcalls.push(entries.length < maxEvents ? { ts: clock(), args } : null),
-        leave: (opcode, name, result) => {
-          const open = hcalls.pop();
-          if (open === null || open === undefined) {
-            admit();
-            return;
-          }
-          const ts = clock();
-          if (admit())
-            entries.push({
-              kind: 'hcall',
-              ts: open.ts,
-              dur: ts - open.ts,
-              opcode,
-              name,
-              args: open.args,
-              result,
-            });
-        },
+        leave: (opcode, name, result) =>
+          endSpan(hcalls, (open, dur) => ({
+            kind: 'hcall',
+            ts: open.ts,
+            dur,
+            opcode,
+            name,
+            args: open.args,
+            result,
+          })),
       },
       rtas: {
         enter: (call) =>
           void rtasCalls.push(
             entries.length < maxEvents ? { ts: clock(), args: Array.from(call.args) } : null,
           ),
-        leave: (call: RtasCall) => {
-          const open = rtasCalls.pop();
-          if (open === null || open === undefined) {
-            admit();
-            return;
-          }
-          const ts = clock();
-          if (admit())
-            entries.push({
-              kind: 'rtas',
-              ts: open.ts,
-              dur: ts - open.ts,
-              token: call.token,
-              name: call.name,
-              nargs: call.nargs,
-              nret: call.nret,
-              args: open.args,
-              rets: Array.from(call.rets),
-            });
-        },
+        leave: (call: RtasCall) =>
+          endSpan(rtasCalls, (open, dur) => ({
+            kind: 'rtas',
+            ts: open.ts,
+            dur,
+            token: call.token,
+            name: call.name,
+            nargs: call.nargs,
+            nret: call.nret,
+            args: open.args,
+            rets: Array.from(call.rets),
+          })),
       },
     });
     const detach = () => {
