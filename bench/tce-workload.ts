@@ -95,26 +95,15 @@ export async function indirect8g4k(): Promise<{ model(): number; plain(): number
  * per H_PUT_TCE_INDIRECT. Throws on the first call that fails.
  */
 export function populateLinear(m: Machine, ddw: Ddw, entries: number, pageShift: number): void {
-  const list = new Uint8Array(PER_CALL * 8);
-  const view = new DataView(list.buffer);
-  const lowShift = pageShift; // pages reach 2^40 and more: the TCE is written as two 32-bit halves
-  for (let c = 0; c * PER_CALL < entries; c++) {
-    const n = Math.min(PER_CALL, entries - c * PER_CALL);
+  // Pages reach 2^40 and more: the TCE is written as two 32-bit halves.
+  const split = 2 ** (32 - pageShift);
+  populateLists(m, ddw, entries, pageShift, (view, first, n) => {
     for (let k = 0; k < n; k++) {
-      const page = c * PER_CALL + k;
-      view.setUint32(k * 8, Math.floor(page / 2 ** (32 - lowShift)));
-      view.setUint32(k * 8 + 4, (((page % 2 ** (32 - lowShift)) << lowShift) | 3) >>> 0);
+      const page = first + k;
+      view.setUint32(k * 8, Math.floor(page / split));
+      view.setUint32(k * 8 + 4, (((page % split) << pageShift) | 3) >>> 0);
     }
-    m.memory.write(LIST_BASE, n === PER_CALL ? list : list.subarray(0, n * 8));
-    const { ret } = m.guest.hcall(
-      H_PUT_TCE_INDIRECT,
-      ddw.liobn,
-      ddw.busOffset + (BigInt(c * PER_CALL) << BigInt(pageShift)),
-      LIST_BASE,
-      n,
-    );
-    if (ret !== H_SUCCESS) throw new Error(`H_PUT_TCE_INDIRECT of list ${c} returned ${ret}`);
-  }
+  });
 }
 
 /**
@@ -122,16 +111,30 @@ export function populateLinear(m: Machine, ddw: Ddw, entries: number, pageShift:
  * low word halves[2i + 1]), one 512-entry list written to guest RAM per H_PUT_TCE_INDIRECT.
  */
 export function populateFrom(m: Machine, ddw: Ddw, halves: Uint32Array, pageShift: number): void {
-  const entries = halves.length / 2;
+  populateLists(m, ddw, halves.length / 2, pageShift, (view, first, n) => {
+    for (let k = 0; k < n; k++) {
+      view.setUint32(k * 8, halves[(first + k) * 2]!);
+      view.setUint32(k * 8 + 4, halves[(first + k) * 2 + 1]!);
+    }
+  });
+}
+
+/**
+ * The guest's side of a population: `fill` writes the n TCEs from entry `first` into a list, which
+ * goes to guest RAM and through H_PUT_TCE_INDIRECT, 512 at a time. Throws on the first call that fails.
+ */
+function populateLists(
+  m: Machine,
+  ddw: Ddw,
+  entries: number,
+  pageShift: number,
+  fill: (view: DataView, first: number, n: number) => void,
+): void {
   const list = new Uint8Array(PER_CALL * 8);
   const view = new DataView(list.buffer);
   for (let c = 0; c * PER_CALL < entries; c++) {
     const n = Math.min(PER_CALL, entries - c * PER_CALL);
-    for (let k = 0; k < n; k++) {
-      const i = c * PER_CALL + k;
-      view.setUint32(k * 8, halves[i * 2]!);
-      view.setUint32(k * 8 + 4, halves[i * 2 + 1]!);
-    }
+    fill(view, c * PER_CALL, n);
     m.memory.write(LIST_BASE, n === PER_CALL ? list : list.subarray(0, n * 8));
     const { ret } = m.guest.hcall(
       H_PUT_TCE_INDIRECT,
