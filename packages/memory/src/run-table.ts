@@ -388,16 +388,28 @@ export class RunTable {
     });
   }
 
-  /** How many entries are non-zero in [from, to). */
+  /** How many entries are non-zero in [from, to): runs by their lengths, slots one by one. */
   countNonZero(from = 0, to = this.entries): number {
+    const start = Math.max(0, from);
+    const end = Math.min(this.entries, to);
     let n = 0;
-    this.forEachRun(
-      (_first, count) => {
-        n += count;
-      },
-      from,
-      to,
-    );
+    for (let ci = start >>> RUN_TABLE_CHUNK_SHIFT; ci * CHUNK < end; ci++) {
+      const chunk = this.#chunks[ci];
+      if (chunk === undefined) continue;
+      const base = ci * CHUNK;
+      const lo = Math.max(start - base, 0);
+      const hi = Math.min(end - base, CHUNK);
+      if (chunk instanceof Uint32Array) {
+        for (let i = lo << 1, e = hi << 1; i < e; i += 2) if ((chunk[i]! | chunk[i + 1]!) !== 0) n++;
+        continue;
+      }
+      const r = chunk.runs;
+      for (let i = 0; i < r.length; i += F) {
+        const a = Math.max(r[i]!, lo);
+        const b = Math.min(r[i]! + r[i + 1]!, hi);
+        if (b > a) n += b - a;
+      }
+    }
     return n;
   }
 }

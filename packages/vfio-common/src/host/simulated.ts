@@ -180,6 +180,18 @@ class TceStore {
     }
   }
 
+  /** How many entries of [from, to) are non-zero. */
+  countNonZero(from: number, to: number): number {
+    const start = Math.max(0, from);
+    const end = Math.min(this.entries, to);
+    let n = 0;
+    for (let pi = Math.floor(start / PART); pi * PART < end; pi++) {
+      const base = pi * PART;
+      n += this.#parts[pi]?.countNonZero(Math.max(start - base, 0), Math.min(end - base, PART)) ?? 0;
+    }
+    return n;
+  }
+
   get denseChunks(): number {
     let n = 0;
     for (const part of this.#parts) n += part?.denseChunks ?? 0;
@@ -271,11 +283,6 @@ interface Region {
   /** Containers referencing it, plus one while it is pinned without an owner. */
   refs: number;
   readonly owners: Set<SimulatedSpaprTceContainer>;
-  /**
-   * TCEs, in any container, that point into the region: the kernel finds a TCE's region again from
-   * its userspace address (mm_iommu_lookup), so this is kept by runs of entries.
-   */
-  mapped: number;
 }
 
 /** What every container of one host shares: the process's locked memory, regions and groups. */
@@ -288,6 +295,8 @@ class HostState {
   /** Sorted by vaddr; they never overlap. */
   readonly regions: Region[] = [];
   #lastHit: Region | undefined;
+  /** The windows of every v2 container: their entries are what keeps a region busy. */
+  readonly v2Windows = new Set<Window>();
   readonly groups = new Map<string, SimulatedSpaprTceContainer>();
   readonly #faults = new Map<HostIommuOp, { errno: number; left: number }[]>();
   #pendingFaults = 0;
@@ -369,7 +378,6 @@ class HostState {
       lockedPages,
       refs: 1,
       owners: new Set(),
-      mapped: 0,
     };
     this.regions.push(region);
     this.regions.sort((a, b) => (a.vaddr < b.vaddr ? -1 : 1));
@@ -383,7 +391,7 @@ class HostState {
   putRegion(region: Region): number {
     region.refs--;
     if (region.refs > 0) return 0;
-    if (region.mapped > 0) {
+    if (this.mappedIn(region) > 0) {
       region.refs = 1;
       return -Errno.EBUSY;
     }
@@ -391,6 +399,21 @@ class HostState {
     if (this.#lastHit === region) this.#lastHit = undefined;
     this.unaccount(region.lockedPages);
     return 0;
+  }
+
+  /**
+   * TCEs, in any container, that point into the region: the kernel finds a TCE's region again from
+   * its userspace address (mm_iommu_lookup). Counted when asked (an unregister, a report) by the
+   * tables' runs rather than kept up to date on every map, which would cost on the DMA path.
+   */
+  mappedIn(region: Region): number {
+    let n = 0;
+    for (const window of this.v2Windows) {
+      window.table.forEachRun((_first, count, high, low, stride) => {
+        n += entriesIn(region, high, low, stride, count);
+      });
+    }
+    return n;
   }
 
   /**
@@ -499,7 +522,7 @@ export class SimulatedSpaprTceHost implements HostIommu {
       size: r.size,
       pageShift: r.pageShift,
       refs: r.refs,
-      mapped: r.mapped,
+      mapped: this.#state.mappedIn(r),
     }));
   }
 }
@@ -922,14 +945,14 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       if (step === 1 || fit === 1) {
         // Consecutive memory: one run of entries a window page apart.
         entryHalves(v, perm);
-        this.#write(window, first, fit * perPage, halves[0]!, halves[1]!, window.pageBytes, region);
+        this.#write(window, first, fit * perPage, halves[0]!, halves[1]!, window.pageBytes);
       } else if (perPage === 1) {
         entryHalves(v, perm);
-        this.#write(window, first, fit, halves[0]!, halves[1]!, stepBytes, region);
+        this.#write(window, first, fit, halves[0]!, halves[1]!, stepBytes);
       } else {
         for (let k = 0; k < fit; k++) {
           entryHalves(v + k * stepBytes, perm);
-          this.#write(window, first + k * perPage, perPage, halves[0]!, halves[1]!, window.pageBytes, region);
+          this.#write(window, first + k * perPage, perPage, halves[0]!, halves[1]!, window.pageBytes);
         }
       }
       done += fit;
@@ -955,15 +978,19 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     const size = window.pageBytes;
     const room = Math.min(count - from, window.table.entries - first);
     if (this.#listBytes.length < room * 8) this.#listBytes = new Uint8Array(room * 8);
-    if (this.#listRegions.length < room) this.#listRegions = new Array(room);
     const view = new DataView(this.#listBytes.buffer);
     let region: Region | undefined;
     let lo = 0;
     let hi = 0;
+    // Page alignment checked on the entry's 32-bit halves (a float modulo per page costs more).
+    const lowMask = size >= TWO_32 ? -1 : size - 1;
+    const highMask = size > TWO_32 ? size / TWO_32 - 1 : 0;
     let m = 0;
     for (; m < room; m++) {
       const v = list[from + m]!;
-      if (!(Number.isSafeInteger(v) && v >= 0 && v % size === 0 && v < EXACT_LIMIT)) break;
+      if (!(Number.isSafeInteger(v) && v >= 0 && v < EXACT_LIMIT)) break;
+      entryHalves(v, 0);
+      if (((halves[0]! & highMask) | (halves[1]! & lowMask)) !== 0) break;
       if (region === undefined || !(v >= lo && v + size <= hi)) {
         region = host.regionHolding(BigInt(v), window.pageSize);
         if (!region || region.pageShift < window.info.pageShift) break;
@@ -971,21 +998,17 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
         hi = Math.min(Number(region.end), EXACT_LIMIT);
         if (!(v >= lo && v + size <= hi)) break;
       }
-      entryHalves(v, perm);
       view.setUint32(m * 8, halves[0]!);
-      view.setUint32(m * 8 + 4, halves[1]!);
-      this.#listRegions[m] = region;
+      view.setUint32(m * 8 + 4, halves[1]! + perm);
     }
     if (m === 0) return 0;
     if (window.mapped > 0) this.#uncount(window, first, m);
     window.table.setList(first, m, view);
     window.mapped += m;
-    for (let k = 0; k < m; k++) this.#listRegions[k]!.mapped++;
     return m;
   }
 
   #listBytes = new Uint8Array(4096);
-  #listRegions: Region[] = [];
 
   /**
    * The windows' tables as the host's KVM drives them (book3s_64_vio.c): a map needs the page in a
@@ -1026,7 +1049,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
         // A table KVM still holds after its window was removed is no longer in the hardware.
         if (!live() || !window.contains(iova)) return 0;
         entryHalvesBig(ua & ~(window.pageSize - 1n), write ? TCE_READ | TCE_WRITE : TCE_READ);
-        this.#write(window, index(iova), 1, halves[0]!, halves[1]!, 0, region);
+        this.#write(window, index(iova), 1, halves[0]!, halves[1]!, 0);
         return 0;
       },
       unmap: (iova) => {
@@ -1135,6 +1158,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
   }
 
   #install(window: Window): void {
+    if (this.#type === 'v2') this.#host.v2Windows.add(window);
     this.#slots[window.info.slot] = window;
     this.#active = this.#slots.filter((w): w is Window => w !== undefined);
   }
@@ -1212,6 +1236,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     this.#clear(window, 0, Number(window.info.tableSpan >> window.shift));
     this.#slots[window.info.slot] = undefined;
     this.#active = this.#slots.filter((w): w is Window => w !== undefined);
+    this.#host.v2Windows.delete(window);
     this.#host.unaccount(window.lockedPages);
   }
 
@@ -1242,18 +1267,9 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
 
   /**
    * Writes `count` entries from `first`: entry first + k = (high:low) + k * stride (page-aligned
-   * userspace address | permission). The old entries are replaced without complaint (no -EEXIST),
-   * their regions losing a mapping each; `region` (v2) gains the new ones.
+   * userspace address | permission). The old entries are replaced without complaint (no -EEXIST).
    */
-  #write(
-    window: Window,
-    first: number,
-    count: number,
-    high: number,
-    low: number,
-    stride: number,
-    region: Region | undefined,
-  ): void {
+  #write(window: Window, first: number, count: number, high: number, low: number, stride: number): void {
     if (count <= 0) return;
     if (window.mapped > 0) this.#uncount(window, first, count);
     if (stride < MAX_RUN_STRIDE) window.table.setRun(first, count, high, low, stride);
@@ -1265,62 +1281,11 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       }
     }
     window.mapped += count;
-    if (region) region.mapped += count;
   }
 
-  /** The non-empty entries of [first, first + count) stop counting: window and regions, by runs. */
+  /** The non-empty entries of [first, first + count) stop counting. */
   #uncount(window: Window, first: number, count: number): void {
-    const v2 = this.#type === 'v2';
-    if (count === 1) {
-      // One entry (a page at a time, as irregular batches come): read it rather than walk runs.
-      if (!window.table.read(first)) return;
-      window.mapped--;
-      if (v2) this.#countRegions(halves[0]!, halves[1]!, 0, 1, -1);
-      return;
-    }
-    let removed = 0;
-    window.table.forEachRun(
-      (_first, n, high, low, stride) => {
-        removed += n;
-        if (v2) this.#countRegions(high, low, stride, n, -1);
-      },
-      first,
-      first + count,
-    );
-    window.mapped -= removed;
-  }
-
-  /**
-   * Adds `sign` to the mapped count of the region each of `n` entries (high:low) + k * stride points
-   * into, found from the entry's userspace address as mm_iommu_lookup does. A region's bounds are
-   * aligned to every page it maps, so an entry (address | permission) lies in the region exactly
-   * when its page does: the entries of a region are an interval of k.
-   */
-  #countRegions(high: number, low: number, stride: number, n: number, sign: number): void {
-    if (n === 1 && high < 0x200000) {
-      // One entry below 2^53: the region whose bounds hold it, compared as numbers.
-      const v = high * TWO_32 + low;
-      for (const r of this.#host.regions) {
-        if (Number(r.end) <= v) continue;
-        if (Number(r.vaddr) <= v) r.mapped += sign;
-        return;
-      }
-      return;
-    }
-    const v0 = (BigInt(high) << 32n) | BigInt(low);
-    const s = BigInt(stride);
-    const last = v0 + BigInt(n - 1) * s;
-    for (const r of this.#host.regions) {
-      if (r.end <= v0) continue;
-      if (r.vaddr > last) break;
-      if (s === 0n) {
-        r.mapped += sign * n;
-        continue;
-      }
-      const from = r.vaddr <= v0 ? 0n : (r.vaddr - v0 + s - 1n) / s;
-      const to = r.end > last ? BigInt(n) : (r.end - v0 + s - 1n) / s;
-      if (to > from) r.mapped += sign * Number(to - from);
-    }
+    window.mapped -= window.table.countNonZero(first, first + count);
   }
 
   /** Whether MAP_DMA of `pages` window pages from `ua` would succeed (v2, the checks of #mapV2). */
@@ -1364,7 +1329,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       const inRegion = Number((region.end - ua) >> window.shift);
       const run = Math.min(pages - done, inRegion);
       entryHalvesBig(ua, perm);
-      this.#write(window, first + done, run, halves[0]!, halves[1]!, window.pageBytes, region);
+      this.#write(window, first + done, run, halves[0]!, halves[1]!, window.pageBytes);
       done += run;
     }
     return 0;
@@ -1388,7 +1353,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
       }
       const run = Math.min(pages - done, inBlock);
       entryHalvesBig(ua, perm);
-      this.#write(window, first + done, run, halves[0]!, halves[1]!, window.pageBytes, undefined);
+      this.#write(window, first + done, run, halves[0]!, halves[1]!, window.pageBytes);
       done += run;
     }
     return 0;
@@ -1400,6 +1365,22 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     this.#uncount(window, first, count);
     window.table.clearRange(first, count);
   }
+}
+
+/**
+ * How many of the `n` entries (high:low) + k * stride point into `region`. A region's bounds are
+ * aligned to every page it maps, so an entry (address | permission) lies in the region exactly
+ * when its page does: the entries in a region are an interval of k.
+ */
+function entriesIn(region: Region, high: number, low: number, stride: number, n: number): number {
+  const v0 = (BigInt(high) << 32n) | BigInt(low);
+  const last = v0 + BigInt(stride) * BigInt(n - 1);
+  if (region.end <= v0 || region.vaddr > last) return 0;
+  if (stride === 0) return n;
+  const s = BigInt(stride);
+  const from = region.vaddr <= v0 ? 0n : (region.vaddr - v0 + s - 1n) / s;
+  const to = region.end > last ? BigInt(n) : (region.end - v0 + s - 1n) / s;
+  return to > from ? Number(to - from) : 0;
 }
 
 /**
