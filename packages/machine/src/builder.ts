@@ -1,8 +1,10 @@
 import { DescriptionSchemaRegistry, type MachineDescription, parseDescription } from './description.js';
+import type { Token } from './di.js';
 import { InvalidArgumentError, PluginError } from './errors.js';
 import { Machine } from './machine.js';
 import { orderPlugins, type Plugin, type PluginContext } from './plugin.js';
-import type { TraceBus } from './trace.js';
+import { MachineTokens } from './tokens.js';
+import type { TraceBus } from './trace/index.js';
 
 export interface MachineBuilderOptions {
   /** Name of the guest RAM region in `info mtree` (default "ram"; pseries uses "ppc_spapr.ram"). */
@@ -68,6 +70,7 @@ export class MachineBuilder {
         }
         machine.events.lifecycle('register', plugin.name);
       }
+      machine.assemble();
       await machine.realize();
     } catch (error) {
       machine.dispose();
@@ -138,42 +141,73 @@ function pluginView<T extends object>(target: T, overrides: Partial<T>): T {
  */
 function contextFor(machine: Machine, plugin: Plugin): PluginContext {
   const name = plugin.name;
-  const { hypercalls, rtas, vmstate, devices } = machine;
+  const hypercalls = machine.get(MachineTokens.Hypercalls);
+  const rtas = machine.get(MachineTokens.Rtas);
+  const vmstate = machine.get(MachineTokens.Vmstate);
+  const devices = machine.get(MachineTokens.Devices);
+  const views = new Map<symbol, unknown>([
+    [
+      MachineTokens.Hypercalls,
+      pluginView(hypercalls, {
+        register: (opcode, hcallName, handler, owner = name) =>
+          hypercalls.register(opcode, hcallName, handler, owner),
+      }),
+    ],
+    [
+      MachineTokens.Rtas,
+      pluginView(rtas, {
+        register: (callName, handler, options = {}) =>
+          rtas.register(callName, handler, { ...options, owner: options.owner ?? name }),
+      }),
+    ],
+    [
+      MachineTokens.Vmstate,
+      pluginView(vmstate, {
+        register: (description, instanceId, opaque, owner = name) => {
+          const sectionName = (description as { name?: unknown } | null)?.name;
+          const existing =
+            typeof sectionName === 'string' && Number.isInteger(instanceId)
+              ? vmstate.find(sectionName, instanceId)
+              : undefined;
+          if (existing) {
+            throw new PluginError(
+              owner,
+              'conflict',
+              `plugin "${owner}" registers vmstate section "${sectionName}" instance 0x${instanceId.toString(16)}, ` +
+                `which plugin "${existing.owner}" already registered; give each section a unique name or instance id`,
+            );
+          }
+          return vmstate.register(description, instanceId, opaque, owner);
+        },
+      }),
+    ],
+    [
+      MachineTokens.Devices,
+      pluginView(devices, { add: (device, owner = name) => devices.add(device, owner) }),
+    ],
+  ]);
+  const get = <T>(key: Token<T>): T => (views.has(key) ? (views.get(key) as T) : machine.get(key));
   return {
+    plugin: name,
+    description: machine.description,
+    // A factory builds its service with this plugin's view of the registries, as register() would.
+    provide: (key, provider) =>
+      machine.provide(
+        key,
+        provider !== null && typeof provider === 'object' && 'useFactory' in provider
+          ? { useFactory: () => provider.useFactory(get) }
+          : provider,
+      ),
+    get,
     machine,
     container: machine.container,
-    plugin: name,
-    hypercalls: pluginView(hypercalls, {
-      register: (opcode, hcallName, handler, owner = name) =>
-        hypercalls.register(opcode, hcallName, handler, owner),
-    }),
-    rtas: pluginView(rtas, {
-      register: (callName, handler, options = {}) =>
-        rtas.register(callName, handler, { ...options, owner: options.owner ?? name }),
-    }),
-    vmstate: pluginView(vmstate, {
-      register: (description, instanceId, opaque, owner = name) => {
-        const sectionName = (description as { name?: unknown } | null)?.name;
-        const existing =
-          typeof sectionName === 'string' && Number.isInteger(instanceId)
-            ? vmstate.find(sectionName, instanceId)
-            : undefined;
-        if (existing) {
-          throw new PluginError(
-            owner,
-            'conflict',
-            `plugin "${owner}" registers vmstate section "${sectionName}" instance 0x${instanceId.toString(16)}, ` +
-              `which plugin "${existing.owner}" already registered; give each section a unique name or instance id`,
-          );
-        }
-        return vmstate.register(description, instanceId, opaque, owner);
-      },
-    }),
+    hypercalls: get(MachineTokens.Hypercalls),
+    rtas: get(MachineTokens.Rtas),
+    vmstate: get(MachineTokens.Vmstate),
     trace: machine.trace,
     events: machine.events,
     deviceTree: machine.deviceTree,
-    devices: pluginView(devices, { add: (device, owner = name) => devices.add(device, owner) }),
-    description: machine.description,
+    devices: get(MachineTokens.Devices),
     memory: { system: machine.systemMemory, ram: machine.ram, addressSpace: machine.memory },
   };
 }

@@ -1,6 +1,5 @@
 import { MAX_RAM_SIZE } from '@ddw/memory';
 import * as z from 'zod';
-import { injectable } from './di.js';
 import { ConfigError, type ConfigIssue, PluginError } from './errors.js';
 
 /**
@@ -210,7 +209,6 @@ export interface DescriptionSection {
  * The top-level sections plugins add to the description. A section schema sees `undefined` when
  * the document leaves the section out, so make it `.optional()` or give it a `.default()`.
  */
-@injectable()
 export class DescriptionSchemaRegistry {
   private readonly sectionMap = new Map<string, DescriptionSection>();
 

@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import {
   type DependencyContainer,
   inject,
+  instanceCachingFactory,
   Lifecycle,
   container as rootContainer,
   injectable as tsyringeInjectable,
@@ -93,27 +94,76 @@ export function assertAllParametersInjected(cls: Constructor): void {
   }
 }
 
-/** Puts an existing value in a machine's container under `key`. */
-export function provideValue<T>(machineContainer: DependencyContainer, key: Token<T>, value: T): void {
-  machineContainer.register<T>(key, { useValue: value });
-}
+/** Looks a service up by token: what a factory gets to build its service from others. */
+export type ServiceGetter = <T>(key: Token<T>) => T;
 
 /**
- * Makes `key` resolve to one instance of `cls` per machine container (built on first resolve).
- * tsyringe's Singleton lifecycle is scoped to the container it is registered in, so registering
- * in the machine's child container keeps the instance per machine.
+ * How a token's service is made, once per machine: a class the container constructs (every
+ * constructor parameter `@inject(TOKEN)`), a factory given the other services, or a value that
+ * exists already.
  */
+export type Provider<T> =
+  | { readonly useClass: Constructor<T> }
+  | { readonly useFactory: (get: ServiceGetter) => T }
+  | { readonly useValue: T };
+
+/**
+ * Registers `key`'s service in a machine's container. A later registration of the same token
+ * replaces the earlier one: that is how a plugin swaps a service (its own host IOMMU backend, its
+ * own guest model) for the one another plugin provides. Classes and factories are built on first
+ * resolve and kept (tsyringe scopes a Singleton to the container it is registered in).
+ */
+export function provide<T>(
+  machineContainer: DependencyContainer,
+  key: Token<T>,
+  provider: Provider<T>,
+): void {
+  if (provider === null || typeof provider !== 'object') {
+    throw new DdwError(
+      'DI',
+      `the provider for ${String(key.description)} is ${provider === null ? 'null' : typeof provider}; pass { useClass }, { useFactory } or { useValue }`,
+    );
+  }
+  if ('useClass' in provider) {
+    assertAllParametersInjected(provider.useClass);
+    machineContainer.register<T>(
+      key,
+      { useClass: provider.useClass as unknown as new (...args: unknown[]) => T },
+      { lifecycle: Lifecycle.Singleton },
+    );
+    constructedByContainer.add(provider.useClass);
+  } else if ('useFactory' in provider) {
+    const factory = provider.useFactory;
+    machineContainer.register<T>(key, {
+      useFactory: instanceCachingFactory((c) => factory((k) => resolve(c, k))),
+    });
+  } else if ('useValue' in provider) {
+    machineContainer.register<T>(key, { useValue: provider.useValue });
+  } else {
+    throw new DdwError(
+      'DI',
+      `the provider for ${String(key.description)} has none of useClass, useFactory, useValue`,
+    );
+  }
+}
+
+const constructedByContainer = new Set<Constructor>();
+
+/** Classes some machine container was told to construct (`provide(..., { useClass })`), for guard tests. */
+export function classesProvidedToContainers(): ReadonlySet<Constructor> {
+  return constructedByContainer;
+}
+
+// TRANSITION (removed once every plugin provides through its context): the two old helpers.
+export function provideValue<T>(machineContainer: DependencyContainer, key: Token<T>, value: T): void {
+  provide(machineContainer, key, { useValue: value });
+}
 export function provideClass<T>(
   machineContainer: DependencyContainer,
   key: Token<T>,
   cls: Constructor<T>,
 ): void {
-  assertAllParametersInjected(cls);
-  machineContainer.register<T>(
-    key,
-    { useClass: cls as unknown as new (...args: unknown[]) => T },
-    { lifecycle: Lifecycle.Singleton },
-  );
+  provide(machineContainer, key, { useClass: cls });
 }
 
 /** Resolves `key`, with the type the token carries. */

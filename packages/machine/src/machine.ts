@@ -1,8 +1,15 @@
 import { AddressSpace, ContainerRegion, type MtreeOptions, mtree, RamRegion, UINT64_SPAN } from '@ddw/memory';
-import type { DependencyContainer } from 'tsyringe';
+import { AddressSpaceList } from './address-spaces.js';
 import type { MachineDescription } from './description.js';
 import { DeviceTree } from './devicetree.js';
-import { createMachineContainer } from './di.js';
+import {
+  createMachineContainer,
+  type DependencyContainer,
+  type Provider,
+  provide,
+  resolve,
+  type Token,
+} from './di.js';
 import { DdwError, InvalidArgumentError } from './errors.js';
 import { MachineEventBus } from './events.js';
 import { GuestPort } from './guest-port.js';
@@ -11,8 +18,8 @@ import { DeviceRegistry } from './lifecycle.js';
 import { H_RTAS } from './papr.js';
 import { RtasRegistry } from './rtas.js';
 import { MachineTokens } from './tokens.js';
-import { TraceBus } from './trace.js';
-import { registerRamVmstate, VmstateRegistry } from './vmstate.js';
+import { TraceBus } from './trace/index.js';
+import { registerRamVmstate, VmstateRegistry } from './vmstate/index.js';
 
 export type MachineState = 'registering' | 'realized' | 'running' | 'unrealized' | 'disposed';
 
@@ -26,27 +33,18 @@ export interface MachineInit {
 }
 
 /**
- * One machine: its DI container, guest memory, the registries plugins contribute to, its devices
- * and the guest port. Built by MachineBuilder; plugins see it through their PluginContext.
+ * One machine: the assembly of its services. Every service (guest memory, the hypercall and RTAS
+ * tables, the trace bus, the devices, and what plugins add) is registered against a token in the
+ * machine's own DI container and built by it; `get(token)` is how anything outside a service
+ * reaches one. Built by MachineBuilder, which lets each plugin provide its services and then
+ * resolves them (assemble) before realizing the devices.
  */
 export class Machine {
-  readonly container: DependencyContainer;
-  readonly systemMemory: ContainerRegion;
-  readonly ram: RamRegion;
-  /** Guest physical memory ("memory"). */
-  readonly memory: AddressSpace;
-  readonly hypercalls: HypercallRegistry;
-  readonly rtas: RtasRegistry;
-  /** Migration sections (vmstate): what saveSnapshot writes and loadSnapshot reads back. */
-  readonly vmstate: VmstateRegistry;
-  readonly trace: TraceBus;
-  readonly events: MachineEventBus;
-  readonly deviceTree: DeviceTree;
-  readonly devices: DeviceRegistry;
+  readonly #container: DependencyContainer;
+  /** Tokens plugins provided, in order: what assemble() builds. */
+  readonly #provided: Token<unknown>[] = [];
   readonly description: MachineInit['description'];
-  readonly guest: GuestPort;
   #state: MachineState = 'registering';
-  readonly #addressSpaces: AddressSpace[] = [];
   /** Disconnects the registries from the trace bus's recorders. */
   readonly #disconnectTrace: () => void;
 
@@ -59,55 +57,135 @@ export class Machine {
       );
     }
     this.description = init.description;
-    this.container = createMachineContainer();
-    this.events = new MachineEventBus();
-    this.trace = init.trace ?? new TraceBus();
-    this.systemMemory = new ContainerRegion('system', UINT64_SPAN);
-    this.ram = new RamRegion(init.ramRegionName ?? 'ram', init.description.ram);
-    this.systemMemory.addSubregion(0n, this.ram);
-    this.memory = this.addAddressSpace(new AddressSpace(this.systemMemory, 'memory'));
-    this.hypercalls = new HypercallRegistry({
-      onUnknown: (opcode) =>
-        this.events.guestError('hcall', `unknown hypercall opcode 0x${opcode.toString(16)}`),
-      onHandlerError: (opcode, name, error) =>
-        this.events.guestError(
-          'hcall',
-          `model error in ${name} (0x${opcode.toString(16)}): ${String(error)}`,
-        ),
+    const c = createMachineContainer();
+    this.#container = c;
+    const T = MachineTokens;
+    provide(c, T.Machine, { useValue: this });
+    provide(c, T.Description, { useValue: this.description });
+    provide(c, T.Events, { useClass: MachineEventBus });
+    provide(c, T.Trace, init.trace ? { useValue: init.trace } : { useClass: TraceBus });
+    provide(c, T.GuestRam, {
+      useFactory: () => new RamRegion(init.ramRegionName ?? 'ram', init.description.ram),
     });
-    this.rtas = new RtasRegistry({
-      onUnknown: (token) => this.events.guestError('rtas', `unknown RTAS token 0x${token.toString(16)}`),
-      onHandlerError: (token, name, error) =>
-        this.events.guestError('rtas', `model error in ${name} (0x${token.toString(16)}): ${String(error)}`),
+    provide(c, T.SystemMemory, {
+      useFactory: (get) => {
+        const system = new ContainerRegion('system', UINT64_SPAN);
+        system.addSubregion(0n, get(T.GuestRam));
+        return system;
+      },
     });
-    this.#disconnectTrace = this.trace.connectCalls(this.hypercalls, this.rtas);
-    this.vmstate = new VmstateRegistry();
-    registerRamVmstate(this.vmstate, this.ram);
-    this.deviceTree = new DeviceTree();
-    this.deviceTree.addNode('/rtas');
-    this.devices = new DeviceRegistry(this.events);
+    provide(c, T.AddressSpaces, { useClass: AddressSpaceList });
+    provide(c, T.SystemAddressSpace, {
+      useFactory: (get) => get(T.AddressSpaces).add(new AddressSpace(get(T.SystemMemory), 'memory')),
+    });
+    provide(c, T.Hypercalls, { useClass: HypercallRegistry });
+    provide(c, T.Rtas, { useClass: RtasRegistry });
+    provide(c, T.Vmstate, {
+      useFactory: (get) => {
+        const vmstate = new VmstateRegistry();
+        registerRamVmstate(vmstate, get(T.GuestRam));
+        return vmstate;
+      },
+    });
+    provide(c, T.DeviceTree, { useClass: DeviceTree });
+    provide(c, T.Devices, { useClass: DeviceRegistry });
+    provide(c, T.GuestPort, { useClass: GuestPort });
 
-    const c = this.container;
-    c.register(MachineTokens.Machine, { useValue: this });
-    c.register(MachineTokens.SystemMemory, { useValue: this.systemMemory });
-    c.register(MachineTokens.GuestRam, { useValue: this.ram });
-    c.register(MachineTokens.SystemAddressSpace, { useValue: this.memory });
-    c.register(MachineTokens.Hypercalls, { useValue: this.hypercalls });
-    c.register(MachineTokens.Rtas, { useValue: this.rtas });
-    c.register(MachineTokens.Trace, { useValue: this.trace });
-    c.register(MachineTokens.Events, { useValue: this.events });
-    c.register(MachineTokens.DeviceTree, { useValue: this.deviceTree });
-    c.register(MachineTokens.Devices, { useValue: this.devices });
-    c.register(MachineTokens.Description, { useValue: this.description });
-    this.guest = c.resolve(GuestPort);
-    c.register(MachineTokens.GuestPort, { useValue: this.guest });
-
-    this.hypercalls.register(
+    // What the machine's own services need from each other beyond their constructors.
+    const events = this.get(T.Events);
+    const hypercalls = this.get(T.Hypercalls);
+    const rtas = this.get(T.Rtas);
+    hypercalls.onUnknown = (opcode) =>
+      events.guestError('hcall', `unknown hypercall opcode 0x${opcode.toString(16)}`);
+    hypercalls.onHandlerError = (opcode, name, error) =>
+      events.guestError('hcall', `model error in ${name} (0x${opcode.toString(16)}): ${String(error)}`);
+    rtas.onUnknown = (token) => events.guestError('rtas', `unknown RTAS token 0x${token.toString(16)}`);
+    rtas.onHandlerError = (token, name, error) =>
+      events.guestError('rtas', `model error in ${name} (0x${token.toString(16)}): ${String(error)}`);
+    this.#disconnectTrace = this.get(T.Trace).connectCalls(hypercalls, rtas);
+    this.get(T.DeviceTree).addNode('/rtas');
+    const memory = this.get(T.SystemAddressSpace);
+    hypercalls.register(
       H_RTAS,
       'H_RTAS',
-      ([r3 = 0n]) => ({ ret: GuestPort.serveRtas(this.memory, this.rtas, r3) }),
+      ([r3 = 0n]) => ({ ret: GuestPort.serveRtas(memory, rtas, r3) }),
       '@ddw/machine',
     );
+  }
+
+  /**
+   * The service registered for `key` (built on first use, once per machine). Throws a DdwError
+   * naming the token when no plugin provides it.
+   */
+  get<T>(key: Token<T>): T {
+    return resolve(this.#container, key);
+  }
+
+  /**
+   * Registers `key`'s service (see `provide` in the DI facade): what a plugin's `ctx.provide`
+   * does. A later registration of the same token replaces the earlier one until assemble().
+   */
+  provide<T>(key: Token<T>, provider: Provider<T>): void {
+    this.expectState('registering', 'provide a service to');
+    provide(this.#container, key, provider);
+    if (!this.#provided.includes(key)) this.#provided.push(key);
+  }
+
+  /**
+   * Builds every service the plugins provided, in the order first provided: a service's
+   * constructor or factory is where it joins the machine (registers its hypercalls, adds its
+   * devices). Run once, after every plugin registered and before realize.
+   */
+  assemble(): void {
+    this.expectState('registering', 'assemble');
+    for (const key of this.#provided) this.get(key);
+  }
+
+  /** The guest's side of the machine: `get(MachineTokens.GuestPort)`. */
+  get guest(): GuestPort {
+    return this.get(MachineTokens.GuestPort);
+  }
+
+  /** Guest physical memory ("memory"): `get(MachineTokens.SystemAddressSpace)`. */
+  get memory(): AddressSpace {
+    return this.get(MachineTokens.SystemAddressSpace);
+  }
+
+  /** The trace bus: `get(MachineTokens.Trace)`. */
+  get trace(): TraceBus {
+    return this.get(MachineTokens.Trace);
+  }
+
+  // TRANSITION: shorthands removed once their users reach the services by token.
+  get container(): DependencyContainer {
+    return this.#container;
+  }
+  get systemMemory(): ContainerRegion {
+    return this.get(MachineTokens.SystemMemory);
+  }
+  get ram(): RamRegion {
+    return this.get(MachineTokens.GuestRam);
+  }
+  get hypercalls(): HypercallRegistry {
+    return this.get(MachineTokens.Hypercalls);
+  }
+  get rtas(): RtasRegistry {
+    return this.get(MachineTokens.Rtas);
+  }
+  get vmstate(): VmstateRegistry {
+    return this.get(MachineTokens.Vmstate);
+  }
+  get events(): MachineEventBus {
+    return this.get(MachineTokens.Events);
+  }
+  get deviceTree(): DeviceTree {
+    return this.get(MachineTokens.DeviceTree);
+  }
+  get devices(): DeviceRegistry {
+    return this.get(MachineTokens.Devices);
+  }
+  addAddressSpace(as: AddressSpace): AddressSpace {
+    return this.get(MachineTokens.AddressSpaces).add(as);
   }
 
   get state(): MachineState {
@@ -116,18 +194,7 @@ export class Machine {
 
   /** Address spaces shown by mtree(): guest memory first, then whatever plugins add. */
   get addressSpaces(): readonly AddressSpace[] {
-    return this.#addressSpaces;
-  }
-
-  addAddressSpace(as: AddressSpace): AddressSpace {
-    if (!(as instanceof AddressSpace)) {
-      throw new InvalidArgumentError(
-        'Machine.addAddressSpace(as)',
-        "as must be an AddressSpace from @ddw/memory, e.g. a PHB's DMA address space",
-      );
-    }
-    if (!this.#addressSpaces.includes(as)) this.#addressSpaces.push(as);
-    return as;
+    return this.get(MachineTokens.AddressSpaces).list;
   }
 
   /**
@@ -166,13 +233,12 @@ export class Machine {
     this.events.lifecycle('unrealize');
   }
 
-  /** Releases everything: devices, address spaces and the DI container. Idempotent. */
+  /** Releases everything: devices, address spaces, listeners. Idempotent. */
   dispose(): void {
     if (this.#state === 'disposed') return;
     this.unrealize();
     this.devices.disposeAll();
-    for (const as of [...this.#addressSpaces].reverse()) as.destroy();
-    this.container.clearInstances();
+    this.get(MachineTokens.AddressSpaces).destroyAll();
     this.#disconnectTrace();
     this.#state = 'disposed';
     this.events.lifecycle('dispose');
@@ -181,7 +247,7 @@ export class Machine {
 
   /** QEMU's `info mtree` (or `-f`) over this machine's address spaces. */
   mtree(options: MtreeOptions = {}): string {
-    return mtree(this.#addressSpaces, options);
+    return mtree(this.addressSpaces, options);
   }
 
   private publishRtasTokens(): void {

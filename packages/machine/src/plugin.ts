@@ -2,37 +2,46 @@ import type { AddressSpace, ContainerRegion, RamRegion } from '@ddw/memory';
 import type { ZodType } from 'zod';
 import type { MachineDescription } from './description.js';
 import type { DeviceTree } from './devicetree.js';
-import type { DependencyContainer } from './di.js';
+import type { DependencyContainer, Provider, Token } from './di.js';
 import { InvalidArgumentError, PluginError } from './errors.js';
 import type { MachineEventBus } from './events.js';
 import type { HypercallRegistry } from './hcall.js';
 import type { DeviceRegistry } from './lifecycle.js';
 import type { Machine } from './machine.js';
 import type { RtasRegistry } from './rtas.js';
-import type { TraceBus } from './trace.js';
-import type { VmstateRegistry } from './vmstate.js';
+import type { TraceBus } from './trace/index.js';
+import type { VmstateRegistry } from './vmstate/index.js';
 
 /**
- * What a plugin gets in register(): the machine, its container and its contribution points. An
- * interface so packages can widen it by declaration merging.
+ * What a plugin gets in register(): its name, the validated description, and the machine's
+ * services by token. A plugin provides its services (`provide(token, { useClass | useFactory |
+ * useValue })`); the machine builds them once every plugin has registered, so a service reaches
+ * another by `@inject(token)` in its constructor (or `get` in its factory), whatever the order of
+ * the plugins. Providing a token another plugin provided replaces that service.
  */
 export interface PluginContext {
-  readonly machine: Machine;
-  /** The machine's own DI container (a child of the root; never the global one). */
-  readonly container: DependencyContainer;
   /** The name of the plugin being registered, for `owner` arguments and messages. */
   readonly plugin: string;
+  /** The validated machine description: the base keys and every plugin's section. */
+  readonly description: MachineDescription;
+  /** Registers `key`'s service for this machine. */
+  provide<T>(key: Token<T>, provider: Provider<T>): void;
+  /**
+   * The service of `key`, built now if it was not yet (prefer a factory's `get`, which waits for
+   * every plugin's registrations). The machine's registries come as this plugin's view: what it
+   * registers there is owned by it, so a clash names it.
+   */
+  get<T>(key: Token<T>): T;
+  // TRANSITION: the fields below go once every plugin reaches services by token.
+  readonly machine: Machine;
+  readonly container: DependencyContainer;
   readonly hypercalls: HypercallRegistry;
   readonly rtas: RtasRegistry;
-  /** Migration sections: register what a snapshot must carry (`vmstate.register(description, id, opaque)`). */
   readonly vmstate: VmstateRegistry;
   readonly trace: TraceBus;
   readonly events: MachineEventBus;
   readonly deviceTree: DeviceTree;
   readonly devices: DeviceRegistry;
-  /** The validated machine description: the base keys and every plugin's section. */
-  readonly description: MachineDescription;
-  /** Guest physical memory: its root region, the RAM region and the address space over them. */
   readonly memory: {
     readonly system: ContainerRegion;
     readonly ram: RamRegion;

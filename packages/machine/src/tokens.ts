@@ -1,4 +1,5 @@
 import type { AddressSpace, ContainerRegion, RamRegion } from '@ddw/memory';
+import type { AddressSpaceList } from './address-spaces.js';
 import type { DeviceTree } from './devicetree.js';
 import { token } from './di.js';
 import type { MachineEventBus } from './events.js';
@@ -7,11 +8,13 @@ import type { HypercallRegistry } from './hcall.js';
 import type { DeviceRegistry } from './lifecycle.js';
 import type { Machine } from './machine.js';
 import type { RtasRegistry } from './rtas.js';
-import type { TraceBus } from './trace.js';
+import type { TraceBus } from './trace/index.js';
+import type { VmstateRegistry } from './vmstate.js';
 
 /**
- * What every machine container holds, by token. Plugins add their own tokens under their package
- * name (`token('spapr-iommu', 'TceTables')`).
+ * The services every machine holds, by token: the only way to reach one (`machine.get(token)`,
+ * `ctx.get(token)` in a plugin, `@inject(token)` in a service's constructor). Plugins add their
+ * own under their package name (`token('spapr-iommu', 'Tables')`).
  */
 export const MachineTokens = {
   Machine: token<Machine>('machine', 'Machine'),
@@ -21,6 +24,10 @@ export const MachineTokens = {
   GuestRam: token<RamRegion>('machine', 'GuestRam'),
   /** Guest physical memory as an address space ("memory"). */
   SystemAddressSpace: token<AddressSpace>('machine', 'SystemAddressSpace'),
+  /** The address spaces `info mtree` shows: guest memory, then what plugins add (a PHB's DMA space). */
+  AddressSpaces: token<AddressSpaceList>('machine', 'AddressSpaces'),
+  /** Migration sections: what a snapshot carries. */
+  Vmstate: token<VmstateRegistry>('machine', 'Vmstate'),
   Hypercalls: token<HypercallRegistry>('machine', 'Hypercalls'),
   Rtas: token<RtasRegistry>('machine', 'Rtas'),
   Trace: token<TraceBus>('machine', 'Trace'),

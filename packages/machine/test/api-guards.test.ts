@@ -8,13 +8,13 @@ import {
   InvalidArgumentError,
   Machine,
   MachineBuilder,
-  orderPlugins,
   type Plugin,
   type PluginContext,
   PluginError,
   VMState,
   type VMStateDescription,
 } from '../src/index.js';
+import { orderPlugins } from '../src/plugin.js';
 
 const machines: Machine[] = [];
 afterEach(() => {

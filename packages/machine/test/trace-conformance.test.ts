@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { type ParsedTraceLine, parseTraceLine, type TraceArg, TraceBus } from '../src/trace.js';
+import { type ParsedTraceLine, parseTraceLine, type TraceArg, TraceBus } from '../src/trace/index.js';
 
 // The declarations exactly as QEMU 7.2's hw/ppc/trace-events has them (reference section 8.1).
 const HW_PPC_TRACE_EVENTS = `

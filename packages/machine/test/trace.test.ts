@@ -10,7 +10,7 @@ import {
   type TraceArg,
   TraceBus,
   type TraceRecord,
-} from '../src/trace.js';
+} from '../src/trace/index.js';
 
 const PUT =
   'spapr_iommu_put(uint64_t liobn, uint64_t ioba, uint64_t tce, uint64_t ret) "liobn=0x%"PRIx64" ioba=0x%"PRIx64" tce=0x%"PRIx64" ret=%"PRId64';

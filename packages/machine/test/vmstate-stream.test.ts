@@ -1,17 +1,14 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  crc32,
   createMachine,
   loadSnapshot,
   type Machine,
   SNAPSHOT_FORMAT_VERSION,
-  SNAPSHOT_WRITE_BUFFER,
   SnapshotError,
   type SnapshotSource,
   saveSnapshot,
   snapshotInfo,
-  VARRAY_BLOCK_ELEMENTS,
   type VarraySource,
   type VarrayView,
   VMState,
@@ -19,9 +16,10 @@ import {
   type VMStateLoaded,
   writeSnapshot,
 } from '../src/index.js';
-import { crc32Table, nativeCrc32 } from '../src/vmstate/crc.js';
+import { crc32, crc32Table, nativeCrc32 } from '../src/vmstate/crc.js';
 import { encodeTrailer, parseV2 } from '../src/vmstate/format-v2.js';
-import { SNAPSHOT_READ_PIECE, SourceReader } from '../src/vmstate/streams.js';
+import { SNAPSHOT_READ_PIECE, SNAPSHOT_WRITE_BUFFER, SourceReader } from '../src/vmstate/streams.js';
+import { VARRAY_BLOCK_ELEMENTS } from '../src/vmstate/varray/format.js';
 import { layout, writeV2 } from './support/snapshot-layout.js';
 
 /** Format version 2: streamed to a sink, read from a source, every byte checked. */

@@ -9,12 +9,12 @@ import {
   type SnapshotSource,
   saveSnapshot,
   snapshotInfo,
-  VARRAY_BLOCK_ELEMENTS,
   type VarrayView,
   VMState,
   type VMStateDescription,
   type VMStateLoaded,
 } from '../src/index.js';
+import { VARRAY_BLOCK_ELEMENTS } from '../src/vmstate/varray/format.js';
 import { layout, reseal } from './support/snapshot-layout.js';
 
 /**

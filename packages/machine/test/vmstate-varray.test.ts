@@ -7,7 +7,6 @@ import {
   SnapshotError,
   saveSnapshot,
   snapshotInfo,
-  VARRAY_BLOCK_ELEMENTS,
   type VarraySource,
   type VarrayView,
   VMState,
@@ -15,6 +14,7 @@ import {
   type VMStateElementType,
   type VMStateLoaded,
 } from '../src/index.js';
+import { VARRAY_BLOCK_ELEMENTS } from '../src/vmstate/varray/format.js';
 import { reseal } from './support/snapshot-layout.js';
 
 /** Affine VARRAY blocks: sources with forEachRun, their encoding, and the loaded view's runs. */

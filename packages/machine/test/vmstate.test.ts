@@ -1,17 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  crc32,
   createMachine,
   loadSnapshot,
   type Machine,
   type Plugin,
   PluginError,
-  RAM_SNAPSHOT_CHUNK,
   SNAPSHOT_FORMAT_VERSION,
   SnapshotError,
   saveSnapshot,
   snapshotInfo,
-  VARRAY_BLOCK_ELEMENTS,
   VarrayView,
   VMState,
   type VMStateDescription,
@@ -19,6 +16,9 @@ import {
   VmstateRegistry,
   varrayOf,
 } from '../src/index.js';
+import { crc32 } from '../src/vmstate/crc.js';
+import { RAM_SNAPSHOT_CHUNK } from '../src/vmstate/ram.js';
+import { VARRAY_BLOCK_ELEMENTS } from '../src/vmstate/varray/format.js';
 import { layout, reseal } from './support/snapshot-layout.js';
 
 const machines: Machine[] = [];

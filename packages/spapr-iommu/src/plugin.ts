@@ -1,4 +1,4 @@
-import { ConfigError, type DeviceTree, definePlugin, provideValue, token } from '@ddw/machine';
+import { ConfigError, type DeviceTree, definePlugin, MachineTokens, token } from '@ddw/machine';
 import { registerTceHypercalls } from './hypercalls.js';
 import { MigratingTceTables } from './migration.js';
 import type { SpaprTceTables } from './tables.js';
@@ -24,20 +24,27 @@ export const spaprIommu = definePlugin((options: SpaprIommuOptions = {}) => ({
         'use 3 (QEMU 7.1+) or 2 (QEMU 2.7 to 7.0)',
       );
     }
-    // Each table registers its "spapr_iommu" migration section (instance id = LIOBN) when created.
-    const tables: SpaprTceTables = new MigratingTceTables(
-      ctx.memory.addressSpace,
-      new SpaprIommuTraces(ctx.trace),
-      ctx.events,
-      options.accel === 'kvm',
-      ctx.vmstate,
-      migrationVersion,
-      ctx.plugin,
-    );
-    provideValue(ctx.container, SpaprIommuTokens.Tables, tables);
     const multiTce = options.multiTce ?? true;
-    registerTceHypercalls(ctx.hypercalls, tables, ctx.memory.addressSpace, ctx.plugin, { multiTce });
-    if (multiTce) addHypertasFunction(ctx.deviceTree, 'hcall-multi-tce');
+    const owner = ctx.plugin;
+    // The tables and their hypercalls are one service: each table registers its "spapr_iommu"
+    // migration section (instance id = LIOBN) when created.
+    ctx.provide(SpaprIommuTokens.Tables, {
+      useFactory: (get) => {
+        const guestMemory = get(MachineTokens.SystemAddressSpace);
+        const tables = new MigratingTceTables(
+          guestMemory,
+          new SpaprIommuTraces(get(MachineTokens.Trace)),
+          get(MachineTokens.Events),
+          options.accel === 'kvm',
+          get(MachineTokens.Vmstate),
+          migrationVersion,
+          owner,
+        );
+        registerTceHypercalls(get(MachineTokens.Hypercalls), tables, guestMemory, owner, { multiTce });
+        if (multiTce) addHypertasFunction(get(MachineTokens.DeviceTree), 'hcall-multi-tce');
+        return tables;
+      },
+    });
   },
 }));
 

@@ -1,2 +1,2 @@
-export { vfioPrereg } from './plugin.js';
+export { type PreregListenerFactory, VfioPreregTokens, vfioPrereg } from './plugin.js';
 export { type PreregTraces, preregListener } from './prereg.js';

@@ -4,7 +4,8 @@ import { messageOf } from '../errors.js';
 import type { VMStateField, VMStateScalarType } from './description.js';
 import { describe, Malformed } from './errors.js';
 import type { ByteReader, StreamWriter } from './streams.js';
-import { getVarray, putVarray } from './varray.js';
+import { getVarray } from './varray/decode.js';
+import { putVarray } from './varray/encode.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 

@@ -1,8 +1,8 @@
 // What both file formats share: the preamble, the stream markers, the JSON index (a version 1
 // file's "header") and the machine identity it carries.
 
+import type { MachineDescription } from '../description.js';
 import { messageOf } from '../errors.js';
-import type { Machine } from '../machine.js';
 import { headerError } from './errors.js';
 import { NAME_PATTERN } from './registry.js';
 
@@ -52,8 +52,10 @@ export interface ParsedFile {
   sections: IndexSection[];
 }
 
-export function machineIdentity(machine: Machine): SnapshotInfo['machine'] {
-  const d = machine.description;
+/** The description fields a snapshot identifies its machine by. */
+export type IdentifyingDescription = Pick<MachineDescription, 'type' | 'ram' | 'maxmem'>;
+
+export function machineIdentity(d: IdentifyingDescription): SnapshotInfo['machine'] {
   return { type: d.type ?? null, ram: d.ram, maxmem: d.maxmem ?? null };
 }
 
@@ -61,9 +63,11 @@ export function hexOrNull(v: bigint | null): string | null {
   return v === null ? null : `0x${v.toString(16)}`;
 }
 
-/** The JSON index of `machine` with `sections` (each { name, instanceId, version, size, crc }). */
-export function encodeIndex(machine: Machine, sections: readonly Record<string, unknown>[]): Uint8Array {
-  const identity = machineIdentity(machine);
+/** The JSON index of a machine's identity with `sections` (each { name, instanceId, version, size, crc }). */
+export function encodeIndex(
+  identity: SnapshotInfo['machine'],
+  sections: readonly Record<string, unknown>[],
+): Uint8Array {
   return new TextEncoder().encode(
     JSON.stringify({
       machine: { type: identity.type, ram: hexOrNull(identity.ram), maxmem: hexOrNull(identity.maxmem) },

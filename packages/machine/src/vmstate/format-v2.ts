@@ -1,4 +1,4 @@
-// The version 2 file: streamed, its index after the payload (see the module comment of vmstate.ts).
+// The version 2 file: streamed, its index after the payload (see the module comment of vmstate/index.ts).
 
 import { crc32 } from './crc.js';
 import { headerError } from './errors.js';

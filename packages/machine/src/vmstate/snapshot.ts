@@ -1,7 +1,6 @@
 // Saving and loading a machine: writeSnapshot / saveSnapshot, loadSnapshot, snapshotInfo.
 
 import { DdwError, messageOf } from '../errors.js';
-import type { Machine } from '../machine.js';
 import { crc32 } from './crc.js';
 import type { VMStateLoaded } from './description.js';
 import { asSnapshotError, headerError, Malformed, PassThrough, SnapshotError } from './errors.js';
@@ -9,6 +8,7 @@ import { getFields, putFields } from './fields.js';
 import {
   encodeIndex,
   hexOrNull,
+  type IdentifyingDescription,
   type IndexSection,
   MAGIC,
   machineIdentity,
@@ -22,7 +22,7 @@ import {
 } from './file.js';
 import { parseV1 } from './format-v1.js';
 import { encodeTrailer, parseV2, V2_MIN_BYTES } from './format-v2.js';
-import type { VMStateSection } from './registry.js';
+import type { VMStateSection, VmstateRegistry } from './registry.js';
 import {
   ByteReader,
   SNAPSHOT_READ_PIECE,
@@ -32,12 +32,23 @@ import {
   StreamWriter,
 } from './streams.js';
 
+/**
+ * What saving and loading need of a machine (a Machine is one): its lifecycle state, as only a
+ * realized or running machine is saved or loaded, the description fields a snapshot identifies
+ * it by, and its vmstate sections.
+ */
+export interface SnapshotMachine {
+  readonly state: string;
+  readonly description: IdentifyingDescription;
+  readonly vmstate: VmstateRegistry;
+}
+
 /** The layout version of the files writeSnapshot writes; loadSnapshot also reads version 1. */
 export const SNAPSHOT_FORMAT_VERSION = 2;
 /** The format versions loadSnapshot and snapshotInfo read. */
 export const SNAPSHOT_FORMAT_VERSIONS_READ: readonly number[] = [1, 2];
 
-function expectLive(machine: Machine, action: string): void {
+function expectLive(machine: SnapshotMachine, action: string): void {
   if (machine.state !== 'realized' && machine.state !== 'running') {
     throw new DdwError('MACHINE_STATE', `cannot ${action} a machine that is ${machine.state}`);
   }
@@ -48,7 +59,7 @@ function unwrap(error: unknown): unknown {
   return error instanceof PassThrough ? error.error : error;
 }
 
-function write(machine: Machine, sink: SnapshotSink, sinkKeeps: boolean): { bytes: number } {
+function write(machine: SnapshotMachine, sink: SnapshotSink, sinkKeeps: boolean): { bytes: number } {
   expectLive(machine, 'save');
   const w = new StreamWriter(sink, sinkKeeps);
   try {
@@ -94,7 +105,7 @@ function write(machine: Machine, sink: SnapshotSink, sinkKeeps: boolean): { byte
     }
     w.u8(QEMU_VM_EOF);
     const indexOffset = w.offset;
-    const indexBytes = encodeIndex(machine, index);
+    const indexBytes = encodeIndex(machineIdentity(machine.description), index);
     w.bytes(indexBytes);
     w.bytes(encodeTrailer(indexOffset, indexBytes.length, crc32(indexBytes)));
     w.flush(true);
@@ -111,12 +122,12 @@ function write(machine: Machine, sink: SnapshotSink, sinkKeeps: boolean): { byte
  * sink throws comes out as it was thrown; a section that cannot be saved is a SnapshotError. The
  * file loads into a machine built from the same description (loadSnapshot).
  */
-export function writeSnapshot(machine: Machine, sink: SnapshotSink): { bytes: number } {
+export function writeSnapshot(machine: SnapshotMachine, sink: SnapshotSink): { bytes: number } {
   return write(machine, sink, false);
 }
 
 /** Saves the machine into one Uint8Array (writeSnapshot, collected). */
-export function saveSnapshot(machine: Machine): Uint8Array {
+export function saveSnapshot(machine: SnapshotMachine): Uint8Array {
   const chunks: Uint8Array[] = [];
   // The writer gives this sink a new buffer after each chunk, so the chunks need no copy.
   const { bytes } = write(machine, { write: (chunk) => void chunks.push(chunk) }, true);
@@ -256,9 +267,9 @@ function decodeSection(
 }
 
 /** Everything a load checks, in order; nothing of the machine changes. */
-function planLoad(machine: Machine, src: SourceReader): PlannedSection[] {
+function planLoad(machine: SnapshotMachine, src: SourceReader): PlannedSection[] {
   const file = parseFile(src);
-  const mine = machineIdentity(machine);
+  const mine = machineIdentity(machine.description);
   if (file.machine.type !== mine.type)
     throw headerError(
       `the snapshot is of a ${JSON.stringify(file.machine.type)} machine, this one is ${JSON.stringify(mine.type)}`,
@@ -330,7 +341,7 @@ function planLoad(machine: Machine, src: SourceReader): PlannedSection[] {
  * every section decoded (a source is read one section at a time) and validated; only then do the
  * post_load hooks run, in section order. What a source throws comes out as it was thrown.
  */
-export function loadSnapshot(machine: Machine, from: Uint8Array | SnapshotSource): void {
+export function loadSnapshot(machine: SnapshotMachine, from: Uint8Array | SnapshotSource): void {
   expectLive(machine, 'load a snapshot into');
   let planned: PlannedSection[];
   try {

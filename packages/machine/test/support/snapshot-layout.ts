@@ -4,9 +4,9 @@
  * it), and a version 2 file turned into version 1 (the old writer's framing: preamble, header
  * length and CRC, the JSON header, then the same payload).
  *
- * Written from the format description (vmstate.ts), independently of the reader.
+ * Written from the format description (vmstate/index.ts), independently of the reader.
  */
-import { crc32 } from '../../src/index.js';
+import { crc32 } from '../../src/vmstate/crc.js';
 
 export interface IndexJson {
   machine: Record<string, unknown>;

@@ -33,7 +33,7 @@
  *
  * Format version 1 (ddw before streamed snapshots) is still read: "DDWS", u32 1, u32 header length,
  * u32 header CRC32, the same JSON (section sizes u32) as a header, then the payload; the same
- * sections, without affine VARRAY blocks (vmstate/format-v1.ts).
+ * sections, without affine VARRAY blocks (format-v1.ts).
  *
  * Fields: u8/u16/u32/u64 and their signed forms in their width, bool as one byte (0 or 1), custom
  * fields as their VMStateInfo writes them. A VARRAY_UINT32_ALLOC holds as many elements as its
@@ -51,12 +51,14 @@
  * touched chunks of the sparse backing, each as be64 (offset | 0x08) and its bytes, ended by be64
  * 0x10 (QEMU's RAM_SAVE_FLAG_PAGE / _EOS); version 1 wrote 64 KiB chunks the same way.
  *
- * The code is in vmstate/: crc (CRC32), errors, streams (the writer, the reader, sinks and
- * sources), description (what a section declares), registry, fields, varray, file (the index),
- * format-v1 and format-v2, snapshot (save, load, info) and ram.
+ * The code, in this folder: crc (CRC32), errors, streams (the writer, the reader, sinks and
+ * sources), description (what a section declares), registry, fields, file (the index), format-v1
+ * and format-v2, snapshot (save, load, info), ram, and varray/: format (the block layout), source
+ * (what a VARRAY is saved from), halves (64-bit arithmetic on halves), encode with its
+ * element-encoder and run-encoder, decode, view (the loaded VARRAY) and run-coalescer.
  */
 
-export { crc32 } from './vmstate/crc.js';
+export { crc32 } from './crc.js';
 export {
   VMState,
   type VMStateCustomField,
@@ -69,36 +71,33 @@ export {
   type VMStateScalarType,
   type VMStateSubsection,
   type VMStateVarrayField,
-} from './vmstate/description.js';
-export { SnapshotError } from './vmstate/errors.js';
-export type { SnapshotInfo } from './vmstate/file.js';
+} from './description.js';
+export { SnapshotError } from './errors.js';
+export type { SnapshotInfo } from './file.js';
 export {
   RAM_SNAPSHOT_CHUNK,
   RAM_VMSTATE,
   type RamImage,
   registerRamVmstate,
   SPARSE_RAM_INFO,
-} from './vmstate/ram.js';
-export { type VMStateSection, VmstateRegistry } from './vmstate/registry.js';
+} from './ram.js';
+export { type VMStateSection, VmstateRegistry } from './registry.js';
 export {
   loadSnapshot,
   SNAPSHOT_FORMAT_VERSION,
   SNAPSHOT_FORMAT_VERSIONS_READ,
+  type SnapshotMachine,
   saveSnapshot,
   snapshotInfo,
   writeSnapshot,
-} from './vmstate/snapshot.js';
+} from './snapshot.js';
 export {
   SNAPSHOT_WRITE_BUFFER,
   type SnapshotReader,
   type SnapshotSink,
   type SnapshotSource,
   type SnapshotWriter,
-} from './vmstate/streams.js';
-export {
-  VARRAY_BLOCK_ELEMENTS,
-  VARRAY_STRIDE_LIMIT,
-  type VarraySource,
-  VarrayView,
-  varrayOf,
-} from './vmstate/varray.js';
+} from './streams.js';
+export { VARRAY_BLOCK_ELEMENTS, VARRAY_STRIDE_LIMIT } from './varray/format.js';
+export { type VarraySource, varrayOf } from './varray/source.js';
+export { VarrayView } from './varray/view.js';
