@@ -6,7 +6,9 @@ import { FileError } from '@ddw/cli';
 import { ConfigError, type TraceBus } from '@ddw/machine';
 import { buildPseries, parseQemuArgs, type QemuVersion } from '@ddw/pseries';
 import { describe, expect, it } from 'vitest';
-import { Replayer, replayCommand, replayReportSchema } from '../packages/cli/src/replay.js';
+import { replayCommand } from '../packages/cli/src/replay.js';
+import { replayReportSchema } from '../packages/cli/src/replay-report.js';
+import { Replayer } from '../packages/cli/src/replayer.js';
 import { normalizeText, TraceComparer } from '../packages/cli/src/trace-diff.js';
 
 // Every public QEMU sample, with the options its README gives. n2 was recorded on -M pseries-3.1,

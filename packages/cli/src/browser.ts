@@ -35,7 +35,7 @@ export {
 export { answerRequests } from './help.js';
 export type { CommandIO } from './io.js';
 export { type MtreeRegion, type MtreeReport, mtreeReport } from './mtree-report.js';
-export { type ReplayCommandOptions, replaySource, type TraceSource } from './replay-core.js';
+export { type ReplayCommandOptions, replaySource, type TraceSource } from './replay-source.js';
 export { formatReport, pageName } from './report.js';
 export { buildConfigured, mappedEntries, negotiate, type RunReport, runResolved } from './run.js';
 export { createTimelineRecorder, type TimelineRecorder, timelineJson } from './timeline.js';

@@ -4,8 +4,8 @@ import { type MachineCommandLine, type MachineConfiguration, parseDescriptionTex
 import { readInputFile } from './files.js';
 
 // The configuration channel (configuration.ts, browser-safe) with DESCRIPTION.json read from disk:
-// the functions below are configuration.ts's, given this file reader.
-export * from './configuration.js';
+// the functions below are configuration.ts's, given this file reader. Everything else of the
+// channel (UsageError, the command-line types, refuseDdwFlags) is imported from configuration.ts.
 
 /** Reads and parses a description file; every failure is one line naming the file. */
 export function readDescriptionFile(file: string): unknown {

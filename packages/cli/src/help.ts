@@ -1,4 +1,5 @@
 import { resolve } from '@ddw/machine';
+import { PciTokens } from '@ddw/pci';
 import {
   buildPseries,
   DEFAULT_QEMU_VERSION,
@@ -8,7 +9,6 @@ import {
   type QemuArgs,
   type QemuVersion,
 } from '@ddw/pseries';
-import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { UsageError } from './configuration.js';
 import type { CommandIO } from './io.js';
 import { DDW_VERSION } from './version.js';
@@ -61,7 +61,7 @@ function bareMachine() {
 async function deviceHelp(request: true | string): Promise<string> {
   const machine = await bareMachine();
   try {
-    const drivers = resolve(machine.container, SpaprPciTokens.Drivers).list();
+    const drivers = resolve(machine.container, PciTokens.Drivers).list();
     if (request === true) {
       const rows = [
         [PHB_DRIVER, 'sPAPR PCI host bridge (index=N mandatory)'],

@@ -1,15 +1,11 @@
-export {
-  configureMachine,
-  type MachineCommandLine,
-  type MachineConfiguration,
-  readDescriptionFile,
-  UsageError,
-} from './configure.js';
+export { type MachineCommandLine, type MachineConfiguration, UsageError } from './configuration.js';
+export { configureMachine, readDescriptionFile } from './configure.js';
 export { FileError } from './files.js';
 export type { CommandIO } from './io.js';
 export { type MtreeReport, mtreeReport, mtreeReportSchema } from './mtree-report.js';
 export { createProgram, EXIT, runCli } from './program.js';
-export { defaultReplayPatterns, type ReplayResult, replayTrace, sameEvent } from './replay.js';
+export { defaultReplayPatterns } from './replay-events.js';
+export { type ReplayResult, replayTrace } from './replayer.js';
 export { formatReport } from './report.js';
 export {
   buildConfigured,
@@ -43,5 +39,5 @@ export {
   timelineJson,
   writeTimeline,
 } from './timeline.js';
-export { compareTraces, type TraceComparison } from './trace-diff.js';
+export { compareTraces, sameEvent, type TraceComparison } from './trace-diff.js';
 export { DDW_VERSION } from './version.js';

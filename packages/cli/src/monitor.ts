@@ -1,7 +1,8 @@
 import { LinuxGuest } from '@ddw/guest-linux';
 import { ConfigError, type Machine, resolve } from '@ddw/machine';
+import type { PciDevice } from '@ddw/pci';
 import { HotplugError, memoryHotplugOf, parseOptionList, parseQemuSize } from '@ddw/pseries';
-import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
+import { SpaprPciTokens } from '@ddw/spapr-pci';
 import type { CommandIO } from './io.js';
 import { nextTurn } from './turn.js';
 
@@ -458,8 +459,8 @@ function deviceDel(id: string, ctx: HmpContext, notes: string[]): undefined {
   const device = machine.devices.get(id);
   if (!device?.unrealize) throw new HotplugError(`Device '${id}' does not support hotplugging`);
   device.unrealize();
-  pci.phb.writeDeviceTree();
-  notes.push(`${id}: unplugged from ${pci.phb.busName}`);
+  phbs.find((phb) => phb.name === pci.bus.name)?.writeDeviceTree();
+  notes.push(`${id}: unplugged from ${pci.bus.name}`);
   return undefined;
 }
 

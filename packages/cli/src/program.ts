@@ -11,15 +11,12 @@ import {
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
-  configureMachine,
   type MachineCommandLine,
   type MachineConfiguration,
-  qemuOptionsOf,
-  readCommandLine,
   refuseDdwFlags,
   UsageError,
-  versionOf,
-} from './configure.js';
+} from './configuration.js';
+import { configureMachine, qemuOptionsOf, readCommandLine, versionOf } from './configure.js';
 import { readInputFile } from './files.js';
 import { answerRequests, versionText } from './help.js';
 import type { CommandIO } from './io.js';

@@ -1,8 +1,6 @@
 import type { CommandIO } from './io.js';
-import { type ReplayCommandOptions, replaySource } from './replay-core.js';
+import { type ReplayCommandOptions, replaySource } from './replay-source.js';
 import { checkTraceFile, readTraceLines } from './trace-input.js';
-
-export * from './replay-core.js';
 
 /**
  * `ddw replay`: replays the file and prints the model's lines, or with `check` the comparison.

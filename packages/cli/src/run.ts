@@ -7,11 +7,13 @@ import {
   linuxGuestSection,
   type PeDecision,
 } from '@ddw/guest-linux';
+import { formatHostConfig } from '@ddw/host-linux';
 import { formatHex, type HostErrorEvent, type Machine, resolve, type TraceBus } from '@ddw/machine';
+import type { PciDevice } from '@ddw/pci';
 import { buildResolved, type ResolvedDescription } from '@ddw/pseries';
 import { mappedTces } from '@ddw/spapr-iommu';
-import { type PciDevice, SpaprPciTokens } from '@ddw/spapr-pci';
-import { formatHostConfig, VfioTokens } from '@ddw/vfio-common';
+import { SpaprPciTokens } from '@ddw/spapr-pci';
+import { VfioTokens } from '@ddw/vfio-common';
 import * as z from 'zod';
 import { configureMachine, type MachineConfiguration } from './configuration.js';
 import type { CommandIO } from './io.js';
@@ -159,10 +161,10 @@ export async function runResolved(
       await stageBoundary();
     }
     if (guest) {
+      const phbs = resolve(machine.container, SpaprPciTokens.Phbs);
       for (const device of devices) {
-        const fn = guest.functions.find(
-          (f) => f.buid === device.phb.buid && f.cfgAddr === device.configAddress,
-        );
+        const buid = phbs.byBus(device.bus.name)?.buid;
+        const fn = guest.functions.find((f) => f.buid === buid && f.cfgAddr === device.configAddress);
         const state = fn && guest.state(fn);
         if (state) states.set(device, state);
       }
@@ -373,7 +375,7 @@ function machineReport(machine: Machine, devices: PciDevice[]): RunReport['machi
     devices: devices.map((dev) => ({
       id: dev.id,
       driver: dev.driver,
-      bus: dev.phb.busName,
+      bus: dev.bus.name,
       cfgAddr: formatHex(BigInt(dev.configAddress)),
     })),
   };
@@ -405,7 +407,7 @@ function deviceReport(device: PciDevice, state: DeviceDmaState | undefined): Dev
   return {
     id: device.id,
     driver: device.driver,
-    bus: device.phb.busName,
+    bus: device.bus.name,
     cfgAddr: formatHex(BigInt(device.configAddress)),
     mode: state?.mode ?? 'none',
     liobn: state ? formatHex(BigInt(state.window.liobn)) : null,

@@ -2,9 +2,9 @@ import { linuxGuestSection } from '@ddw/guest-linux';
 import { DescriptionSchemaRegistry } from '@ddw/machine';
 import { machineType, PRESET_NAMES, pseriesPlugins } from '@ddw/pseries';
 import * as z from 'zod';
-import { UsageError } from './configure.js';
+import { UsageError } from './configuration.js';
 import { mtreeReportSchema } from './mtree-report.js';
-import { replayReportSchema } from './replay.js';
+import { replayReportSchema } from './replay-report.js';
 import { runReportSchema } from './run.js';
 import { snapshotInfoReportSchema } from './snapshot.js';
 

@@ -1,4 +1,4 @@
-import { parseTraceLine } from '@ddw/machine';
+import { type ParsedTraceLine, parseTraceLine } from '@ddw/machine';
 import { diffArrays, FILE_HEADERS_ONLY, formatPatch, type StructuredPatchHunk } from 'diff';
 
 export interface TraceComparison {
@@ -38,6 +38,11 @@ export function normalizeText(text: string): string {
     .replace(/\btable=\S+/, 'table=*')
     .replace(/\bfd=\S+/, 'fd=*')
     .replace(/\bva=\S+/, 'va=*');
+}
+
+/** Two lines are the same event, host pointers and fds aside. */
+export function sameEvent(a: ParsedTraceLine, b: ParsedTraceLine): boolean {
+  return a.name === b.name && normalizeText(a.text) === normalizeText(b.text);
 }
 
 /** The line as compared: name and text, with timestamps, host pointers and fds blanked. */

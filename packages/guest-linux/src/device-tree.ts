@@ -76,6 +76,17 @@ export function cellsToBigint(cells: readonly number[], at: number, count: numbe
   return value;
 }
 
+/** The big-endian 32-bit cell at byte `at` of a raw property; 0 past its end. */
+export function propertyCell(bytes: Uint8Array, at: number): number {
+  if (at + 4 > bytes.length) return 0;
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(at);
+}
+
+/** A cell (token, argument, LIOBN, page mask) in hex without 0x, as the kernel prints %x. */
+export function cellHex(n: number): string {
+  return (n >>> 0).toString(16);
+}
+
 export function parentPath(path: string): string {
   const slash = path.lastIndexOf('/');
   return slash <= 0 ? '/' : path.slice(0, slash);

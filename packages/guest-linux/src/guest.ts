@@ -8,11 +8,13 @@ import type {
   PciFunction,
   PeDecision,
 } from './api.js';
-import { DdwNegotiation, type EnableDdwResult, explainDecision } from './ddw.js';
-import { cellsToBigint, GuestTreeView, parentPath } from './device-tree.js';
+import { explainDecision } from './ddw-explain.js';
+import { DdwNegotiation, type EnableDdwResult } from './ddw-negotiation.js';
+import type { DdwContext } from './ddw-steps.js';
+import { GuestTreeView, parentPath } from './device-tree.js';
 import { knownDriver } from './drivers.js';
 import { IommuTable } from './iommu-table.js';
-import type { PeState } from './pe.js';
+import { type PeState, readPeState } from './pe.js';
 import {
   addRamRange,
   ddwMaxAddress,
@@ -141,7 +143,7 @@ export class LinuxGuest {
     // them in, and a bus is scanned by device and function number.
     const pes = nodes
       .filter((n) => this.tree.getProp(n, 'ibm,dma-window') !== undefined)
-      .map((node) => this.newPe(node))
+      .map((node) => readPeState(this.tree, node))
       .sort((a, b) => (a.buid < b.buid ? -1 : a.buid > b.buid ? 1 : 0));
     for (const [domain, pe] of pes.entries()) {
       pe.domain = domain;
@@ -256,7 +258,7 @@ export class LinuxGuest {
   }
 
   /** What negotiation needs; `driverName` replaces the bound driver in dmesg prefixes. */
-  private ddwContext(driverName?: string) {
+  private ddwContext(driverName?: string): DdwContext {
     return {
       port: this.port,
       tree: this.tree,
@@ -457,50 +459,6 @@ export class LinuxGuest {
       if (at === '/') return undefined;
       at = parentPath(at);
     }
-  }
-
-  private newPe(node: string): PeState {
-    const reg = this.tree.getCells(node, 'reg') ?? [];
-    const buid = cellsToBigint(reg, 0, 2);
-    const cells = this.tree.getCells(node, 'ibm,dma-window') ?? [];
-    const addrCells =
-      this.tree.getCells(node, 'ibm,#dma-address-cells')?.[0] ??
-      this.tree.getCells(node, '#address-cells')?.[0] ??
-      2;
-    const sizeCells =
-      this.tree.getCells(node, 'ibm,#dma-size-cells')?.[0] ??
-      this.tree.getCells(node, '#size-cells')?.[0] ??
-      2;
-    const defaultWindow =
-      cells.length >= 1 + addrCells + sizeCells
-        ? {
-            liobn: cells[0]!,
-            busOffset: cellsToBigint(cells, 1, addrCells),
-            size: cellsToBigint(cells, 1 + addrCells, sizeCells),
-          }
-        : undefined;
-    return {
-      node,
-      buid,
-      domain: 0,
-      defaultWindow,
-      defaultTable: undefined,
-      window: undefined,
-      negotiated: false,
-      failed: false,
-      maxDynamicWindows: 0,
-      windowSeq: 0,
-      masks: new Map(),
-      negotiation: undefined,
-      decision: {
-        peNode: node,
-        buid,
-        outcome: 'not-attempted',
-        reasons: [],
-        rtas: [],
-        defaultWindowRemoved: false,
-      },
-    };
   }
 
   private initDefaultTable(pe: PeState): void {

@@ -1,8 +1,18 @@
-export * from './api.js';
+export type {
+  DeviceDmaState,
+  DmaDirection,
+  DmaMode,
+  DmaWindowInfo,
+  KnownDriver,
+  LinuxGeneration,
+  LinuxGuestOptions,
+  LinuxGuestPort,
+  PciFunction,
+  PeDecision,
+} from './api.js';
 export { KNOWN_DRIVERS, knownDriver } from './drivers.js';
 export { LinuxGuest } from './guest.js';
 export { IommuTable } from './iommu-table.js';
-export { DIRECT64_PROP, DMA64_PROP, windowInfoProperty } from './pe.js';
 export {
   DEFAULT_LINUX_GENERATION,
   GUEST_CHOICES,
@@ -16,3 +26,4 @@ export {
   linuxGuestSection,
 } from './section.js';
 export { H_NOT_ENOUGH_RESOURCES, TCE_READ, TCE_WRITE, TCES_PER_CALL } from './tce.js';
+export { DIRECT64_PROP, DMA64_PROP, windowInfoProperty } from './window-info.js';

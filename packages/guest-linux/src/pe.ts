@@ -1,5 +1,7 @@
 import type { DmaWindowInfo, PeDecision } from './api.js';
+import { cellsToBigint, type GuestTreeView } from './device-tree.js';
 import type { IommuTable } from './iommu-table.js';
+import type { NegotiationRecord } from './negotiation-record.js';
 
 /** A PE's default (32-bit) window, from ibm,dma-window. */
 export interface DefaultWindow {
@@ -49,79 +51,46 @@ export interface PeState {
   negotiation: NegotiationRecord | undefined;
 }
 
-/** Why enable_ddw gave up: the step that failed, with what it was told. */
-export type DdwFailureCause =
-  /** No ibm,ddw-applicable (or fewer than 3 tokens): the PHB offers no DDW. */
-  | { kind: 'no-ddw' }
-  | { kind: 'query'; status: number; nret: number }
-  /**
-   * The query said 0 windows available and none could be freed: 4.x never removes the default
-   * window; 6.x could not (live mappings, no ibm,dma-window, no reset extension), or removed it
-   * and the query still said 0.
-   */
-  | {
-      kind: 'no-window';
-      why: 'no-removal' | 'live-mappings' | 'no-default-window' | 'no-reset-extension' | 'still-none';
-    }
-  /** No page size in the query's mask that the kernel uses. */
-  | { kind: 'page-size'; mask: number }
-  /** 4.x: the largest block holds fewer TCEs than RAM needs (and 4.x has no dynamic windows). */
-  | { kind: 'block-too-small'; block: bigint; needed: bigint; pageShift: number; maxAddress: bigint }
-  | { kind: 'create'; status: number }
-  | { kind: 'populate'; rc: bigint }
-  /** 6.12, a mask of 33-63 bits: limited-address mode is missing (errno) or its reset failed (status). */
-  | { kind: 'limited-address'; errno?: number; status?: number };
-
-/** One query's answer. */
-export interface QueryRecord {
-  nret: number;
-  status: number;
-  windowsAvailable: number;
-  largestBlock: bigint;
-  pageMask: number;
-}
-
-/** What one enable_ddw run learnt and did: the data a decision's summary is written from. */
-export interface NegotiationRecord {
-  /** The function whose driver's mask started it ("e1000e 0000:00:00.0"), and the mask. */
-  fn: string;
-  maskBits: number;
-  queries: QueryRecord[];
-  /** The IOMMU page shift chosen from the query's mask. */
-  pageShift?: number;
-  /**
-   * How the window was sized: the address RAM must be covered to (ibm,lrdr-capacity for 6.12,
-   * the end of RAM otherwise), the block's size, the window's, and whether it is dynamic.
-   */
-  sizing?: {
-    basis: 'lrdr-capacity' | 'ram';
-    maxAddress: bigint;
-    ramShift: number;
-    blockShift: number;
-    windowShift: number;
-    dynamic: boolean;
-  };
-  /** The default window's removal (0 windows available): its status. */
-  removal?: { status: number };
-  create?: { pageShift: number; windowShift: number; status: number; liobn?: number; busOffset?: bigint };
-  /** reset-pe-dma-windows after a failure (the default window restored). */
-  resetStatus?: number;
-  failure?: DdwFailureCause;
-}
-
-export const DIRECT64_PROP = 'linux,direct64-ddr-window-info';
-export const DMA64_PROP = 'linux,dma64-ddr-window-info';
-
 /**
- * The 24-byte window-info property: be32 liobn, 4 bytes of alignment padding, be64 bus address,
- * be32 TCE shift, be32 window shift.
+ * A PE as boot finds it: a node holding ibm,dma-window, its BUID from reg and its default window
+ * from ibm,dma-window (with the node's DMA cell counts); no DDW asked for yet.
  */
-export function windowInfoProperty(info: DmaWindowInfo): Uint8Array {
-  const bytes = new Uint8Array(24);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, info.liobn);
-  view.setBigUint64(8, info.busOffset);
-  view.setUint32(16, info.pageShift);
-  view.setUint32(20, info.windowShift);
-  return bytes;
+export function readPeState(tree: GuestTreeView, node: string): PeState {
+  const reg = tree.getCells(node, 'reg') ?? [];
+  const buid = cellsToBigint(reg, 0, 2);
+  const cells = tree.getCells(node, 'ibm,dma-window') ?? [];
+  const addrCells =
+    tree.getCells(node, 'ibm,#dma-address-cells')?.[0] ?? tree.getCells(node, '#address-cells')?.[0] ?? 2;
+  const sizeCells =
+    tree.getCells(node, 'ibm,#dma-size-cells')?.[0] ?? tree.getCells(node, '#size-cells')?.[0] ?? 2;
+  const defaultWindow =
+    cells.length >= 1 + addrCells + sizeCells
+      ? {
+          liobn: cells[0]!,
+          busOffset: cellsToBigint(cells, 1, addrCells),
+          size: cellsToBigint(cells, 1 + addrCells, sizeCells),
+        }
+      : undefined;
+  return {
+    node,
+    buid,
+    domain: 0,
+    defaultWindow,
+    defaultTable: undefined,
+    window: undefined,
+    negotiated: false,
+    failed: false,
+    maxDynamicWindows: 0,
+    windowSeq: 0,
+    masks: new Map(),
+    negotiation: undefined,
+    decision: {
+      peNode: node,
+      buid,
+      outcome: 'not-attempted',
+      reasons: [],
+      rtas: [],
+      defaultWindowRemoved: false,
+    },
+  };
 }

@@ -12,6 +12,7 @@ import {
   TraceBus,
 } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
+import { emulatedDmaDriver, type PciDevice, PciTokens } from '@ddw/pci';
 import {
   buildPseries,
   PSERIES_RAM_REGION,
@@ -20,7 +21,7 @@ import {
   pseriesPlugins,
 } from '@ddw/pseries';
 import { spaprIommu } from '@ddw/spapr-iommu';
-import { emulatedDmaDriver, type PciDevice, SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
+import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
 import { afterEach, expect } from 'vitest';
 import { LinuxGuest, type LinuxGuestOptions, type LinuxGuestPort } from '../src/index.js';
 
@@ -172,7 +173,7 @@ export const virtioNet = definePlugin(() => ({
   name: 'test-virtio-net',
   requires: ['spapr-pci'],
   register(ctx) {
-    resolve(ctx.container, SpaprPciTokens.Drivers).register(
+    resolve(ctx.container, PciTokens.Drivers).register(
       emulatedDmaDriver('virtio-net-pci', { vendorId: 0x1af4, deviceId: 0x1000, classCode: 0x020000 }),
     );
   },

@@ -1,4 +1,8 @@
-/** The replay of a QEMU trace, without files: browser-safe (replay.ts reads the file in Node). */
+/**
+ * The replay of a QEMU trace on a model machine: the Replayer, which turns each input line into the
+ * guest-visible operation it stands for and keeps the books of which model lines account for which
+ * input lines, and replayTrace, the same over lines in memory. Browser-safe.
+ */
 import {
   ConfigError,
   H_GET_TCE,
@@ -10,19 +14,18 @@ import {
   TraceBus,
   TraceSelection,
 } from '@ddw/machine';
-import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens, TCE_LIST_MAX } from '@ddw/spapr-iommu';
+import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
-import * as z from 'zod';
-import type { CommandIO } from './io.js';
-import { comparisonSummary, normalizeText, TraceComparer, type TraceComparison } from './trace-diff.js';
+import {
+  eventName,
+  MODELLED_EVENT,
+  MODELLED_PATTERNS,
+  modelledEvents,
+  OPERATION_EVENT,
+} from './replay-events.js';
+import { ImpossibleField, type Operation, readOperation } from './replay-operations.js';
+import { normalizeText } from './trace-diff.js';
 import type { InputLine } from './trace-lines.js';
-
-/** Events the model reproduces; other lines of a QEMU log (MSI, LSI, ...) are outside its scope. */
-const MODELLED = /^(spapr_iommu_|vfio_)/;
-/** The same, as trace patterns: the replay's bus always traces all of them. */
-const MODELLED_PATTERNS = ['spapr_iommu_*', 'vfio_*'];
-/** Lines that stand for a guest-visible operation; the rest (VFIO's) are only its consequences. */
-const OPERATION = /^spapr_iommu_/;
 
 /**
  * How many model lines an input line may still account for after the model printed them (side
@@ -31,32 +34,10 @@ const OPERATION = /^spapr_iommu_/;
 const UNMATCHED_WINDOW = 1 << 19;
 /** How far the replay looks ahead (in modelled input lines) for the operation after a new_table. */
 const LOOKAHEAD = 4096;
-/** Skip messages printed on stderr before the rest are only counted. */
-const MAX_SKIP_MESSAGES = 20;
 /** Skips kept for the JSON report (and for ReplayResult). */
-const MAX_SKIPS_KEPT = 1000;
+export const MAX_SKIPS_KEPT = 1000;
 /** Characters of a skipped line echoed in its message. */
 const ECHO_CHARS = 120;
-
-/** The event name of a QEMU log line (as parseTraceLine reads it), without parsing its fields. */
-const LOG_LINE_NAME = /^(?:\d+@\d+\.\d{6}:)?([A-Za-z_]\w*)(?: [^\n\r\u2028\u2029]*)?$/;
-
-function eventName(line: string): string | undefined {
-  return LOG_LINE_NAME.exec(line)?.[1];
-}
-
-/**
- * The events to compare when the user names none: the TCE events, and each VFIO event the trace
- * has (QEMU was run with some selection of them; an event it did not record says nothing).
- */
-export function defaultReplayPatterns(input: Iterable<string>): string[] {
-  const vfio = new Set<string>();
-  for (const line of input) {
-    const name = eventName(line.endsWith('\r') ? line.slice(0, -1) : line);
-    if (name?.startsWith('vfio_')) vfio.add(name);
-  }
-  return ['spapr_iommu_*', ...vfio];
-}
 
 /** An input line the replay could not use, and why. */
 export interface ReplaySkip {
@@ -119,16 +100,6 @@ function userSelection(patterns: readonly string[]): TraceSelection {
   return new TraceSelection(patterns);
 }
 
-/** An input line with a field no QEMU would print: the line is skipped, naming the field. */
-class ImpossibleField extends Error {
-  constructor(
-    readonly field: string,
-    readonly why: string,
-  ) {
-    super(`${field}: ${why}`);
-  }
-}
-
 /** A modelled input line, read and checked. */
 interface InputEvent {
   readonly number: number;
@@ -138,130 +109,6 @@ interface InputEvent {
   readonly key: string;
   readonly op: Operation | undefined;
   readonly raw: string;
-}
-
-/** What an operation line asks for, its fields checked. */
-type Operation =
-  | { kind: 'new_table'; liobn: number }
-  | { kind: 'ddw_query'; buid: bigint; addr: number }
-  | { kind: 'ddw_create'; buid: bigint; addr: number; pageShift: number; windowShift: number; liobn: number }
-  | { kind: 'ddw_remove'; liobn: number }
-  | { kind: 'ddw_reset'; buid: bigint; addr: number }
-  | { kind: 'put'; liobn: bigint; ioba: bigint; tce: bigint }
-  | { kind: 'get'; liobn: bigint; ioba: bigint }
-  | { kind: 'stuff'; liobn: bigint; ioba: bigint; tce: bigint; npages: bigint }
-  | { kind: 'indirect'; liobn: bigint; ioba: bigint; list: bigint; last: bigint; tceN: bigint }
-  | { kind: 'xlate'; liobn: bigint; addr: bigint }
-  | { kind: 'unsupported' };
-
-const HEX = /^0x[0-9a-fA-F]+$/;
-const DECIMAL = /^\d+$/;
-
-function shown(value: string): string {
-  return JSON.stringify(value.length > 24 ? `${value.slice(0, 24)}…` : value);
-}
-
-/** An unsigned field of `bits` bits, as QEMU prints them (0x-hex, or decimal). */
-function unsigned(fields: Record<string, string>, field: string, bits: 32 | 64): bigint {
-  const text = fields[field];
-  if (text === undefined || text === '') throw new ImpossibleField(field, 'missing');
-  if (!HEX.test(text) && !DECIMAL.test(text))
-    throw new ImpossibleField(field, `not a number: ${shown(text)}`);
-  const digits = text.startsWith('0x') ? text.length - 2 : text.length;
-  // Bounded work on a 1 MB run of digits: anything this long cannot fit.
-  if (digits > 24) throw new ImpossibleField(field, `${shown(text)} does not fit in ${bits} bits`);
-  const value = BigInt(text);
-  if (value >> BigInt(bits) !== 0n)
-    throw new ImpossibleField(field, `${shown(text)} does not fit in ${bits} bits`);
-  return value;
-}
-
-function powerOfTwoShift(fields: Record<string, string>, field: string): number {
-  const value = unsigned(fields, field, 64);
-  if (value === 0n || (value & (value - 1n)) !== 0n) {
-    throw new ImpossibleField(field, `0x${value.toString(16)} is not a power of two`);
-  }
-  return value.toString(2).length - 1;
-}
-
-/** Reads the fields an operation needs; throws ImpossibleField for a missing or impossible one. */
-function readOperation(short: string, p: ParsedTraceLine): Operation {
-  const f = p.fields;
-  switch (short) {
-    case 'new_table':
-      return { kind: 'new_table', liobn: Number(unsigned(f, 'liobn', 32)) };
-    case 'ddw_query':
-      return { kind: 'ddw_query', buid: unsigned(f, 'buid', 64), addr: Number(unsigned(f, 'addr', 32)) };
-    case 'ddw_create':
-      return {
-        kind: 'ddw_create',
-        buid: unsigned(f, 'buid', 64),
-        addr: Number(unsigned(f, 'addr', 32)),
-        pageShift: powerOfTwoShift(f, 'page size'),
-        windowShift: powerOfTwoShift(f, 'requested'),
-        liobn: Number(unsigned(f, 'liobn', 32)),
-      };
-    case 'ddw_remove':
-      return { kind: 'ddw_remove', liobn: Number(unsigned(f, 'liobn', 32)) };
-    case 'ddw_reset':
-      return { kind: 'ddw_reset', buid: unsigned(f, 'buid', 64), addr: Number(unsigned(f, 'addr', 32)) };
-    case 'put':
-    case 'pci_put':
-      return {
-        kind: 'put',
-        liobn: unsigned(f, 'liobn', 64),
-        ioba: unsigned(f, 'ioba', 64),
-        tce: unsigned(f, 'tce', 64),
-      };
-    case 'get':
-    case 'pci_get':
-      return { kind: 'get', liobn: unsigned(f, 'liobn', 64), ioba: unsigned(f, 'ioba', 64) };
-    case 'stuff':
-    case 'pci_stuff': {
-      const text = f.npages;
-      // npages is printed signed (PRId64): a negative count is a uint64 above 2^63, more than
-      // any window has entries, which QEMU refuses with H_PARAMETER before its trace point.
-      if (text !== undefined && /^-\d+$/.test(text)) {
-        throw new ImpossibleField(
-          'npages',
-          `${shown(text)} is negative as printed (QEMU prints npages signed), so the uint64 count is above 2^63: more than any window has entries (QEMU returns H_PARAMETER without tracing)`,
-        );
-      }
-      return {
-        kind: 'stuff',
-        liobn: unsigned(f, 'liobn', 64),
-        ioba: unsigned(f, 'ioba', 64),
-        tce: unsigned(f, 'tcevalue', 64),
-        npages: unsigned(f, 'npages', 64),
-      };
-    }
-    case 'indirect':
-    case 'pci_indirect': {
-      const last = unsigned(f, 'iobaN', 64);
-      if (last >= BigInt(TCE_LIST_MAX)) {
-        throw new ImpossibleField(
-          'iobaN',
-          `0x${last.toString(16)} is above 0x${(TCE_LIST_MAX - 1).toString(16)}: H_PUT_TCE_INDIRECT takes at most ${TCE_LIST_MAX} TCEs (QEMU returns H_PARAMETER without tracing)`,
-        );
-      }
-      return {
-        kind: 'indirect',
-        liobn: unsigned(f, 'liobn', 64),
-        ioba: unsigned(f, 'ioba', 64),
-        list: unsigned(f, 'tcelist', 64),
-        last,
-        tceN: unsigned(f, 'tceN', 64),
-      };
-    }
-    case 'xlate':
-      return {
-        kind: 'xlate',
-        liobn: unsigned(f, 'liobn', 64),
-        addr: unsigned({ ioba: p.positional[0] ?? '' }, 'ioba', 64),
-      };
-    default:
-      return { kind: 'unsupported' };
-  }
 }
 
 function echo(text: string): string {
@@ -405,7 +252,7 @@ export class Replayer {
     const raw = input.text;
     if (input.length !== undefined) {
       const name = eventName(raw.slice(0, 200).split(' ')[0] ?? '');
-      if (name !== undefined && MODELLED.test(name)) {
+      if (name !== undefined && MODELLED_EVENT.test(name)) {
         this.skip(
           input.number,
           name,
@@ -416,10 +263,10 @@ export class Replayer {
       return;
     }
     const parsed = parseTraceLine(raw);
-    if (!parsed || !MODELLED.test(parsed.name)) return;
-    const short = parsed.name.replace(MODELLED, '');
+    if (!parsed || !MODELLED_EVENT.test(parsed.name)) return;
+    const short = parsed.name.replace(MODELLED_EVENT, '');
     let op: Operation | undefined;
-    if (OPERATION.test(parsed.name)) {
+    if (OPERATION_EVENT.test(parsed.name)) {
       try {
         op = readOperation(short, parsed);
       } catch (error) {
@@ -621,248 +468,6 @@ export async function replayTrace(
     replayer.push({ number: i + 1, text: text.endsWith('\r') ? text.slice(0, -1) : text });
   });
   return { machine: replayer.finish(), lines, expected, skipped };
-}
-
-function modelledEvents(input: Iterable<string>): Set<string> {
-  const names = new Set<string>();
-  for (const line of input) {
-    const name = eventName(line.endsWith('\r') ? line.slice(0, -1) : line);
-    if (name !== undefined && MODELLED.test(name)) names.add(name);
-  }
-  return names;
-}
-
-/** What a first read of the file found. */
-interface TraceScan {
-  lines: number;
-  /** Modelled lines. */
-  modelled: number;
-  /** The modelled events it has, in order of first appearance. */
-  events: Set<string>;
-}
-
-async function scanTrace(source: TraceSource): Promise<TraceScan> {
-  const scan: TraceScan = { lines: 0, modelled: 0, events: new Set() };
-  for await (const line of source.lines()) {
-    scan.lines++;
-    const name = line.length === undefined ? eventName(line.text) : undefined;
-    if (name === undefined || !MODELLED.test(name)) continue;
-    scan.modelled++;
-    scan.events.add(name);
-  }
-  return scan;
-}
-
-/** A QEMU trace log to replay: read twice (a scan, then the replay), so each call starts over. */
-export interface TraceSource {
-  /** How messages and the JSON report name it (the path as given). */
-  readonly name: string;
-  lines(): AsyncIterable<InputLine>;
-}
-
-/** What `ddw replay` was asked to do. */
-export interface ReplayCommandOptions {
-  /** The QEMU trace log to replay. */
-  file: string;
-  /** Events to print and compare, as QEMU -trace (empty: the default selection). */
-  patterns: readonly string[];
-  /** Compare with the input and print a diff and "N compared, M differ". */
-  check: boolean;
-  /** Print one JSON object instead of text. */
-  json: boolean;
-  /** Builds the traced run's machine (from its QEMU options) on the given trace bus. */
-  build: (trace: TraceBus) => Promise<Machine>;
-}
-
-/** The object `ddw replay --json` prints. */
-export const replayReportSchema = z
-  .object({
-    schemaVersion: z.literal(1),
-    kind: z.literal('replay'),
-    /** The trace file replayed. */
-    trace: z.string(),
-    /** The selection used: the user's --trace patterns, or the default one. */
-    patterns: z.array(z.string()),
-    /** Whether the model was compared with the input (--check). */
-    check: z.boolean(),
-    /** With --check: the input lines in scope. */
-    compared: z.number().int().nonnegative().optional(),
-    /** With --check: lines only one side has (a lower bound when `exact` is false). */
-    differ: z.number().int().nonnegative().optional(),
-    /** With --check: false when the traces were too far apart to align (see `message`). */
-    exact: z.boolean().optional(),
-    /** With --check: the unified diff (`--- qemu`, `+++ ddw`, hunks); empty when nothing differs. */
-    diff: z.string().optional(),
-    /** With --check, when `exact` is false: why there is no diff. */
-    message: z.string().optional(),
-    /** Without --check: the model's lines the patterns select. */
-    lines: z.array(z.string()).optional(),
-    /** The first skipped input lines (at most 1000). */
-    skipped: z.array(
-      z.object({
-        line: z.number().int().positive(),
-        event: z.string(),
-        reason: z.string(),
-      }),
-    ),
-    /** How many input lines were skipped in all. */
-    skippedTotal: z.number().int().nonnegative(),
-  })
-  .strict();
-
-export type ReplayReport = z.infer<typeof replayReportSchema>;
-
-/** Collects output into chunks: one write per 64 KiB, not one per line. */
-class Output {
-  private buffer = '';
-  constructor(private readonly write: (text: string) => void) {}
-  add(text: string): void {
-    this.buffer += text;
-    if (this.buffer.length >= 1 << 16) this.flush();
-  }
-  flush(): void {
-    if (this.buffer !== '') this.write(this.buffer);
-    this.buffer = '';
-  }
-}
-
-/**
- * `ddw replay` on any source of lines (replay.ts reads a file; a browser a File): replays it and
- * prints the model's lines, or with `check` the comparison.
- * Returns the exit code: 0, or 1 when the model differs from QEMU. Input errors throw DdwErrors
- * (ConfigError for an unreadable file, a file with no trace line, a --check that compared nothing).
- */
-export async function replaySource(
-  source: TraceSource,
-  options: Omit<ReplayCommandOptions, 'file'>,
-  io: CommandIO,
-): Promise<number> {
-  const { check, json } = options;
-  const file = source.name;
-  const scan = await scanTrace(source);
-  if (scan.modelled === 0) {
-    const what =
-      scan.lines === 0
-        ? 'the file is empty'
-        : `none of its ${scan.lines} lines is a trace line of an event ddw models (spapr_iommu_*, vfio_*)`;
-    throw new ConfigError('content', what, "record one with qemu ... -trace 'spapr_iommu_*' -D FILE", {
-      subject: `trace ${file}`,
-    });
-  }
-  const patterns =
-    options.patterns.length > 0
-      ? [...options.patterns]
-      : ['spapr_iommu_*', ...[...scan.events].filter((e) => e.startsWith('vfio_'))];
-
-  const out = new Output(io.out);
-  const comparer = check ? new TraceComparer() : undefined;
-  const skips: ReplaySkip[] = [];
-  let skippedTotal = 0;
-  let firstLine = true;
-  if (json && !check) {
-    const head = JSON.stringify({ schemaVersion: 1, kind: 'replay', trace: file, patterns, check }, null, 2);
-    out.add(`${head.slice(0, -2)},\n  "lines": [`);
-  }
-  const replayer = await Replayer.start(
-    async (trace) => {
-      const machine = await options.build(trace);
-      // QEMU's error_report goes to stderr; so do the model's host-side errors.
-      machine.events.on('host-error', (e) => io.err(`ddw: ${e.source}: ${e.message}\n`));
-      return machine;
-    },
-    {
-      patterns,
-      inputEvents: scan.events,
-      line: comparer
-        ? (l) => comparer.addActual(normalizeText(l))
-        : json
-          ? (l) => {
-              out.add(`${firstLine ? '' : ','}\n    ${JSON.stringify(l)}`);
-              firstLine = false;
-            }
-          : (l) => out.add(`${l}\n`),
-      expected: comparer ? (l) => comparer.addExpected(normalizeText(l)) : undefined,
-      skip: (s) => {
-        skippedTotal++;
-        if (skips.length < MAX_SKIPS_KEPT) skips.push(s);
-        if (!json && skippedTotal <= MAX_SKIP_MESSAGES) {
-          io.err(`ddw replay: skipped ${describeSkip(s)}\n    ${s.echo}\n`);
-        }
-      },
-    },
-  );
-  try {
-    if (options.patterns.length > 0) {
-      for (const pattern of replayer.patternsMatchingNothing()) {
-        io.err(`ddw replay: warning: pattern "${pattern}" matches no trace event\n`);
-      }
-    }
-    for await (const line of source.lines()) replayer.push(line);
-    replayer.finish();
-  } finally {
-    replayer.machine.dispose();
-  }
-  if (!json && skippedTotal > MAX_SKIP_MESSAGES) {
-    io.err(`ddw replay: ... and ${skippedTotal - MAX_SKIP_MESSAGES} more skipped lines\n`);
-  }
-  const skipped = skips.map((s) => ({
-    line: s.line,
-    event: s.event,
-    reason: s.field !== undefined ? `${s.field}: ${s.reason}` : s.reason,
-  }));
-
-  if (!comparer) {
-    if (json) {
-      const tail = JSON.stringify({ skipped, skippedTotal }, null, 2);
-      out.add(`${firstLine ? '' : '\n  '}],\n${tail.slice(2)}\n`);
-    }
-    out.flush();
-    return 0;
-  }
-  const cmp = comparer.finish();
-  if (cmp.compared === 0) {
-    throw new ConfigError(
-      '--trace',
-      `${patterns.map((p) => JSON.stringify(p)).join(' ')} selects none of the ${scan.modelled} modelled lines of ${file}: nothing was compared`,
-      `select events the trace has (it has ${[...scan.events].slice(0, 5).join(', ')}${scan.events.size > 5 ? ', ...' : ''})`,
-      { subject: 'replay --check' },
-    );
-  }
-  if (json) {
-    const report: ReplayReport = {
-      schemaVersion: 1,
-      kind: 'replay',
-      trace: file,
-      patterns,
-      check,
-      compared: cmp.compared,
-      differ: cmp.differ,
-      exact: cmp.exact,
-      diff: cmp.diff.length > 0 ? `${cmp.diff.join('\n')}\n` : '',
-      ...(cmp.message !== undefined ? { message: cmp.message } : {}),
-      skipped,
-      skippedTotal,
-    };
-    out.add(`${JSON.stringify(report, null, 2)}\n`);
-  } else {
-    if (cmp.message !== undefined) io.err(`ddw replay: ${cmp.message}\n`);
-    for (const l of cmp.diff) out.add(`${l}\n`);
-    out.add(`${comparisonSummary(cmp)}\n`);
-  }
-  out.flush();
-  return cmp.differ > 0 ? 1 : 0;
-}
-
-export type { TraceComparison };
-
-/** Two lines are the same event, host pointers and fds aside. */
-export function sameEvent(a: ParsedTraceLine, b: ParsedTraceLine): boolean {
-  return a.name === b.name && normalize(a) === normalize(b);
-}
-
-/** The text of a line without what differs between runs of the same QEMU (host pointers, fds). */
-export function normalize(p: ParsedTraceLine): string {
-  return normalizeText(p.text);
 }
 
 function phbsOf(machine: Machine) {
