@@ -783,7 +783,7 @@ function writeScratchFiles(project: string): void {
       '// @ts-expect-error createMachine takes plugins, not a string',
       `export const wrong = ${ns('@ddw/machine')}.createMachine('spapr-pci', {});`,
       '// @ts-expect-error a PCI driver needs create()',
-      `export const driver: ${ns('@ddw/spapr-pci')}.PciDriver = { name: 'x', dma64: true };`,
+      `export const driver: ${ns('@ddw/pci')}.PciDriver = { name: 'x', dma64: true };`,
       '',
     ].join('\n');
   write(

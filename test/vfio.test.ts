@@ -1,15 +1,10 @@
+import { SimulatedSpaprTceHost } from '@ddw/host-linux';
 import { H_PUT_TCE, type HostErrorEvent, type Machine, resolve, TraceBus } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { buildPseries } from '@ddw/pseries';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
-import {
-  GUEST_RAM_HOST_BASE,
-  type HostIommuOp,
-  SimulatedSpaprTceHost,
-  type VfioPciDevice,
-  VfioTokens,
-} from '@ddw/vfio-common';
+import { GUEST_RAM_HOST_BASE, type HostIommuOp, type VfioPciDevice, VfioTokens } from '@ddw/vfio-common';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const BUID = [0x08000000, 0x20000000];

@@ -22,15 +22,10 @@ import {
   type TraceBus,
   token,
 } from '@ddw/machine';
+import type { PciDevice } from '@ddw/pci';
 import { rtasDdw } from '@ddw/rtas-ddw';
 import { spaprIommu } from '@ddw/spapr-iommu';
-import {
-  type PciDevice,
-  type PhbDmaProperties,
-  SpaprPciTokens,
-  type SpaprPhbs,
-  spaprPci,
-} from '@ddw/spapr-pci';
+import { type PhbDmaProperties, SpaprPciTokens, type SpaprPhbs, spaprPci } from '@ddw/spapr-pci';
 
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
@@ -200,9 +195,9 @@ export async function runCustomMachine(description?: unknown): Promise<CustomMac
     const guest = new LinuxGuest(machine.guest);
     guest.boot();
     guest.probeAll();
-    const devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
+    const phbs = resolve(machine.container, SpaprPciTokens.Phbs).list;
     const deviceOf = (fn: PciFunction) =>
-      devices.find((d) => d.phb.buid === fn.buid && d.configAddress === fn.cfgAddr);
+      phbs.find((phb) => phb.buid === fn.buid)?.devices.find((d) => d.configAddress === fn.cfgAddr);
     const transfers: TransferResult[] = [];
     for (const [i, fn] of guest.functions.entries()) {
       const device = deviceOf(fn);

@@ -1,8 +1,9 @@
 /**
  * A worked example of a ddw plugin: a PAPR virtual terminal (QEMU's spapr-vty) reached through
  * the H_PUT_TERM_CHAR and H_GET_TERM_CHAR hypercalls. It shows the parts of the plugin contract:
- * a factory with one options object, a description section, a device with a lifecycle, hypercalls,
- * a device-tree node, and a trace event.
+ * a factory with one options object, a description section, a service provided against a token
+ * (built by the machine once every plugin has registered) that adds devices with a lifecycle,
+ * hypercalls, device-tree nodes and a trace event.
  */
 import {
   type Device,
@@ -10,7 +11,9 @@ import {
   H_PARAMETER,
   H_SUCCESS,
   type HypercallResult,
+  MachineTokens,
   type TraceEvent,
+  token,
 } from '@ddw/machine';
 import * as z from 'zod';
 
@@ -63,42 +66,54 @@ const vtySection = z
   .array(z.object({ id: z.string().min(1), reg: z.number().int().min(0).max(0xffffffff) }))
   .default([{ id: 'vty0', reg: 0x71000000 }]);
 
+/** The plugin's one service: the terminals by their `reg`, which the two hypercalls serve. */
+export const VtyTokens = {
+  Terminals: token<ReadonlyMap<bigint, VtyDevice>>('vty-console', 'Terminals'),
+} as const;
+
 export const vtyConsole = definePlugin((options: { onOutput?: (id: string, text: string) => void } = {}) => ({
   name: 'vty-console',
   sections: { vty: vtySection },
   register(ctx) {
-    const traceWrite = ctx.trace.define(
-      'spapr_vty_put(uint32_t reg, uint32_t len) "reg=0x%"PRIx32" len=%"PRIu32',
-    );
-    const byReg = new Map<bigint, VtyDevice>();
-    ctx.deviceTree.ensureNode('/vdevice');
-    for (const { id, reg } of ctx.description.vty as z.infer<typeof vtySection>) {
-      const vty = new VtyDevice(id, reg, traceWrite);
-      ctx.devices.add(vty);
-      byReg.set(BigInt(reg), vty);
-      const node = `/vdevice/vty@${reg.toString(16)}`;
-      ctx.deviceTree.addNode(node);
-      ctx.deviceTree.setPropString(node, 'compatible', 'hvterm1');
-      ctx.deviceTree.setPropU32Cells(node, 'reg', [reg]);
-    }
-    // An unknown terminal number is the guest's mistake: H_PARAMETER, as QEMU.
-    ctx.hypercalls.register(
-      H_PUT_TERM_CHAR,
-      'H_PUT_TERM_CHAR',
-      ([reg = 0n, len = 0n, high = 0n, low = 0n]) => {
-        const vty = byReg.get(reg);
-        if (!vty) return { ret: H_PARAMETER };
-        const r = vty.put(len, high, low);
-        if (r.ret === H_SUCCESS) options.onOutput?.(vty.id, vty.output);
-        return r;
+    const described = ctx.description.vty as z.infer<typeof vtySection>;
+    ctx.provide(VtyTokens.Terminals, {
+      useFactory: (get) => {
+        const deviceTree = get(MachineTokens.DeviceTree);
+        const devices = get(MachineTokens.Devices);
+        const hypercalls = get(MachineTokens.Hypercalls);
+        const traceWrite = get(MachineTokens.Trace).define(
+          'spapr_vty_put(uint32_t reg, uint32_t len) "reg=0x%"PRIx32" len=%"PRIu32',
+        );
+        const byReg = new Map<bigint, VtyDevice>();
+        deviceTree.ensureNode('/vdevice');
+        for (const { id, reg } of described) {
+          const vty = new VtyDevice(id, reg, traceWrite);
+          devices.add(vty);
+          byReg.set(BigInt(reg), vty);
+          const node = `/vdevice/vty@${reg.toString(16)}`;
+          deviceTree.addNode(node);
+          deviceTree.setPropString(node, 'compatible', 'hvterm1');
+          deviceTree.setPropU32Cells(node, 'reg', [reg]);
+        }
+        // An unknown terminal number is the guest's mistake: H_PARAMETER, as QEMU.
+        hypercalls.register(
+          H_PUT_TERM_CHAR,
+          'H_PUT_TERM_CHAR',
+          ([reg = 0n, len = 0n, high = 0n, low = 0n]) => {
+            const vty = byReg.get(reg);
+            if (!vty) return { ret: H_PARAMETER };
+            const r = vty.put(len, high, low);
+            if (r.ret === H_SUCCESS) options.onOutput?.(vty.id, vty.output);
+            return r;
+          },
+        );
+        hypercalls.register(
+          H_GET_TERM_CHAR,
+          'H_GET_TERM_CHAR',
+          ([reg = 0n]) => byReg.get(reg)?.get() ?? { ret: H_PARAMETER },
+        );
+        return byReg;
       },
-      ctx.plugin,
-    );
-    ctx.hypercalls.register(
-      H_GET_TERM_CHAR,
-      'H_GET_TERM_CHAR',
-      ([reg = 0n]) => byReg.get(reg)?.get() ?? { ret: H_PARAMETER },
-      ctx.plugin,
-    );
+    });
   },
 }));

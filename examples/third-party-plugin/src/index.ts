@@ -7,14 +7,8 @@
  * It imports only the packages' published entry points, as any third-party plugin must.
  */
 import { definePlugin, provideValue, resolve, type TraceEvent, token } from '@ddw/machine';
-import {
-  DMA_ENGINE_IDS,
-  type PciAddress,
-  PciDevice,
-  type PciIds,
-  SpaprPciTokens,
-  type SpaprPhb,
-} from '@ddw/spapr-pci';
+import { DMA_ENGINE_IDS, type PciAddress, type PciBus, PciDevice, type PciIds, PciTokens } from '@ddw/pci';
+import { SpaprPciTokens } from '@ddw/spapr-pci';
 
 /** The plugin's trace events, in QEMU's trace-events syntax (one declaration per line). */
 export const DMA_TRACE_EVENTS = `
@@ -65,19 +59,21 @@ export class DmaTracerDevice extends PciDevice {
   constructor(
     id: string,
     driver: string,
-    phb: SpaprPhb,
+    bus: PciBus,
     address: PciAddress,
     ids: PciIds,
+    /** The BUID of the PHB whose root bus `bus` is, for the realize trace. */
+    private readonly buid: bigint,
     private readonly events: DmaTraceEvents,
     private readonly tracers: DmaTracers,
     private readonly onTransfer: ((record: DmaTransferRecord) => void) | undefined,
   ) {
-    super(id, driver, phb, address, true, ids);
+    super(id, driver, bus, address, true, ids);
   }
 
   override realize(): void {
     this.tracers.add(this);
-    if (this.events.realize.enabled) this.events.realize.emit(this.id, this.phb.buid, this.configAddress);
+    if (this.events.realize.enabled) this.events.realize.emit(this.id, this.buid, this.configAddress);
   }
 
   override unrealize(): void {
@@ -173,11 +169,24 @@ export const dmaTracer = definePlugin((options: DmaTracerOptions = {}) => ({
     const tracers = new DmaTracers();
     provideValue(ctx.container, DmaTraceTokens.Tracers, tracers);
     const ids = options.ids ?? DMA_ENGINE_IDS;
-    resolve(ctx.container, SpaprPciTokens.Drivers).register({
+    const phbs = resolve(ctx.container, SpaprPciTokens.Phbs);
+    resolve(ctx.container, PciTokens.Drivers).register({
       name: DMA_TRACER_DRIVER,
       dma64: true,
-      create: ({ id, phb, address }) =>
-        new DmaTracerDevice(id, DMA_TRACER_DRIVER, phb, address, ids, events, tracers, options.onTransfer),
+      create: ({ id, bus, address }) => {
+        const buid = phbs.byBus(bus.name)?.buid ?? 0n;
+        return new DmaTracerDevice(
+          id,
+          DMA_TRACER_DRIVER,
+          bus,
+          address,
+          ids,
+          buid,
+          events,
+          tracers,
+          options.onTransfer,
+        );
+      },
     });
   },
 }));

@@ -2,7 +2,16 @@
  * The one-line summary of a PE's DDW decision (PeDecision.summary): what the guest got and, when
  * it got no DDW or a dynamic one, why and what to change.
  */
-import { formatPageShift, formatSize } from '@ddw/machine';
+import {
+  formatHex,
+  formatPageShift,
+  formatSize,
+  H_HARDWARE,
+  H_NOT_ENOUGH_RESOURCES,
+  H_PARAMETER,
+  RTAS_OUT_HW_ERROR,
+  RTAS_OUT_PARAM_ERROR,
+} from '@ddw/machine';
 import type { LinuxGeneration } from './api.js';
 import { EOVERFLOW, EPROTO, isRtasBusy } from './ddw-failure.js';
 import { cellHex } from './device-tree.js';
@@ -62,9 +71,9 @@ export function explainDecision(pe: PeState, ctx: ExplainContext): string {
       ? `RAM up to ${formatSize(sizing.maxAddress)}${sizing.basis === 'lrdr-capacity' ? ' (ibm,lrdr-capacity: maxmem)' : ''}`
       : 'RAM';
     const window =
-      `LIOBN 0x${cellHex(win.liobn)} at 0x${win.busOffset.toString(16)}: ${windowSize(win.windowShift)} in ` +
+      `LIOBN 0x${cellHex(win.liobn)} at ${formatHex(win.busOffset)}: ${windowSize(win.windowShift)} in ` +
       `${pageName(win.pageShift)} pages, the largest of ${offered} the query offers${fiveOutputs}`;
-    const direct = `device address = guest address + 0x${win.busOffset.toString(16)}`;
+    const direct = `device address = guest address + ${formatHex(win.busOffset)}`;
     if (rec.removal) {
       const stranded = smallMasks(pe, ctx);
       return (
@@ -84,10 +93,10 @@ export function explainDecision(pe: PeState, ctx: ExplainContext): string {
       rec.maskBits < sz.blockShift ? `, capped to the ${rec.maskBits}-bit mask: 2^${sz.windowShift}` : '';
     const others = ctx.functions.filter((f) => f.name !== rec.fn && pe.masks.has(f.node)).length;
     return (
-      `dynamic window: the query's largest block (0x${query.largestBlock.toString(16)} x ${pageName(win.pageShift)} ` +
+      `dynamic window: the query's largest block (${formatHex(query.largestBlock)} x ${pageName(win.pageShift)} ` +
       `pages = 2^${sz.blockShift} bytes${capped}) is smaller than RAM (up to ${formatSize(sz.maxAddress)}, ` +
       `2^${sz.ramShift}${query.nret === 5 ? '; a 5-output query gives the block as a 32-bit count' : ''}), ` +
-      `so ${g} uses LIOBN 0x${cellHex(win.liobn)} at 0x${win.busOffset.toString(16)}, ${windowSize(win.windowShift)}, ` +
+      `so ${g} uses LIOBN 0x${cellHex(win.liobn)} at ${formatHex(win.busOffset)}, ${windowSize(win.windowShift)}, ` +
       `as an IOMMU table mapped per DMA request, for ${rec.fn}${others > 0 ? ' only (the other functions stay on the default window)' : ''}. ` +
       `For a direct window offer larger pages (${PORTABLE_PGSZ}) or give less ${sz.basis === 'lrdr-capacity' ? 'maxmem' : 'RAM/maxmem'}`
     );
@@ -153,8 +162,8 @@ function failed(pe: PeState, ctx: ExplainContext, rec: NegotiationRecord, fallba
       }
     case 'block-too-small':
       return (
-        `Linux 4.x maps all RAM (up to ${formatSize(why.maxAddress)}) directly and needs 0x${why.needed.toString(16)} ` +
-        `TCEs of ${pageName(why.pageShift)}, but the query's largest block is 0x${why.block.toString(16)}` +
+        `Linux 4.x maps all RAM (up to ${formatSize(why.maxAddress)}) directly and needs ${formatHex(why.needed)} ` +
+        `TCEs of ${pageName(why.pageShift)}, but the query's largest block is ${formatHex(why.block)}` +
         `${query?.nret === 5 ? ' (a 5-output query gives it as a 32-bit count)' : ''}; 4.x has no dynamic windows, ` +
         `so ${fallback}. Offer larger pages (${PORTABLE_PGSZ}), give less maxmem, or use Linux 6.1 or newer (a dynamic window)`
       );
@@ -173,7 +182,7 @@ function failed(pe: PeState, ctx: ExplainContext, rec: NegotiationRecord, fallba
         }
         if (query && query.largestBlock << BigInt(c.pageShift) >= 1n << 64n) {
           return (
-            `the query's largest block 0x${query.largestBlock.toString(16)} of ${pageName(c.pageShift)} pages ` +
+            `the query's largest block ${formatHex(query.largestBlock)} of ${pageName(c.pageShift)} pages ` +
             `overflows ${g}'s 64-bit window size, so it asked for ${asked}; ${returned}${reset}; ${fallback}. ` +
             `Offer pages of 16M or smaller (${PORTABLE_PGSZ})`
           );
@@ -275,16 +284,16 @@ function pageList(mask: number): string {
 }
 
 function rtasMeaning(status: number): string {
-  if (status === -1) return ' (hardware error)';
-  if (status === -3) return ' (parameter error)';
+  if (status === RTAS_OUT_HW_ERROR) return ' (hardware error)';
+  if (status === RTAS_OUT_PARAM_ERROR) return ' (parameter error)';
   if (isRtasBusy(status)) return ' (still busy after retries)';
   return '';
 }
 
 function hcallMeaning(rc: bigint): string {
-  if (rc === -4n) return ' (H_PARAMETER)';
-  if (rc === -44n) return ' (H_NOT_ENOUGH_RESOURCES)';
-  if (rc === -1n) return ' (H_HARDWARE)';
+  if (rc === H_PARAMETER) return ' (H_PARAMETER)';
+  if (rc === H_NOT_ENOUGH_RESOURCES) return ' (H_NOT_ENOUGH_RESOURCES)';
+  if (rc === H_HARDWARE) return ' (H_HARDWARE)';
   return '';
 }
 

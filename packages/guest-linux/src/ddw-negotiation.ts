@@ -2,6 +2,7 @@
  * enable_ddw as each kernel generation runs it, on the steps of ddw-steps.ts: 6.12 (Debian's
  * 6.12.y), 6.1 and 4.x side by side, and 6.12's query at PCI device setup.
  */
+import { formatHex } from '@ddw/machine';
 import type { DmaWindowInfo, PciFunction } from './api.js';
 import { DdwFailure } from './ddw-failure.js';
 import { type DdwContext, DdwSteps } from './ddw-steps.js';
@@ -109,14 +110,14 @@ function enableDdw612(steps: DdwSteps): void {
   const { dynamic, windowShift: len } = sizing;
   if (dynamic) {
     steps.reason(
-      `largest block 0x${query.largestBlock.toString(16)} x 2^${pageShift} (capped to the ${maskBits}-bit mask) ` +
+      `largest block ${formatHex(query.largestBlock)} x 2^${pageShift} (capped to the ${maskBits}-bit mask) ` +
         `covers 2^${len} bytes, less than the 2^${sizing.ramShift} RAM needs: dynamic window of 2^${len}`,
     );
   } else {
     // No persistent memory is modelled, so a window that covers RAM is always direct.
     steps.directMapping = true;
     steps.reason(
-      `ibm,lrdr-capacity 0x${ctx.ddwMax.toString(16)} (the hotplug maximum alone): direct window of 2^${len}`,
+      `ibm,lrdr-capacity ${formatHex(ctx.ddwMax)} (the hotplug maximum alone): direct window of 2^${len}`,
     );
   }
   const info = steps.create(pageShift, len);
@@ -155,11 +156,11 @@ function enableDdw61(steps: DdwSteps): void {
   const { dynamic, windowShift: len } = sizing;
   if (dynamic) {
     steps.reason(
-      `largest block 0x${query.largestBlock.toString(16)} x 2^${pageShift} covers 2^${len} bytes, less than ` +
+      `largest block ${formatHex(query.largestBlock)} x 2^${pageShift} covers 2^${len} bytes, less than ` +
         `the 2^${sizing.ramShift} RAM needs: dynamic window of 2^${len}`,
     );
   } else {
-    steps.reason(`RAM up to 0x${ctx.ram.maxAddress.toString(16)}: direct window of 2^${len}`);
+    steps.reason(`RAM up to ${formatHex(ctx.ram.maxAddress)}: direct window of 2^${len}`);
   }
   const info = steps.create(pageShift, len);
   const propName = dynamic ? DMA64_PROP : DIRECT64_PROP;
@@ -168,13 +169,7 @@ function enableDdw61(steps: DdwSteps): void {
   if (!dynamic) {
     const rc = populateDirectWindow(ctx.tce, ctx.pageSize, ctx.ram, info);
     if (rc !== 0n)
-      undoDirectWindow(
-        steps,
-        info,
-        propName,
-        rc,
-        `failed to map DMA window 0x${info.liobn.toString(16)}: ${rc}`,
-      );
+      undoDirectWindow(steps, info, propName, rc, `failed to map DMA window ${formatHex(info.liobn)}: ${rc}`);
   } else {
     table = dynamicTable(steps, info);
   }
@@ -195,19 +190,17 @@ function enableDdw4x(steps: DdwSteps): void {
     throw new DdwFailure('no free dynamic windows', { kind: 'no-window', why: 'no-removal' });
   const pageShift = firstPageShift4x(query.pageMask);
   if (pageShift === undefined) {
-    throw new DdwFailure(`no page size this kernel knows in mask 0x${query.pageMask.toString(16)}`, {
+    throw new DdwFailure(`no page size this kernel knows in mask ${formatHex(query.pageMask)}`, {
       kind: 'page-size',
       mask: query.pageMask,
     });
   }
   steps.record.pageShift = pageShift;
-  steps.reason(
-    `page size 2^${pageShift}: the first of 16M, 64K, 4K in mask 0x${query.pageMask.toString(16)}`,
-  );
+  steps.reason(`page size 2^${pageShift}: the first of 16M, 64K, 4K in mask ${formatHex(query.pageMask)}`);
   const maxAddr = ctx.ram.maxAddress;
   if (query.largestBlock < maxAddr >> BigInt(pageShift)) {
     throw new DdwFailure(
-      `largest block 0x${query.largestBlock.toString(16)} is smaller than the 0x${(maxAddr >> BigInt(pageShift)).toString(16)} TCEs RAM needs`,
+      `largest block ${formatHex(query.largestBlock)} is smaller than the ${formatHex(maxAddr >> BigInt(pageShift))} TCEs RAM needs`,
       {
         kind: 'block-too-small',
         block: query.largestBlock,
@@ -227,14 +220,14 @@ function enableDdw4x(steps: DdwSteps): void {
     windowShift: len,
     dynamic: false,
   };
-  steps.reason(`RAM up to 0x${maxAddr.toString(16)}: direct window of 2^${len}`);
+  steps.reason(`RAM up to ${formatHex(maxAddr)}: direct window of 2^${len}`);
   const info = steps.create(pageShift, len);
   const rc = populateDirectWindow(ctx.tce, ctx.pageSize, ctx.ram, info);
   if (rc !== 0n) {
     // These kernels look for the window's property to undo it, and it is not there yet: the
     // window stays mapped and created.
     steps.reason(`populating the window failed with ${rc}; the window is left in place (not removed)`);
-    steps.log(`failed to map DMA window 0x${info.liobn.toString(16)}: ${rc}`);
+    steps.log(`failed to map DMA window ${formatHex(info.liobn)}: ${rc}`);
     throw new DdwFailure('populate failed', { kind: 'populate', rc });
   }
   ctx.tree.setProp(pe.node, DIRECT64_PROP, windowInfoProperty(info));

@@ -2,6 +2,7 @@
  * The steps enable_ddw takes for a PE: its RTAS calls (query, create, remove, reset), each logged
  * as dmesg logs it and recorded in the PE's decision, and what the run learnt on the way.
  */
+import { formatHex } from '@ddw/machine';
 import type { DmaWindowInfo, LinuxGeneration, LinuxGuestPort, PciFunction } from './api.js';
 import { DdwFailure, EINVAL, EOVERFLOW, EPROTO, isRtasBusy } from './ddw-failure.js';
 import { cellHex, type GuestTreeView, propertyCell } from './device-tree.js';
@@ -128,7 +129,7 @@ export class DdwSteps {
     if (q.status !== 0)
       throw new DdwFailure(`query returned ${q.status}`, { kind: 'query', status: q.status, nret });
     this.reason(
-      `query (nret ${nret}): ${q.windowsAvailable} window(s) available, largest block 0x${q.largestBlock.toString(16)} TCEs, page mask 0x${cellHex(q.pageMask)}`,
+      `query (nret ${nret}): ${q.windowsAvailable} window(s) available, largest block ${formatHex(q.largestBlock)} TCEs, page mask 0x${cellHex(q.pageMask)}`,
     );
     return q;
   }
@@ -154,7 +155,7 @@ export class DdwSteps {
     };
     if (status !== 0) throw new DdwFailure(`create returned ${status}`, { kind: 'create', status });
     this.reason(
-      `created LIOBN 0x${cellHex(liobn)} at 0x${busOffset.toString(16)}, page size 2^${pageShift}, 2^${windowShift} bytes`,
+      `created LIOBN 0x${cellHex(liobn)} at ${formatHex(busOffset)}, page size 2^${pageShift}, 2^${windowShift} bytes`,
     );
     return { liobn, busOffset, pageShift, windowShift };
   }

@@ -1,3 +1,4 @@
+import { formatHex } from '@ddw/machine';
 import type {
   DeviceDmaState,
   DmaDirection,
@@ -74,13 +75,11 @@ export class LinuxGuest {
     this.pageSize =
       options.pageSize ?? (this.generation === 'linux-6.12' ? DEFAULT_PAGE_SIZE_612 : DEFAULT_PAGE_SIZE);
     if (this.pageSize < 0x1000n || (this.pageSize & (this.pageSize - 1n)) !== 0n) {
-      throw new RangeError(
-        `pageSize 0x${this.pageSize.toString(16)} is not a power of two of at least 4 KiB`,
-      );
+      throw new RangeError(`pageSize ${formatHex(this.pageSize)} is not a power of two of at least 4 KiB`);
     }
     this.listAddress = options.tceListAddress ?? DEFAULT_TCE_LIST_ADDRESS;
     if ((this.listAddress & 0xfffn) !== 0n) {
-      throw new RangeError(`tceListAddress 0x${this.listAddress.toString(16)} is not 4 KiB aligned`);
+      throw new RangeError(`tceListAddress ${formatHex(this.listAddress)} is not 4 KiB aligned`);
     }
     this.tree = new GuestTreeView(port.deviceTree);
   }
@@ -132,10 +131,9 @@ export class LinuxGuest {
     );
     this.ram = readRamLayout(this.tree);
     this.ddwMax = ddwMaxAddress(this.generation, this.ram);
-    const top = this.ddwMax.toString(16);
     this.lines.push(
-      `Linux (${this.generation}) boot: RAM ${this.ram.ranges.map((r) => `[0x${r.start.toString(16)}-0x${(r.end - 1n).toString(16)}]`).join(' ')}, ` +
-        `DMA windows sized for RAM up to 0x${top}, ${multiTce ? 'multi-TCE' : 'no multi-TCE'}`,
+      `Linux (${this.generation}) boot: RAM ${this.ram.ranges.map((r) => `[${formatHex(r.start)}-${formatHex(r.end - 1n)}]`).join(' ')}, ` +
+        `DMA windows sized for RAM up to ${formatHex(this.ddwMax)}, ${multiTce ? 'multi-TCE' : 'no multi-TCE'}`,
     );
 
     const nodes = this.tree.nodes();
@@ -236,7 +234,7 @@ export class LinuxGuest {
     };
     this.dma.set(fn.node, { state, table });
     this.lines.push(
-      `${this.devName(fn)}: ${bits}-bit DMA mask: ${describeMode(state)} (LIOBN 0x${info.liobn.toString(16)})`,
+      `${this.devName(fn)}: ${bits}-bit DMA mask: ${describeMode(state)} (LIOBN ${formatHex(info.liobn)})`,
     );
     return state;
   }
@@ -314,14 +312,14 @@ export class LinuxGuest {
         if (rc !== 0n) {
           ok = false;
           this.lines.push(
-            `memory ${action} [0x${start.toString(16)}-0x${(end - 1n).toString(16)}]: LIOBN 0x${info.liobn.toString(16)} returned ${rc}`,
+            `memory ${action} [${formatHex(start)}-${formatHex(end - 1n)}]: LIOBN ${formatHex(info.liobn)} returned ${rc}`,
           );
         }
       }
       if (action === 'offline') removeRamRange(this.ram, start, end);
     }
     this.lines.push(
-      `memory ${action}: [0x${base.toString(16)}-0x${(base + size - 1n).toString(16)}] in blocks of 0x${block.toString(16)}${ok ? '' : ' (refused)'}`,
+      `memory ${action}: [${formatHex(base)}-${formatHex(base + size - 1n)}] in blocks of ${formatHex(block)}${ok ? '' : ' (refused)'}`,
     );
     return ok;
   }
@@ -372,7 +370,7 @@ export class LinuxGuest {
     if (state.mode === 'direct') return gpa + state.dmaOffset;
     const name = this.devName(fn);
     if (!table) {
-      this.lines.push(`${name}: dma_map of 0x${length.toString(16)} bytes failed: no DMA window left`);
+      this.lines.push(`${name}: dma_map of ${formatHex(length)} bytes failed: no DMA window left`);
       return undefined;
     }
     const shift = BigInt(table.pageShift);
@@ -388,7 +386,7 @@ export class LinuxGuest {
     const entry = table.alloc(npages, align);
     if (entry === undefined) {
       this.lines.push(
-        `${name}: iommu_alloc failed, LIOBN 0x${table.liobn.toString(16)}, ${npages} pages: the window is full`,
+        `${name}: iommu_alloc failed, LIOBN ${formatHex(table.liobn)}, ${npages} pages: the window is full`,
       );
       return undefined;
     }
@@ -415,7 +413,7 @@ export class LinuxGuest {
     const entry = Number(entryBig);
     if (entryBig < 0n || !table.free(entry, npages)) {
       this.lines.push(
-        `${this.devName(fn)}: dma_unmap of 0x${busAddr.toString(16)} (+0x${length.toString(16)}) does not match a mapping; ignored`,
+        `${this.devName(fn)}: dma_unmap of ${formatHex(busAddr)} (+${formatHex(length)}) does not match a mapping; ignored`,
       );
       return;
     }
@@ -467,7 +465,7 @@ export class LinuxGuest {
     const entries = Number(w.size >> BigInt(DEFAULT_WINDOW_PAGE_SHIFT));
     pe.defaultTable = new IommuTable(w.liobn, w.busOffset, DEFAULT_WINDOW_PAGE_SHIFT, entries);
     this.lines.push(
-      `pci ${hex4(pe.domain)}:00: default DMA window LIOBN 0x${w.liobn.toString(16)} at 0x${w.busOffset.toString(16)}, ` +
+      `pci ${hex4(pe.domain)}:00: default DMA window LIOBN ${formatHex(w.liobn)} at ${formatHex(w.busOffset)}, ` +
         `${entries} x 4K TCEs: clearing`,
     );
     this.calls().freePages(w.liobn, w.busOffset, DEFAULT_WINDOW_PAGE_SHIFT, entries);
@@ -496,9 +494,9 @@ export class LinuxGuest {
 function describeMode(state: DeviceDmaState): string {
   switch (state.mode) {
     case 'direct':
-      return `direct DMA, bus = phys + 0x${state.dmaOffset.toString(16)}`;
+      return `direct DMA, bus = phys + ${formatHex(state.dmaOffset)}`;
     case 'dynamic':
-      return `dynamic window at 0x${state.window.busOffset.toString(16)}, mapped per request`;
+      return `dynamic window at ${formatHex(state.window.busOffset)}, mapped per request`;
     default:
       return 'default window, mapped per request';
   }

@@ -25,5 +25,5 @@ export {
   LINUX_GENERATIONS,
   linuxGuestSection,
 } from './section.js';
-export { H_NOT_ENOUGH_RESOURCES, TCE_READ, TCE_WRITE, TCES_PER_CALL } from './tce.js';
+export { TCE_READ, TCE_WRITE, TCES_PER_CALL } from './tce.js';
 export { DIRECT64_PROP, DMA64_PROP, windowInfoProperty } from './window-info.js';

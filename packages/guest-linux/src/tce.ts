@@ -1,4 +1,4 @@
-import { H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE } from '@ddw/machine';
+import { formatHex, H_NOT_ENOUGH_RESOURCES, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE } from '@ddw/machine';
 import type { LinuxGeneration, LinuxGuestPort } from './api.js';
 
 /** TCE permission bits (reference 1.3): the device may read / may write the page. */
@@ -6,9 +6,6 @@ export const TCE_READ = 1n;
 export const TCE_WRITE = 2n;
 /** One 4 KiB page of 8-byte TCEs: the most one H_PUT_TCE_INDIRECT or (6.1) H_STUFF_TCE carries. */
 export const TCES_PER_CALL = 512;
-/** Not a QEMU return code, but a host (KVM, PowerVM) may give it; Linux undoes the mapping then. */
-export const H_NOT_ENOUGH_RESOURCES = -44n;
-
 const TWO_32 = 2 ** 32;
 
 export interface PutResult {
@@ -67,7 +64,9 @@ export class TceCalls {
         }
         if (rc !== 0n) {
           lastBad = rc;
-          this.log(`tce_build: H_PUT_TCE liobn 0x${liobn.toString(16)} ioba 0x${hex(ioba + step)} rc ${rc}`);
+          this.log(
+            `tce_build: H_PUT_TCE liobn ${formatHex(liobn)} ioba ${busAddressHex(ioba + step)} rc ${rc}`,
+          );
         }
       }
       return { failed: false, rc: lastBad };
@@ -83,7 +82,7 @@ export class TceCalls {
       if (rc !== 0n) {
         lastBad = rc;
         this.log(
-          `tce_buildmulti: H_PUT_TCE_INDIRECT liobn 0x${liobn.toString(16)} ioba 0x${hex(ioba + offset)} npages ${k} rc ${rc}`,
+          `tce_buildmulti: H_PUT_TCE_INDIRECT liobn ${formatHex(liobn)} ioba ${busAddressHex(ioba + offset)} npages ${k} rc ${rc}`,
         );
       }
     }
@@ -134,14 +133,14 @@ export class TceCalls {
         const at = ioba + BigInt(i) * pageSize;
         const rc = this.putTce(liobn, at, 0n);
         if (rc !== 0n)
-          this.log(`tce_free: H_PUT_TCE liobn 0x${liobn.toString(16)} ioba 0x${hex(at)} rc ${rc}`);
+          this.log(`tce_free: H_PUT_TCE liobn ${formatHex(liobn)} ioba ${busAddressHex(at)} rc ${rc}`);
       }
       return;
     }
     if (this.generation === 'linux-4.x') {
       const rc = this.stuffTce(liobn, ioba, 0n, count);
       if (rc !== 0n)
-        this.log(`tce_freemulti: H_STUFF_TCE liobn 0x${liobn.toString(16)} npages ${count} rc ${rc}`);
+        this.log(`tce_freemulti: H_STUFF_TCE liobn ${formatHex(liobn)} npages ${count} rc ${rc}`);
       return;
     }
     for (let done = 0; done < count; done += TCES_PER_CALL) {
@@ -150,7 +149,7 @@ export class TceCalls {
       const rc = this.stuffTce(liobn, at, 0n, k);
       if (rc !== 0n) {
         this.log(
-          `tce_freemulti: H_STUFF_TCE liobn 0x${liobn.toString(16)} ioba 0x${hex(at)} npages ${k} rc ${rc}`,
+          `tce_freemulti: H_STUFF_TCE liobn ${formatHex(liobn)} ioba ${busAddressHex(at)} npages ${k} rc ${rc}`,
         );
       }
     }
@@ -225,6 +224,7 @@ export class TceCalls {
   }
 }
 
-function hex(v: bigint): string {
-  return BigInt.asUintN(64, v).toString(16);
+/** A bus address as the kernel's 0x%llx prints it: wrapped to 64 bits. */
+function busAddressHex(v: bigint): string {
+  return formatHex(BigInt.asUintN(64, v));
 }

@@ -1,4 +1,5 @@
 import {
+  H_NOT_ENOUGH_RESOURCES,
   H_PARAMETER,
   H_PUT_TCE_INDIRECT,
   RTAS_IBM_CREATE_PE_DMA_WINDOW,
@@ -6,7 +7,6 @@ import {
 } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { describe, expect, it } from 'vitest';
-import { H_NOT_ENOUGH_RESOURCES } from '../src/index.js';
 import {
   BUID_HI,
   BUID_LO,

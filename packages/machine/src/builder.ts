@@ -1,3 +1,4 @@
+import { formatHex } from '@ddw/memory';
 import { DescriptionSchemaRegistry, type MachineDescription, parseDescription } from './description.js';
 import type { Token } from './di.js';
 import { InvalidArgumentError, PluginError } from './errors.js';
@@ -173,7 +174,7 @@ function contextFor(machine: Machine, plugin: Plugin): PluginContext {
             throw new PluginError(
               owner,
               'conflict',
-              `plugin "${owner}" registers vmstate section "${sectionName}" instance 0x${instanceId.toString(16)}, ` +
+              `plugin "${owner}" registers vmstate section "${sectionName}" instance ${formatHex(instanceId)}, ` +
                 `which plugin "${existing.owner}" already registered; give each section a unique name or instance id`,
             );
           }

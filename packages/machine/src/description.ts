@@ -1,6 +1,7 @@
 import { MAX_RAM_SIZE } from '@ddw/memory';
 import * as z from 'zod';
 import { ConfigError, type ConfigIssue, PluginError } from './errors.js';
+import { checkU64, describeInput, formatSize, HEX_PATTERN, type ParsedU64, readSize } from './sizes.js';
 
 /**
  * Machine descriptions: JSON documents, validated with zod. The kernel owns a few top-level keys
@@ -8,100 +9,9 @@ import { ConfigError, type ConfigIssue, PluginError } from './errors.js';
  * values arrive as strings (JSON numbers lose precision past 2^53) and come out as bigint.
  */
 
-const U64_MAX = (1n << 64n) - 1n;
-const SIZE_FIX = 'write a number with an optional K/M/G/T/P/E suffix, e.g. "2G"';
-const UNIT_SHIFT: Record<string, bigint> = { k: 10n, m: 20n, g: 30n, t: 40n, p: 50n, e: 60n };
-const SIZE_PATTERN = /^(\d+)\s*(?:([kmgtpe])(i?b)?|(b))?$/i;
-const HEX_PATTERN = /^0x[0-9a-f]+$/i;
-
-type Parsed = { value: bigint } | { problem: string; fix: string };
-
-function describeInput(input: unknown): string {
-  return typeof input === 'string'
-    ? JSON.stringify(input)
-    : typeof input === 'bigint'
-      ? `${input}n`
-      : String(input);
-}
-
-function checkU64(value: bigint, input: unknown, fix: string): Parsed {
-  if (value < 0n) return { problem: `${describeInput(input)} is negative`, fix };
-  if (value > U64_MAX) return { problem: `${describeInput(input)} does not fit in 64 bits`, fix };
-  return { value };
-}
-
-function trySize(input: unknown): Parsed {
-  if (typeof input === 'bigint') return checkU64(input, input, SIZE_FIX);
-  if (typeof input === 'number') {
-    if (!Number.isSafeInteger(input)) {
-      return {
-        problem: `${input} is not a whole number of bytes below 2^53`,
-        fix: `${SIZE_FIX}, as a string for large values`,
-      };
-    }
-    return checkU64(BigInt(input), input, SIZE_FIX);
-  }
-  if (typeof input !== 'string') return { problem: `${describeInput(input)} is not a size`, fix: SIZE_FIX };
-  const text = input.trim();
-  if (HEX_PATTERN.test(text)) return checkU64(BigInt(text), input, SIZE_FIX);
-  const match = SIZE_PATTERN.exec(text);
-  if (!match) {
-    const fix = text.startsWith('0x')
-      ? 'write hexadecimal sizes in bytes without a suffix, e.g. "0x80000000"'
-      : SIZE_FIX;
-    return { problem: `${describeInput(input)} is not a size`, fix };
-  }
-  const unit = match[2]?.toLowerCase();
-  const bytes = BigInt(match[1]!) << (unit ? UNIT_SHIFT[unit]! : 0n);
-  return checkU64(bytes, input, SIZE_FIX);
-}
-
-/**
- * A size in bytes: "2G", "512MiB", "64k", "4096", "0x80000000" (units are powers of 1024,
- * case-insensitive, with an optional "B"/"iB"; hexadecimal takes no suffix), or a safe integer.
- * Fractions and negative sizes are refused, and the result must fit in 64 bits.
- * Throws a ConfigError naming `field`.
- */
-export function parseSize(input: string | number | bigint, field = 'size'): bigint {
-  const parsed = trySize(input);
-  if ('problem' in parsed) throw new ConfigError(field, parsed.problem, parsed.fix);
-  return parsed.value;
-}
-
-const SIZE_UNITS: readonly [string, bigint][] = [
-  ['EiB', 60n],
-  ['PiB', 50n],
-  ['TiB', 40n],
-  ['GiB', 30n],
-  ['MiB', 20n],
-  ['KiB', 10n],
-];
-
-/** The largest binary unit that divides `bytes` exactly: 2^31 -> "2 GiB", 1536 -> "1536 B". */
-export function formatSize(bytes: bigint): string {
-  if (bytes !== 0n) {
-    for (const [unit, shift] of SIZE_UNITS) {
-      if (bytes % (1n << shift) === 0n) return `${bytes >> shift} ${unit}`;
-    }
-  }
-  return `${bytes} B`;
-}
-
-/** A page size for people, from its shift: "16M" for 2^24, "32K" for 2^15, "2^N-byte" past the units. */
-export function formatPageShift(shift: number): string {
-  for (const [unit, at] of [
-    ['G', 30],
-    ['M', 20],
-    ['K', 10],
-  ] as const) {
-    if (shift >= at && shift < at + 10) return `${2 ** (shift - at)}${unit}`;
-  }
-  return `2^${shift}-byte`;
-}
-
 const HEX_FIX = 'write it as a hexadecimal string, e.g. "0x800000000000000"';
 
-function tryU64(input: unknown): Parsed {
+function readU64(input: unknown): ParsedU64 {
   if (typeof input === 'bigint') return checkU64(input, input, HEX_FIX);
   if (typeof input === 'number') {
     if (!Number.isSafeInteger(input)) return { problem: `${input} is not an exact integer`, fix: HEX_FIX };
@@ -113,12 +23,7 @@ function tryU64(input: unknown): Parsed {
   return { problem: `${describeInput(input)} is not a 64-bit value`, fix: HEX_FIX };
 }
 
-/** `0x` + lowercase hex, how descriptions carry 64-bit values. */
-export function formatHex(value: bigint): string {
-  return `0x${value.toString(16)}`;
-}
-
-function fromParsed(parse: (input: unknown) => Parsed) {
+function fromParsed(parse: (input: unknown) => ParsedU64) {
   return (input: unknown, ctx: z.RefinementCtx<unknown>): bigint => {
     const parsed = parse(input);
     if ('value' in parsed) return parsed.value;
@@ -133,12 +38,12 @@ const missing = (what: string) => (issue: { input?: unknown }) =>
 /** A size string (or a safe integer) in, a bigint byte count out. */
 export const sizeSchema = z
   .union([z.string(), z.number(), z.bigint()], { error: missing('size, e.g. "2G"') })
-  .transform(fromParsed(trySize));
+  .transform(fromParsed(readSize));
 
 /** A 64-bit value carried as a hex string (or a safe integer), out as an unsigned bigint. */
 export const hexSchema = z
   .union([z.string(), z.number(), z.bigint()], { error: missing('hexadecimal value, e.g. "0x1000"') })
-  .transform(fromParsed(tryU64));
+  .transform(fromParsed(readU64));
 
 /** Guest RAM: at least one byte, at most what ddw backs (MAX_RAM_SIZE, 4 PiB). */
 const ramSchema = sizeSchema.superRefine((ram, ctx) => {

@@ -1,3 +1,4 @@
+import { formatHex, UINT64_MAX } from '@ddw/memory';
 import { injectable } from './di.js';
 import { PluginError } from './errors.js';
 import { H_FUNCTION, H_HARDWARE, KVMPPC_HCALL_BASE } from './papr.js';
@@ -38,7 +39,6 @@ export interface HypercallRegistryOptions {
   observer?: HypercallObserver;
 }
 
-const U64_MAX = (1n << 64n) - 1n;
 const I64_MIN = -(1n << 63n);
 const I64_MAX = (1n << 63n) - 1n;
 const NO_OUTPUTS: readonly bigint[] = Object.freeze([]);
@@ -48,7 +48,7 @@ const MODEL_BUG: HypercallResult = Object.freeze({ ret: H_HARDWARE, outputs: NO_
 function outOfU64(values: readonly bigint[]): boolean {
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
-    if (v < 0n || v > U64_MAX) return true;
+    if (v < 0n || v > UINT64_MAX) return true;
   }
   return false;
 }
@@ -86,7 +86,7 @@ export class HypercallRegistry {
         owner,
         'invalid',
         `plugin "${owner}" registers hypercall ${name} with opcode ${opcode}; PAPR opcodes are non-negative ` +
-          `multiples of 4 (or ${hex(KVMPPC_HCALL_BASE)} and up for QEMU's private calls)`,
+          `multiples of 4 (or ${formatHex(KVMPPC_HCALL_BASE)} and up for QEMU's private calls)`,
       );
     }
     if (typeof handler !== 'function') {
@@ -101,7 +101,7 @@ export class HypercallRegistry {
       throw new PluginError(
         owner,
         'conflict',
-        `plugin "${owner}" registers hypercall ${name} (${hex(opcode)}), which plugin "${existing.owner}" ` +
+        `plugin "${owner}" registers hypercall ${name} (${formatHex(opcode)}), which plugin "${existing.owner}" ` +
           `already registered as ${existing.name}; only one plugin may serve an opcode`,
       );
     }
@@ -163,8 +163,4 @@ export class HypercallRegistry {
       return MODEL_BUG;
     }
   }
-}
-
-function hex(value: number): string {
-  return `0x${value.toString(16)}`;
 }

@@ -5,6 +5,8 @@
  * and loaded as snapshots. Everything else in src/ is private.
  */
 
+// 64-bit values in hex: @ddw/memory's formatHex, importable from either package.
+export { formatHex } from '@ddw/memory';
 export { AddressSpaceList } from './address-spaces.js';
 // The machine and how it is built.
 export { createMachine, MachineBuilder, type MachineBuilderOptions } from './builder.js';
@@ -13,15 +15,11 @@ export {
   DescriptionSchemaRegistry,
   type DescriptionSection,
   formatFieldPath,
-  formatHex,
-  formatPageShift,
-  formatSize,
   hexSchema,
   isPlainObject,
   type MachineDescription,
   mergeDescription,
   parseDescription,
-  parseSize,
   QEMU_ID_PATTERN,
   qemuIdSchema,
   sizeSchema,
@@ -87,6 +85,7 @@ export {
   H_FUNCTION,
   H_GET_TCE,
   H_HARDWARE,
+  H_NOT_ENOUGH_RESOURCES,
   H_PARAMETER,
   H_PRIVILEGE,
   H_PUT_TCE,
@@ -118,6 +117,8 @@ export {
   RtasRegistry,
   type RtasRegistryOptions,
 } from './rtas.js';
+// Sizes as descriptions and QEMU options write them, and for people.
+export { formatPageShift, formatSize, parseQemuSize, parseSize } from './sizes.js';
 export { MachineTokens } from './tokens.js';
 
 // Traces in QEMU's format.

@@ -1,4 +1,12 @@
-import { AddressSpace, ContainerRegion, type MtreeOptions, mtree, RamRegion, UINT64_SPAN } from '@ddw/memory';
+import {
+  AddressSpace,
+  ContainerRegion,
+  formatHex,
+  type MtreeOptions,
+  mtree,
+  RamRegion,
+  UINT64_SPAN,
+} from '@ddw/memory';
 import { AddressSpaceList } from './address-spaces.js';
 import type { MachineDescription } from './description.js';
 import { DeviceTree } from './devicetree.js';
@@ -96,12 +104,12 @@ export class Machine {
     const hypercalls = this.get(T.Hypercalls);
     const rtas = this.get(T.Rtas);
     hypercalls.onUnknown = (opcode) =>
-      events.guestError('hcall', `unknown hypercall opcode 0x${opcode.toString(16)}`);
+      events.guestError('hcall', `unknown hypercall opcode ${formatHex(opcode)}`);
     hypercalls.onHandlerError = (opcode, name, error) =>
-      events.guestError('hcall', `model error in ${name} (0x${opcode.toString(16)}): ${String(error)}`);
-    rtas.onUnknown = (token) => events.guestError('rtas', `unknown RTAS token 0x${token.toString(16)}`);
+      events.guestError('hcall', `model error in ${name} (${formatHex(opcode)}): ${String(error)}`);
+    rtas.onUnknown = (token) => events.guestError('rtas', `unknown RTAS token ${formatHex(token)}`);
     rtas.onHandlerError = (token, name, error) =>
-      events.guestError('rtas', `model error in ${name} (0x${token.toString(16)}): ${String(error)}`);
+      events.guestError('rtas', `model error in ${name} (${formatHex(token)}): ${String(error)}`);
     this.#disconnectTrace = this.get(T.Trace).connectCalls(hypercalls, rtas);
     this.get(T.DeviceTree).addNode('/rtas');
     const memory = this.get(T.SystemAddressSpace);

@@ -9,6 +9,11 @@ export const H_HARDWARE = -1n;
 export const H_FUNCTION = -2n;
 export const H_PRIVILEGE = -3n;
 export const H_PARAMETER = -4n;
+/**
+ * Not a code QEMU returns, but a host (KVM, PowerVM) may give it; Linux undoes a mapping then.
+ * Kept out of the names below, which list what the machine answers.
+ */
+export const H_NOT_ENOUGH_RESOURCES = -44n;
 
 const HCALL_RETURN_NAMES = new Map<bigint, string>([
   [H_SUCCESS, 'H_SUCCESS'],

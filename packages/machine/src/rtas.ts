@@ -1,3 +1,4 @@
+import { formatHex } from '@ddw/memory';
 import { injectable } from './di.js';
 import { PluginError } from './errors.js';
 import { RTAS_OUT_HW_ERROR, RTAS_OUT_PARAM_ERROR, RTAS_TOKEN_BASE } from './papr.js';
@@ -149,7 +150,7 @@ export class RtasRegistry {
       throw new PluginError(
         owner,
         'conflict',
-        `plugin "${owner}" gives RTAS call "${name}" token 0x${token.toString(16)}, which "${holder.name}" ` +
+        `plugin "${owner}" gives RTAS call "${name}" token ${formatHex(token)}, which "${holder.name}" ` +
           `(plugin "${holder.owner}") already has; pick another token or leave it out to get a free one`,
       );
     }

@@ -9,7 +9,7 @@ import type { DeviceRegistry } from './lifecycle.js';
 import type { Machine } from './machine.js';
 import type { RtasRegistry } from './rtas.js';
 import type { TraceBus } from './trace/index.js';
-import type { VmstateRegistry } from './vmstate.js';
+import type { VmstateRegistry } from './vmstate/index.js';
 
 /**
  * The services every machine holds, by token: the only way to reach one (`machine.get(token)`,

@@ -1,17 +1,16 @@
+import { formatHex } from '@ddw/memory';
 import { describe, expect, it } from 'vitest';
 import * as z from 'zod';
 import {
   DescriptionSchemaRegistry,
   formatFieldPath,
-  formatHex,
-  formatSize,
   hexSchema,
   mergeDescription,
   parseDescription,
-  parseSize,
   sizeSchema,
 } from '../src/description.js';
 import { ConfigError, PluginError } from '../src/errors.js';
+import { formatSize, parseSize } from '../src/sizes.js';
 
 describe('parseSize', () => {
   it.each([

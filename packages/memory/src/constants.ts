@@ -43,6 +43,9 @@ export const TARGET_PAGE_SIZE = 0x1000n;
 export const UINT64_SPAN = 1n << 64n;
 export const UINT64_MAX = UINT64_SPAN - 1n;
 
+/** 2^32 as a number: joins and splits the (high, low) 32-bit halves of a 64-bit value without BigInt. */
+export const TWO_32 = 0x1_0000_0000;
+
 /** The largest RAM region we back: page and byte offsets inside it stay exact as JS numbers. */
 export const MAX_RAM_SIZE = 1n << 52n;
 

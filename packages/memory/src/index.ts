@@ -8,6 +8,7 @@ export {
   MAX_RAM_SIZE,
   MemTxResult,
   TARGET_PAGE_SIZE,
+  TWO_32,
   UINT64_MAX,
   UINT64_SPAN,
 } from './constants.js';
@@ -19,6 +20,7 @@ export {
   MemoryRangeError,
 } from './errors.js';
 export { type FlatRange, FlatView, renderFlatView, sameFlatRange } from './flatview.js';
+export { formatHex } from './format.js';
 export {
   batchAddress,
   batchAddressNumber,

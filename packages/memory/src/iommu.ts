@@ -1,11 +1,12 @@
 import type { AddressSpace } from './address-space.js';
-import { IOMMUAccessFlags, IOMMUNotifierFlag, TARGET_PAGE_SIZE, UINT64_MAX } from './constants.js';
+import { IOMMUAccessFlags, IOMMUNotifierFlag, TARGET_PAGE_SIZE, TWO_32, UINT64_MAX } from './constants.js';
 import {
   describeValue,
   IommuNotifierRefusedError,
   MemoryArgumentError,
   MemoryConfigError,
 } from './errors.js';
+import { formatHex } from './format.js';
 import { MemoryRegion } from './region.js';
 
 /**
@@ -52,8 +53,6 @@ export interface IOMMUBatch {
 
 /** A notifier's handler for batches; it must act exactly as `notify` called for every page in order. */
 export type IOMMUNotifyBatch = (batch: IOMMUBatch, notifier: IOMMUNotifier) => void;
-
-const TWO_32 = 0x1_0000_0000;
 
 /** A reusable, growable IOMMUBatch: producers fill it and hand it to notifyBatch synchronously. */
 export class IOMMUBatchBuffer implements IOMMUBatch {
@@ -178,8 +177,7 @@ export class IOMMUNotifier {
         `flags ${describeValue(flags)} is not an IOMMUNotifierFlag`,
       );
     }
-    if (start > end)
-      throw new MemoryConfigError('IOMMU notifier', `start 0x${start.toString(16)} is above end`);
+    if (start > end) throw new MemoryConfigError('IOMMU notifier', `start ${formatHex(start)} is above end`);
     if (flags === IOMMUNotifierFlag.NONE)
       throw new MemoryConfigError('IOMMU notifier', 'flags must not be NONE');
   }

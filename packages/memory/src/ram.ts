@@ -1,5 +1,6 @@
 import { MAX_RAM_SIZE } from './constants.js';
 import { describeValue, MemoryArgumentError, MemoryConfigError, MemoryRangeError } from './errors.js';
+import { formatHex } from './format.js';
 import { MemoryRegion } from './region.js';
 
 /** log2 of the backing chunk size: 64 KiB, the largest common guest page. */
@@ -161,7 +162,7 @@ export class RamRegion extends MemoryRegion {
     if (this.maxSize > MAX_RAM_SIZE) {
       throw new MemoryConfigError(
         name,
-        `RAM of 0x${this.maxSize.toString(16)} bytes is larger than the 2^52 bytes ddw backs`,
+        `RAM of ${formatHex(this.maxSize)} bytes is larger than the 2^52 bytes ddw backs`,
       );
     }
     if (this.maxSize < size) {
@@ -176,7 +177,7 @@ export class RamRegion extends MemoryRegion {
     if (size > this.maxSize) {
       throw new MemoryConfigError(
         this.name,
-        `cannot grow to 0x${size.toString(16)}: its maxSize is 0x${this.maxSize.toString(16)}`,
+        `cannot grow to ${formatHex(size)}: its maxSize is ${formatHex(this.maxSize)}`,
       );
     }
     super.setSize(size);

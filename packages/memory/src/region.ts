@@ -1,5 +1,6 @@
 import { UINT64_SPAN } from './constants.js';
 import { describeValue, MemoryArgumentError, MemoryConfigError } from './errors.js';
+import { formatHex } from './format.js';
 import { markChanged, type TopologyObserver, transaction } from './transaction.js';
 
 export type RegionKind = 'container' | 'ram' | 'mmio' | 'alias' | 'iommu';
@@ -92,7 +93,7 @@ export abstract class MemoryRegion {
       );
     }
     if (offset < 0n || offset >= UINT64_SPAN) {
-      throw new MemoryConfigError(sub.name, `offset 0x${offset.toString(16)} is outside the 64-bit space`);
+      throw new MemoryConfigError(sub.name, `offset ${formatHex(offset)} is outside the 64-bit space`);
     }
     const priority = options.priority ?? 0;
     if (!Number.isInteger(priority)) {
@@ -205,7 +206,7 @@ function checkSize(name: string, size: bigint): bigint {
     throw new MemoryConfigError(name, `size must be a bigint, got ${describeValue(size)}`);
   }
   if (size < 0n || size > UINT64_SPAN) {
-    throw new MemoryConfigError(name, `size 0x${size.toString(16)} is outside 0..2^64`);
+    throw new MemoryConfigError(name, `size ${formatHex(size)} is outside 0..2^64`);
   }
   return size;
 }

@@ -7,6 +7,8 @@
  * values exactly as stored, whatever the representation.
  */
 
+import { TWO_32 } from './constants.js';
+
 /** Visits a run: entry `first + k` (k < count) is (high:low) + k * stride, modulo 2^64. */
 export type EntryRunVisitor = (
   first: number,
@@ -27,7 +29,6 @@ const CHUNK_MASK = CHUNK - 1;
 const MAX_RUNS = 8;
 /** Strides are below 2^36, so that low + k * stride stays exact within a chunk (k < 2^14). */
 export const MAX_RUN_STRIDE = 2 ** 36;
-const TWO_32 = 0x1_0000_0000;
 /** Non-zero entries of one list in one chunk that make the chunk one slot per entry at once. */
 const LITERAL_MATERIALISES = 16;
 /** Fields per run in an affine chunk's array: start, count, high, low, stride. */

@@ -1,3 +1,4 @@
+import { hostSectionOverlay } from '@ddw/host-linux';
 import {
   ConfigError,
   type ConfigIssue,
@@ -7,7 +8,6 @@ import {
   mergeDescription,
   PluginError,
 } from '@ddw/machine';
-import { hostSectionOverlay } from '@ddw/vfio-common';
 import { machineType, qemuVersionOf } from './machine-types.js';
 import { parseQemuArgs, parseQemuBool, type QemuArgs, resolvePhbConfig } from './qemu-args.js';
 

@@ -1,4 +1,4 @@
-import { DdwError, type DeviceTree, type Machine, resolve, token } from '@ddw/machine';
+import { DdwError, type DeviceTree, formatHex, type Machine, resolve, token } from '@ddw/machine';
 import { type MemoryRegion, RamRegion } from '@ddw/memory';
 import { type PseriesMemoryLayout, SPAPR_MEMORY_BLOCK_SIZE } from './memory-layout.js';
 import { PseriesTokens } from './preset.js';
@@ -75,8 +75,6 @@ export const DRCONF_MEMORY_NODE = '/ibm,dynamic-reconfiguration-memory';
 export function lmbDrcIndex(addr: bigint): number {
   return ((SPAPR_DR_CONNECTOR_TYPE_SHIFT_LMB << 28) | Number(addr / SPAPR_MEMORY_BLOCK_SIZE)) >>> 0;
 }
-
-const hex = (v: bigint) => `0x${v.toString(16)}`;
 
 /**
  * The pseries memory-hotplug state of one machine: backends, DIMMs, and what the guest sees. Get it
@@ -171,7 +169,7 @@ export class PseriesMemoryHotplug {
     const total = this.layout.maxmem - this.layout.ram;
     if (used + size > total) {
       throw new HotplugError(
-        `not enough space, currently ${hex(used)} in use of total space for memory devices ${hex(total)}`,
+        `not enough space, currently ${formatHex(used)} in use of total space for memory devices ${formatHex(total)}`,
       );
     }
     const addr = this.freeAddress(options.addr, size, dm);
@@ -273,13 +271,13 @@ export class PseriesMemoryHotplug {
     const alignUp = (v: bigint) => ((v + align - 1n) / align) * align;
     const useHint = hint !== undefined && hint !== 0n;
     if (useHint && hint % align !== 0n) {
-      throw new HotplugError(`address must be aligned to ${hex(align)} bytes`);
+      throw new HotplugError(`address must be aligned to ${formatHex(align)} bytes`);
     }
     let start: bigint;
     if (useHint) {
       if (hint < dm.base || hint + size > end) {
         throw new HotplugError(
-          `can't add memory device [${hex(hint)}:${hex(size)}], usable range for memory devices [${hex(dm.base)}:${hex(dm.size)}]`,
+          `can't add memory device [${formatHex(hint)}:${formatHex(size)}], usable range for memory devices [${formatHex(dm.base)}:${formatHex(dm.size)}]`,
         );
       }
       start = hint;

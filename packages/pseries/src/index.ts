@@ -75,7 +75,6 @@ export {
   parseOptionList,
   parseQemuArgs,
   parseQemuBool,
-  parseQemuSize,
   parseQemuU64,
   type QemuArgs,
   type QemuDevice,

@@ -1,4 +1,4 @@
-import { ConfigError, formatSize } from '@ddw/machine';
+import { ConfigError, formatHex, formatSize } from '@ddw/machine';
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -25,8 +25,6 @@ export interface PseriesMemoryLayout {
   readonly maxRamAddress: bigint;
 }
 
-const hex = (v: bigint) => `0x${v.toString(16)}`;
-
 /**
  * Lays out pseries RAM as QEMU's spapr machine init does: boot RAM at 0, and when maxmem exceeds
  * it, the device-memory region of (maxmem - ram) bytes at RAM's end rounded up to 1 GiB. Refuses
@@ -48,14 +46,14 @@ export function pseriesMemoryLayout(options: {
   if (maxmem < ram) {
     refuse(
       'maxmem',
-      `maximum memory size (${hex(maxmem)}) must be at least the initial memory size (${hex(ram)})`,
+      `maximum memory size (${formatHex(maxmem)}) must be at least the initial memory size (${formatHex(ram)})`,
       'raise maxmem or lower the RAM size',
     );
   }
   if (slots > 0 && maxmem === ram) {
     refuse(
       'maxmem',
-      `memory slots were specified but maximum memory size (${hex(maxmem)}) is equal to the initial memory size (${hex(ram)})`,
+      `memory slots were specified but maximum memory size (${formatHex(maxmem)}) is equal to the initial memory size (${formatHex(ram)})`,
       'give maxmem above the RAM size, or drop slots',
     );
   }
@@ -74,12 +72,12 @@ export function pseriesMemoryLayout(options: {
     );
   }
   if (ram % SPAPR_MEMORY_BLOCK_SIZE !== 0n) {
-    refuse('ram', `memory size ${hex(ram)} is not aligned to 256 MiB`, 'use a multiple of 256M');
+    refuse('ram', `memory size ${formatHex(ram)} is not aligned to 256 MiB`, 'use a multiple of 256M');
   }
   if (maxmem % SPAPR_MEMORY_BLOCK_SIZE !== 0n) {
     refuse(
       'maxmem',
-      `maximum memory size ${hex(maxmem)} is not aligned to 256 MiB`,
+      `maximum memory size ${formatHex(maxmem)} is not aligned to 256 MiB`,
       'use a multiple of 256M',
     );
   }
@@ -93,6 +91,6 @@ export function pseriesMemoryLayout(options: {
 export function describeMemoryLayout(layout: PseriesMemoryLayout): string {
   const dm = layout.deviceMemory;
   return dm
-    ? `${formatSize(layout.ram)} RAM, up to ${formatSize(layout.maxmem)} (device memory ${formatSize(dm.size)} at ${hex(dm.base)})`
+    ? `${formatSize(layout.ram)} RAM, up to ${formatSize(layout.maxmem)} (device memory ${formatSize(dm.size)} at ${formatHex(dm.base)})`
     : `${formatSize(layout.ram)} RAM`;
 }

@@ -1,3 +1,4 @@
+import { type HostLinuxOptions, hostLinux } from '@ddw/host-linux';
 import {
   ConfigError,
   definePlugin,
@@ -16,7 +17,7 @@ import { ContainerRegion } from '@ddw/memory';
 import { type RtasDdwCompat, rtasDdw } from '@ddw/rtas-ddw';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
-import { type VfioCommonOptions, vfioCommon } from '@ddw/vfio-common';
+import { vfioCommon } from '@ddw/vfio-common';
 import { vfioPrereg } from '@ddw/vfio-prereg';
 import * as z from 'zod';
 import {
@@ -135,6 +136,8 @@ export function pseriesPlugins(args: PseriesMachineArgs, host: PseriesHostOption
     vfioCommon({
       // QEMU 10.0 prints its own VFIO trace events; 7.2 and 2.7 print 7.2's.
       qemuVersion: info.qemuVersion === '10.0' ? '10.0' : '7.2',
+    }),
+    hostLinux({
       // Host text reaches the machine as a description layer (hostLayer); data is a base under it.
       ...(host.host !== undefined && typeof host.host !== 'string' ? { host: host.host } : {}),
       ...(host.hostIommu !== undefined ? { hostIommu: host.hostIommu } : {}),
@@ -151,9 +154,9 @@ export function pseriesDescription(args: QemuArgs): Record<string, unknown> {
 /** The host side of passthrough (what QEMU's command line cannot say). */
 export interface PseriesHostOptions {
   /** Host IOMMU capabilities, as `--host "type=v2,page=64K,..."` or as data. */
-  host?: VfioCommonOptions['host'];
+  host?: HostLinuxOptions['host'];
   /** A host IOMMU backend other than the simulated Linux one (or one prepared with faults). */
-  hostIommu?: VfioCommonOptions['hostIommu'];
+  hostIommu?: HostLinuxOptions['hostIommu'];
 }
 
 export interface BuildPseriesOptions extends PseriesHostOptions {

@@ -1,4 +1,4 @@
-import { ConfigError } from '@ddw/machine';
+import { ConfigError, formatHex, parseQemuSize } from '@ddw/machine';
 import { SPAPR_MAX_PHB_INDEX } from '@ddw/spapr-pci';
 import { machineType } from './machine-types.js';
 import type { QemuVersion } from './versions.js';
@@ -261,28 +261,6 @@ export function parseOptionList(
     else props.push([raw.slice(0, eq), raw.slice(eq + 1)]);
   }
   return implied !== undefined ? { implied, props } : { props };
-}
-
-const SIZE_SUFFIX: Record<string, bigint> = { b: 0n, k: 10n, m: 20n, g: 30n, t: 40n, p: 50n, e: 60n };
-
-/**
- * A size as QEMU reads one (qemu_strtosz): decimal with an optional fraction and a one-letter
- * suffix B/K/M/G/T/P/E, or hexadecimal; `defaultShift` applies without a suffix (-m's size is in
- * MiB then, everything else in bytes).
- */
-export function parseQemuSize(text: string, field: string, defaultShift = 0n): bigint {
-  const hexMatch = /^0x([0-9a-f]+)$/i.exec(text);
-  if (hexMatch) return BigInt(text) << defaultShift;
-  const m = /^(\d+)(?:\.(\d+))?([bkmgtpe])?$/i.exec(text);
-  if (!m) refuse(field, `"${text}" is not a size`, 'write a number with an optional K/M/G/T suffix, e.g. 2G');
-  const shift = m[3] ? SIZE_SUFFIX[m[3].toLowerCase()]! : defaultShift;
-  const fraction = m[2] ?? '';
-  const scale = 10n ** BigInt(fraction.length);
-  const value = (BigInt(m[1]! + fraction) << shift) / scale;
-  if ((BigInt(m[1]! + fraction) << shift) % scale !== 0n)
-    refuse(field, `"${text}" is not a whole number of bytes`, 'use a larger unit');
-  if (value >= 1n << 64n) refuse(field, `"${text}" does not fit in 64 bits`, 'use a smaller size');
-  return value;
 }
 
 /** A uint64 property value as QEMU parses one (strtoull base 0: hex, octal or decimal). */
@@ -569,7 +547,7 @@ export function parseQemuArgs(
     if (clash)
       refuse(
         `${field} index`,
-        `a PHB with index ${index} (BUID 0x${(0x800000020000000n + BigInt(index)).toString(16)}) already exists`,
+        `a PHB with index ${index} (BUID ${formatHex(0x800000020000000n + BigInt(index))}) already exists`,
         'give each PHB its own index',
       );
     if (id !== undefined && phbs.some((p) => p.id === id))
@@ -636,7 +614,7 @@ export function resolvePhbConfig(args: QemuArgs, index: number): Record<string, 
       out[prop] = Number(parseQemuU64(v, prop));
       continue;
     }
-    out[prop] = prop === 'ddw' ? parseQemuBool(v, prop) : `0x${parseQemuU64(v, prop).toString(16)}`;
+    out[prop] = prop === 'ddw' ? parseQemuBool(v, prop) : formatHex(parseQemuU64(v, prop));
   }
   return out;
 }

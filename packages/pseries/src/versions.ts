@@ -1,4 +1,4 @@
-import { RTAS_IBM_RESET_PE_DMA_WINDOW } from '@ddw/machine';
+import { formatHex, RTAS_IBM_RESET_PE_DMA_WINDOW } from '@ddw/machine';
 import { pageMaskToQueryMask } from '@ddw/rtas-ddw';
 import {
   PHB_PGSZ_4K_64K,
@@ -348,9 +348,8 @@ export function deprecationWarning(type: PseriesMachineType): string | undefined
   return type.deprecated ? `Machine type '${type.name}' is deprecated: ${type.deprecationReason}` : undefined;
 }
 
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 /** A device-tree cell as dtc source writes small numbers and tokens. */
-const cell = (v: number) => (v < 16 ? String(v) : hex(v));
+const cell = (v: number) => (v < 16 ? String(v) : formatHex(v));
 
 /**
  * The machine types of `version` (default: every version, newest first) as Markdown tables, one
@@ -382,10 +381,10 @@ function renderVersion(version: QemuVersion): string {
   const rows = types.map((t) => [
     t.name === preset.alias ? `${t.name} (\`pseries\`)` : t.name,
     t.deprecated ? 'yes' : '',
-    hex(t.phbDefaults.pgsz),
+    formatHex(t.phbDefaults.pgsz),
     ...(t.phbDefaults.ddw
       ? [
-          hex(pageMaskToQueryMask(t.phbDefaults.pgsz, t.ddw.pgsize2M)),
+          formatHex(pageMaskToQueryMask(t.phbDefaults.pgsz, t.ddw.pgsize2M)),
           'yes',
           `<${[t.ddw.extensions.length, ...t.ddw.extensions].map(cell).join(' ')}>`,
           t.ddw.queryNret6 ? 'yes' : 'no',
@@ -401,7 +400,7 @@ function renderVersion(version: QemuVersion): string {
   return [
     `### QEMU ${version} (\`pseries\` = ${preset.alias})`,
     '',
-    `Every type: default RAM ${b.defaultRam / MiB} MiB, default window ${hex(d.dma_win_size)} bytes at ${hex(d.dma_win_addr)}, second window at ${hex(d.dma64_win_addr)}.`,
+    `Every type: default RAM ${b.defaultRam / MiB} MiB, default window ${formatHex(d.dma_win_size)} bytes at ${formatHex(d.dma_win_addr)}, second window at ${formatHex(d.dma64_win_addr)}.`,
     '',
     `| ${header.join(' | ')} |`,
     `|${header.map(() => '---').join('|')}|`,

@@ -52,7 +52,7 @@ describe('pseries-7.2 (the default)', () => {
       '-m 2G -device spapr-pci-host-bridge,index=1,id=phb1,dma64_win_addr=0x10000000000000 -device spapr-pci-host-bridge,index=2,ddw=off -device e1000e,bus=phb1.0 -device dma-engine,bus=pci.1',
     );
     const phbs = resolve(m.container, SpaprPciTokens.Phbs).list;
-    expect(phbs.map((p) => [p.index, p.busName, p.windowsSupported, p.devices.length])).toEqual([
+    expect(phbs.map((p) => [p.index, p.name, p.windowsSupported, p.devices.length])).toEqual([
       [0, 'pci.0', 2, 0],
       [1, 'phb1.0', 2, 1],
       [2, 'pci.1', 1, 1],

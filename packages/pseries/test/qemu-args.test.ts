@@ -1,8 +1,8 @@
+import { parseQemuSize } from '@ddw/machine';
 import { describe, expect, it } from 'vitest';
 import {
   machineType,
   parseQemuArgs,
-  parseQemuSize,
   pseriesDescription,
   pseriesMemoryLayout,
   resolvePhbConfig,

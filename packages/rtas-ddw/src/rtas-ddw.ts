@@ -1,5 +1,6 @@
 import {
   definePlugin,
+  formatHex,
   RTAS_IBM_CREATE_PE_DMA_WINDOW,
   RTAS_IBM_QUERY_PE_DMA_WINDOW,
   RTAS_IBM_REMOVE_PE_DMA_WINDOW,
@@ -166,7 +167,7 @@ export const rtasDdw = definePlugin((options: { compat?: RtasDdwCompat } = {}) =
           // QEMU's checked cast aborts for a VIO device's LIOBN; ddw answers PARAM_ERROR instead.
           ctx.events.guestError(
             'rtas-ddw',
-            `ibm,remove-pe-dma-window: LIOBN 0x${liobn.toString(16)} is not a PHB window`,
+            `ibm,remove-pe-dma-window: LIOBN ${formatHex(liobn)} is not a PHB window`,
           );
           return fail(call, RTAS_OUT_PARAM_ERROR);
         }

@@ -1,5 +1,14 @@
-import type { HypercallRegistry, HypercallResult } from '@ddw/machine';
-import type { AddressSpace } from '@ddw/memory';
+import {
+  H_GET_TCE,
+  H_PARAMETER,
+  H_PUT_TCE,
+  H_PUT_TCE_INDIRECT,
+  H_STUFF_TCE,
+  H_SUCCESS,
+  type HypercallRegistry,
+  type HypercallResult,
+} from '@ddw/machine';
+import { type AddressSpace, formatHex } from '@ddw/memory';
 import {
   H_TOO_HARD,
   type KvmTceResult,
@@ -9,12 +18,7 @@ import {
   kvmStuffTce,
 } from './kvm-tce.js';
 import type { SpaprTceTables } from './tables.js';
-import { H_PARAMETER, H_SUCCESS, isPciLiobn } from './tce-table.js';
-
-export const H_GET_TCE = 0x1c;
-export const H_PUT_TCE = 0x20;
-export const H_STUFF_TCE = 0x138;
-export const H_PUT_TCE_INDIRECT = 0x13c;
+import { isPciLiobn } from './tce-table.js';
 
 /** Most entries one H_PUT_TCE_INDIRECT may carry: one 4 KiB page of TCEs. */
 export const TCE_LIST_MAX = 512;
@@ -102,7 +106,7 @@ export function registerTceHypercalls(
         tce = table.entry(Number(index));
         ret = H_SUCCESS;
       } else {
-        tables.reportGuestError(`spapr_iommu_get_tce on out-of-bounds IOBA 0x${masked.toString(16)}`);
+        tables.reportGuestError(`spapr_iommu_get_tce on out-of-bounds IOBA ${formatHex(masked)}`);
       }
       const ev = isPciLiobn(table.liobn) ? t.pciGet : t.get;
       if (ev.enabled && reachesQemu(table)) ev.emit(liobn, masked, ret, tce);
@@ -134,7 +138,7 @@ export function registerTceHypercalls(
       const ok = count > 0 && stored === count;
       if (!ok && count > 0)
         tables.reportGuestError(
-          `spapr_vio_put_tce on out-of-bounds IOBA 0x${(start + (BigInt(stored) << BigInt(table.pageShift))).toString(16)}`,
+          `spapr_vio_put_tce on out-of-bounds IOBA ${formatHex(start + (BigInt(stored) << BigInt(table.pageShift)))}`,
         );
       const ev = isPciLiobn(table.liobn) ? t.pciIndirect : t.indirect;
       if (ev.enabled && reachesQemu(table)) {
@@ -168,7 +172,7 @@ export function registerTceHypercalls(
       const ok = count > 0 && stored === count;
       if (!ok && count > 0)
         tables.reportGuestError(
-          `spapr_vio_put_tce on out-of-bounds IOBA 0x${(start + (BigInt(stored) << BigInt(table.pageShift))).toString(16)}`,
+          `spapr_vio_put_tce on out-of-bounds IOBA ${formatHex(start + (BigInt(stored) << BigInt(table.pageShift)))}`,
         );
       const ev = isPciLiobn(table.liobn) ? t.pciStuff : t.stuff;
       // QEMU prints the ioba its loop reached, not the one the guest passed.

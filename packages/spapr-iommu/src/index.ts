@@ -1,11 +1,7 @@
-export {
-  H_GET_TCE,
-  H_PUT_TCE,
-  H_PUT_TCE_INDIRECT,
-  H_STUFF_TCE,
-  registerTceHypercalls,
-  TCE_LIST_MAX,
-} from './hypercalls.js';
+// The TCE hypercall opcodes are @ddw/machine's (PAPR numbers have one definition); they are
+// importable from here too, where the hypercalls they name are implemented and documented.
+export { H_GET_TCE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE } from '@ddw/machine';
+export { registerTceHypercalls, TCE_LIST_MAX } from './hypercalls.js';
 export {
   compatibleHostTable,
   H_TOO_HARD,

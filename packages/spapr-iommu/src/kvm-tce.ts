@@ -1,4 +1,5 @@
-import type { AddressSpace } from '@ddw/memory';
+import { H_PARAMETER, H_SUCCESS } from '@ddw/machine';
+import { type AddressSpace, UINT64_SPAN } from '@ddw/memory';
 import type { SpaprTceTable } from './tce-table.js';
 
 /**
@@ -14,11 +15,8 @@ import type { SpaprTceTable } from './tce-table.js';
 export const H_TOO_HARD = 'H_TOO_HARD' as const;
 export type KvmTceResult = bigint | typeof H_TOO_HARD;
 
-const H_SUCCESS = 0n;
-const H_PARAMETER = -4n;
 /** The most TCEs one H_PUT_TCE_INDIRECT carries (the list is one 4 KiB page). */
 const TCE_LIST_MAX = 512n;
-const UINT64 = 1n << 64n;
 
 /**
  * A host IOMMU table as KVM holds it after KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE (the iommu_table of a
@@ -72,7 +70,7 @@ function iobaValid(t: SpaprTceTable, ioba: bigint, npages: bigint): boolean {
   if ((ioba & mask) !== 0n || idx < offset) return false;
   if (idx - offset + npages > BigInt(t.nbTable)) return false;
   // The kernel's wrap check on idx + npages (unsigned long).
-  return idx + npages < UINT64;
+  return idx + npages < UINT64_SPAN;
 }
 
 /** kvmppc_tce_validate: a mapping TCE must be page aligned, in a memslot and mappable by every attached table. */

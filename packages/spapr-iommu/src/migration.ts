@@ -7,14 +7,13 @@ import {
   type VMStateLoaded,
   type VmstateRegistry,
 } from '@ddw/machine';
-import { type AddressSpace, RunTable } from '@ddw/memory';
+import { type AddressSpace, formatHex, RunTable, UINT64_SPAN } from '@ddw/memory';
 import { SpaprTceTables } from './tables.js';
 import type { SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
 
 /** The default window's geometry: the "spapr_iommu_ex" subsection is sent only for another one. */
 const DEFAULT_BUS_OFFSET = 0n;
 const DEFAULT_PAGE_SHIFT = 12;
-const UINT64_SPAN = 1n << 64n;
 
 /**
  * What the "spapr_iommu" section saves from and checks against: the table's own fields, plus the
@@ -147,7 +146,7 @@ function prepare(loaded: VMStateLoaded): PreparedTce {
   const size = BigInt(nb) << BigInt(pageShift);
   if (busOffset + size > UINT64_SPAN) {
     throw new Error(
-      `the window of 0x${nb.toString(16)} pages of 2^${pageShift} bytes at 0x${busOffset.toString(16)} ends beyond 2^64`,
+      `the window of ${formatHex(nb)} pages of 2^${pageShift} bytes at ${formatHex(busOffset)} ends beyond 2^64`,
     );
   }
   const table = loaded.fields.mig_table as VarrayView;

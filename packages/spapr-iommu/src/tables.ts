@@ -1,5 +1,5 @@
 import { ConfigError, type MachineEventBus } from '@ddw/machine';
-import type { AddressSpace } from '@ddw/memory';
+import { type AddressSpace, formatHex } from '@ddw/memory';
 import { compatibleHostTable, type KvmHost, type KvmHostIommuTable } from './kvm-tce.js';
 import { type SpaprIommuTraces, SpaprTceTable } from './tce-table.js';
 
@@ -26,13 +26,13 @@ export class SpaprTceTables {
   /** Creates a disabled table (spapr_tce_new_table); a duplicate LIOBN is a configuration error. */
   create(liobn: number, owner: string): SpaprTceTable {
     if (!Number.isInteger(liobn) || liobn < 0 || liobn > 0xffffffff) {
-      throw new ConfigError(`${owner}.liobn`, `0x${liobn.toString(16)} is not a 32-bit LIOBN`);
+      throw new ConfigError(`${owner}.liobn`, `${formatHex(liobn)} is not a 32-bit LIOBN`);
     }
     const existing = this.#byLiobn.get(liobn);
     if (existing) {
       throw new ConfigError(
         `${owner}.liobn`,
-        `Attempted to create TCE table with duplicate LIOBN 0x${liobn.toString(16)} (already used by ${existing.owner})`,
+        `Attempted to create TCE table with duplicate LIOBN ${formatHex(liobn)} (already used by ${existing.owner})`,
         'give every PHB a distinct index',
       );
     }
@@ -101,7 +101,7 @@ export class SpaprTceTables {
    */
   find(liobn: bigint): SpaprTceTable | undefined {
     if (liobn >> 32n !== 0n) {
-      this.events.guestError('spapr-iommu', `Request for out-of-bounds LIOBN 0x${liobn.toString(16)}`);
+      this.events.guestError('spapr-iommu', `Request for out-of-bounds LIOBN ${formatHex(liobn)}`);
       return undefined;
     }
     return this.#byLiobn.get(Number(liobn));

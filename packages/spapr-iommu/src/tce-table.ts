@@ -1,7 +1,8 @@
-import type { MachineEventBus, TraceBus, TraceEvent } from '@ddw/machine';
+import { H_PARAMETER, H_SUCCESS, type MachineEventBus, type TraceBus, type TraceEvent } from '@ddw/machine';
 import {
   type AddressSpace,
   ContainerRegion,
+  formatHex,
   IOMMUAccessFlags,
   IOMMUBatchBuffer,
   type IOMMUNotifier,
@@ -10,13 +11,11 @@ import {
   IommuMemoryRegion,
   MAX_RUN_STRIDE,
   RunTable,
+  TWO_32,
   UINT64_MAX,
 } from '@ddw/memory';
 import type { KvmHost, KvmTceAttachment } from './kvm-tce.js';
 import { SPAPR_IOMMU_TRACE_EVENTS } from './traces.js';
-
-export const H_SUCCESS = 0n;
-export const H_PARAMETER = -4n;
 
 /** PCI LIOBNs have bit 31 set (SPAPR_IS_PCI_LIOBN); VIO ones do not. */
 export function isPciLiobn(liobn: number): boolean {
@@ -60,7 +59,6 @@ export class SpaprIommuTraces {
 let nextFakeTablePointer = 0x7f00_0000_0000n;
 /** Segments a replay collects before handing them on, so a table of random entries stays bounded. */
 const REPLAY_FLUSH = 4096;
-const TWO_32 = 0x1_0000_0000;
 /** The fd of the next simulated in-kernel (KVM) table. */
 let nextFakeKvmFd = 30;
 
@@ -136,7 +134,7 @@ export class SpaprTceTable {
     if (this.enabled) {
       this.events.guestError(
         'spapr-iommu',
-        `trying to enable already enabled TCE table 0x${this.liobn.toString(16)}`,
+        `trying to enable already enabled TCE table ${formatHex(this.liobn)}`,
       );
       return;
     }
@@ -249,7 +247,7 @@ export class SpaprTceTable {
     const high = Number(tce >> 32n) >>> 0;
     const low = Number(tce & 0xffffffffn) >>> 0;
     if (this.putRepeated(ioba, 1, high, low) === 1) return H_SUCCESS;
-    this.events.guestError('spapr-iommu', `spapr_vio_put_tce on out-of-bounds IOBA 0x${ioba.toString(16)}`);
+    this.events.guestError('spapr-iommu', `spapr_vio_put_tce on out-of-bounds IOBA ${formatHex(ioba)}`);
     return H_PARAMETER;
   }
 

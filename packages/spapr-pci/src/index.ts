@@ -1,20 +1,16 @@
-export * from './constants.js';
 export {
-  checkDeviceProps,
-  DMA_ENGINE_IDS,
-  driverProperties,
-  E1000E_IDS,
-  E1000E_PROPERTIES,
-  emulatedDmaDriver,
-  PCI_DEVICE_PROPERTIES,
-  type PciDriver,
-  type PciDriverInfo,
-  type PciDriverProperty,
-  PciDriverRegistry,
-  type PciPropertyKind,
-} from './drivers.js';
+  PHB_PGSZ_4K_64K,
+  PHB_PGSZ_4K_64K_2M_16M,
+  type PhbDmaProperties,
+  QEMU_7_2_PHB_DEFAULTS,
+  SPAPR_PCI_BASE_BUID,
+  SPAPR_PCI_DMA_MAX_WINDOWS,
+  SPAPR_PCI_MSI_SIZE,
+  SPAPR_PCI_MSI_WINDOW,
+  spaprPciBuid,
+  spaprPciLiobn,
+} from './constants.js';
 export { PhbMigration, spaprPciVmstate } from './migration.js';
-export { type PciAddress, PciDevice, type PciIds } from './pci-device.js';
 export { SpaprPhb, type SpaprPhbCompat, type SpaprPhbConfig } from './phb.js';
 export {
   type PciDeviceDescription,

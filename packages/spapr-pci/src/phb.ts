@@ -7,6 +7,7 @@ import {
   RTAS_IBM_REMOVE_PE_DMA_WINDOW,
 } from '@ddw/machine';
 import { AddressSpace, ContainerRegion, MmioRegion, UINT64_MAX } from '@ddw/memory';
+import type { PciBus, PciDevice } from '@ddw/pci';
 import type { SpaprTceTable, SpaprTceTables } from '@ddw/spapr-iommu';
 import {
   type PhbDmaProperties,
@@ -16,7 +17,6 @@ import {
   spaprPciBuid,
   spaprPciLiobn,
 } from './constants.js';
-import type { PciDevice } from './pci-device.js';
 
 export interface SpaprPhbConfig extends PhbDmaProperties {
   /** The PHB's device id; its root bus is `<id>.0` (the default PHB is "pci", bus "pci.0"). */
@@ -43,12 +43,13 @@ export interface SpaprPhbCompat {
 /**
  * A sPAPR PCI host bridge (spapr-pci-host-bridge) as far as DMA goes: its BUID and LIOBNs, its
  * DMA address space holding the TCE windows and the MSI region, the DMA reset that restores the
- * default window, and its device-tree node.
+ * default window, and its device-tree node. It is its root bus too: the PciBus its functions are
+ * attached to.
  */
-export class SpaprPhb implements Device {
+export class SpaprPhb implements Device, PciBus {
   readonly id: string;
-  /** The root bus devices name with `bus=`. */
-  readonly busName: string;
+  /** The root bus's name (PciBus.name), what devices give as `bus=`. */
+  readonly name: string;
   readonly index: number;
   readonly buid: bigint;
   readonly props: PhbDmaProperties;
@@ -69,7 +70,7 @@ export class SpaprPhb implements Device {
   ) {
     const { id, index, bus, ...props } = config;
     this.id = id;
-    this.busName = bus ?? `${id}.0`;
+    this.name = bus ?? `${id}.0`;
     this.index = index;
     this.props = props;
     this.buid = spaprPciBuid(index);
@@ -134,19 +135,19 @@ export class SpaprPhb implements Device {
     def.defWin = true;
   }
 
-  addDevice(device: PciDevice): void {
+  attach(device: PciDevice): void {
     const clash = this.devices.find((d) => d.devfn === device.devfn);
     if (clash) {
       throw new ConfigError(
         `devices.${device.id}.addr`,
-        `slot ${device.address.slot}.${device.address.fn} of ${this.busName} is taken by ${clash.id}`,
+        `slot ${device.address.slot}.${device.address.fn} of ${this.name} is taken by ${clash.id}`,
         'give the device another addr',
       );
     }
     this.devices.push(device);
   }
 
-  removeDevice(device: PciDevice): void {
+  detach(device: PciDevice): void {
     const at = this.devices.indexOf(device);
     if (at >= 0) this.devices.splice(at, 1);
   }

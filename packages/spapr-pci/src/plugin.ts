@@ -8,24 +8,26 @@ import {
   resolve,
   token,
 } from '@ddw/machine';
-import { SpaprIommuTokens } from '@ddw/spapr-iommu';
-import * as z from 'zod';
-import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
 import {
   checkDeviceProps,
   E1000E_IDS,
   E1000E_PROPERTIES,
   emulatedDmaDriver,
+  type PciBus,
+  PciBuses,
+  type PciDevice,
   PciDriverRegistry,
-} from './drivers.js';
+  PciTokens,
+} from '@ddw/pci';
+import { SpaprIommuTokens } from '@ddw/spapr-iommu';
+import * as z from 'zod';
+import { type PhbDmaProperties, QEMU_7_2_PHB_DEFAULTS } from './constants.js';
 import { PhbMigration, spaprPciVmstate } from './migration.js';
-import type { PciDevice } from './pci-device.js';
 import { SpaprPhb, type SpaprPhbCompat } from './phb.js';
 
 export const SpaprPciTokens = {
   /** Every PHB of the machine, in description order. */
   Phbs: token<SpaprPhbs>('spapr-pci', 'Phbs'),
-  Drivers: token<PciDriverRegistry>('spapr-pci', 'Drivers'),
 } as const;
 
 /** The machine's PHBs; RTAS looks them up by BUID. */
@@ -36,8 +38,9 @@ export class SpaprPhbs {
     return this.list.find((p) => p.buid === buid);
   }
 
+  /** The PHB whose root bus is named `bus` (a device's `bus.name`). */
   byBus(bus: string): SpaprPhb | undefined {
-    return this.list.find((p) => p.busName === bus);
+    return this.list.find((p) => p.name === bus);
   }
 }
 
@@ -81,7 +84,9 @@ export interface SpaprPciOptions {
 
 /**
  * sPAPR PCI host bridges and the PCI devices on them. Description sections: `phbs` (default: the
- * PHB "pci" with index 0, as QEMU's pseries creates) and `devices`.
+ * PHB "pci" with index 0, as QEMU's pseries creates) and `devices`. It provides the machine's
+ * PciTokens (the driver registry, with dma-engine and e1000e in it, and every PHB's root bus), so
+ * plugins that add PCI drivers require it.
  */
 export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
   name: 'spapr-pci',
@@ -95,6 +100,7 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
     const compat = options.compat ?? { ddwExtensions: [RTAS_IBM_RESET_PE_DMA_WINDOW, 1] };
     const tables = resolve(ctx.container, SpaprIommuTokens.Tables);
     const phbs = new SpaprPhbs();
+    const buses = new PciBuses();
     const drivers = new PciDriverRegistry();
     drivers.register(
       emulatedDmaDriver('dma-engine', undefined, {
@@ -108,7 +114,8 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
       }),
     );
     provideValue(ctx.container, SpaprPciTokens.Phbs, phbs);
-    provideValue(ctx.container, SpaprPciTokens.Drivers, drivers);
+    provideValue(ctx.container, PciTokens.Buses, buses);
+    provideValue(ctx.container, PciTokens.Drivers, drivers);
     const vmstate = spaprPciVmstate(compat.pre28Migration ?? false);
 
     const described = ctx.description.phbs as PhbDescription[];
@@ -145,6 +152,7 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
         ctx.deviceTree,
       );
       phbs.list.push(phb);
+      buses.list.push(phb);
       ctx.devices.add(phb);
       ctx.vmstate.register(vmstate, phb.index, new PhbMigration(phb), ctx.plugin);
       ctx.machine.addAddressSpace(phb.dmaAddressSpace);
@@ -182,24 +190,24 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
               `known: ${drivers.names().join(', ')}`,
             );
           }
-          const phb = phbs.byBus(d.bus);
-          if (!phb) {
+          const bus = buses.byName(d.bus);
+          if (!bus) {
             throw new ConfigError(
               `devices[${i}].bus`,
               `no bus "${d.bus}"`,
-              `buses: ${phbs.list.map((p) => p.busName).join(', ')}`,
+              `buses: ${buses.list.map((b) => b.name).join(', ')}`,
             );
           }
           checkDeviceProps(driver, d.props, `devices[${i}]`);
-          const slot = d.slot ?? firstFreeSlot(phb);
+          const slot = d.slot ?? firstFreeSlot(bus);
           const created = driver.create({
             id: d.id,
-            phb,
+            bus,
             address: { slot, fn: d.fn },
             props: d.props,
             field: `devices[${i}]`,
           });
-          phb.addDevice(created);
+          bus.attach(created);
           device = created;
           return created.realize?.();
         },
@@ -207,7 +215,7 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
         unrealize: () => {
           if (!device) return;
           device.unrealize?.();
-          device.phb.removeDevice(device);
+          device.bus.detach(device);
           device = undefined;
         },
         dispose: () => device?.dispose?.(),
@@ -216,9 +224,9 @@ export const spaprPci = definePlugin((options: SpaprPciOptions = {}) => ({
   },
 }));
 
-function firstFreeSlot(phb: SpaprPhb): number {
+function firstFreeSlot(bus: PciBus): number {
   for (let slot = 0; slot < 32; slot++) {
-    if (!phb.devices.some((d) => d.address.slot === slot)) return slot;
+    if (!bus.devices.some((d) => d.address.slot === slot)) return slot;
   }
-  throw new ConfigError('devices', `bus ${phb.busName} has no free slot`);
+  throw new ConfigError('devices', `bus ${bus.name} has no free slot`);
 }

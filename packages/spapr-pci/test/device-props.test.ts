@@ -1,16 +1,8 @@
-import {
-  ConfigError,
-  createMachine,
-  DeviceError,
-  InvalidArgumentError,
-  type Machine,
-  PluginError,
-  resolve,
-} from '@ddw/machine';
+import { ConfigError, createMachine, DeviceError, type Machine, PluginError, resolve } from '@ddw/machine';
+import { PCI_DEVICE_PROPERTIES, PciTokens } from '@ddw/pci';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { afterEach, describe, expect, it } from 'vitest';
-import { emulatedDmaDriver, PCI_DEVICE_PROPERTIES, PciDriverRegistry } from '../src/index.js';
-import { SpaprPciTokens, spaprPci } from './helpers.js';
+import { spaprPci } from './helpers.js';
 
 const machines: Machine[] = [];
 afterEach(() => {
@@ -154,10 +146,10 @@ describe('device properties', () => {
   });
 });
 
-describe('PciDriverRegistry', () => {
+describe('the PCI drivers spapr-pci provides', () => {
   it('lists every driver with its description and properties, for -device help', async () => {
     const m = await build({});
-    const list = resolve(m.container, SpaprPciTokens.Drivers).list();
+    const list = resolve(m.container, PciTokens.Drivers).list();
     expect(list.map((d) => d.name)).toEqual(['dma-engine', 'e1000e']);
     for (const d of list) expect(d.description).not.toBe('');
     const e1000e = list.find((d) => d.name === 'e1000e')!;
@@ -175,25 +167,5 @@ describe('PciDriverRegistry', () => {
     expect(e1000e.properties.find((p) => p.name === 'mac')).toMatchObject({ kind: 'macaddr' });
     const engine = list.find((d) => d.name === 'dma-engine')!;
     expect(engine.properties.map((p) => p.name)).not.toContain('netdev');
-  });
-
-  it('refuses a driver registered twice or without a usable shape, with a named error', () => {
-    const registry = new PciDriverRegistry();
-    registry.register(emulatedDmaDriver('toy'));
-    expect(() => registry.register(emulatedDmaDriver('toy'))).toThrow(InvalidArgumentError);
-    expect(() => registry.register(emulatedDmaDriver('toy'))).toThrow(/"toy" is registered twice/);
-    expect(() => registry.register(undefined as never)).toThrow(InvalidArgumentError);
-    expect(() => registry.register({ ...emulatedDmaDriver('x'), name: 'bad name' })).toThrow(
-      /not a QEMU type name/,
-    );
-    expect(() =>
-      registry.register({
-        ...emulatedDmaDriver('y'),
-        properties: [
-          { name: 'p', kind: 'str', description: '' },
-          { name: 'p', kind: 'str', description: '' },
-        ],
-      }),
-    ).toThrow(/declares property "p" twice/);
   });
 });

@@ -39,7 +39,7 @@ describe('the PHB', () => {
         { id: 'phb1', index: 1 },
       ],
     });
-    expect(phbs.list.map((p) => [p.buid, p.busName, p.windows.map((w) => w.liobn)])).toEqual([
+    expect(phbs.list.map((p) => [p.buid, p.name, p.windows.map((w) => w.liobn)])).toEqual([
       [0x800000020000000n, 'pci.0', [0x80000000, 0x80000001]],
       [0x800000020000001n, 'phb1.0', [0x80000100, 0x80000101]],
     ]);

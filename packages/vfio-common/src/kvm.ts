@@ -1,7 +1,22 @@
 import { token } from '@ddw/machine';
 import { type AddressSpace, RamRegion } from '@ddw/memory';
-import type { VfioKvm } from './container.js';
 import type { HostKvmTable } from './host/host-iommu.js';
+
+/**
+ * The KVM side VFIO talks to under `-accel kvm` (QEMU's KVM-VFIO device): attaching a group to an
+ * in-kernel TCE table, and letting it go.
+ */
+export interface VfioKvm {
+  /**
+   * KVM_SET_DEVICE_ATTR(KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE) for a group whose host tables are
+   * `hostTables`, to the in-kernel table `tablefd`: 0 or -errno.
+   */
+  setSpaprTce(tablefd: number, hostTables: readonly HostKvmTable[]): number;
+  /** KVM_DEV_VFIO_GROUP_DEL: the group's host tables leave every in-kernel table. */
+  releaseGroup(hostTables: readonly HostKvmTable[]): void;
+  /** The fd QEMU holds for a group (/dev/vfio/N), for messages and traces. */
+  groupFd(group: string): number;
+}
 
 /**
  * The part of @ddw/spapr-iommu's SpaprTceTables (the simulated KVM's in-kernel TCE tables) that

@@ -2,24 +2,17 @@ import {
   ConfigError,
   definePlugin,
   type MachineEventBus,
-  provideValue,
-  resolve,
+  MachineTokens,
+  PluginError,
   type TraceBus,
   token,
 } from '@ddw/machine';
 import type { AddressSpace, MemoryListener, RamRegion } from '@ddw/memory';
-import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
-import {
-  VfioContainer,
-  type VfioContainerDeps,
-  type VfioContainerTraces,
-  type VfioKvm,
-} from './container.js';
-import { DEFAULT_HOST_CONFIG, type HostIommu, type HostIommuConfig } from './host/host-iommu.js';
+import { type PciBus, PciTokens } from '@ddw/pci';
+import { VfioContainer, type VfioContainerDeps, type VfioContainerTraces } from './container.js';
+import type { HostIommu } from './host/host-iommu.js';
 import { HostVirtualMemory } from './host/host-memory.js';
-import { hostConfigSchema, parseHostOptions } from './host/options.js';
-import { SimulatedSpaprTceHost } from './host/simulated.js';
-import { connectKvm, KvmTceTablesToken } from './kvm.js';
+import { connectKvm, KvmTceTablesToken, type VfioKvm } from './kvm.js';
 import { VFIO_QEMU_VERSIONS, type VfioQemuVersion, vfioTraceEvents } from './traces.js';
 import { type VfioConnector, vfioPciDriver } from './vfio-pci.js';
 
@@ -27,8 +20,8 @@ import { type VfioConnector, vfioPciDriver } from './vfio-pci.js';
 export const GUEST_RAM_HOST_BASE = 0x7e00_0000_0000n;
 
 /**
- * The machine's VFIO state: the host IOMMU, the host process memory, the containers (one per PHB
- * address space, more when the host refuses to share one), and the pre-registration hook that
+ * The machine's VFIO state: the host IOMMU, the host process memory, the containers (one per PCI
+ * bus DMA address space, more when the host refuses to share one), and the pre-registration hook that
  * @ddw/vfio-prereg fills in.
  */
 export class Vfio implements VfioConnector {
@@ -93,9 +86,9 @@ export class Vfio implements VfioConnector {
   }
 
   /** vfio_get_group + vfio_connect_container: share a container of the same address space if the host lets the group join it. */
-  connect(phb: SpaprPhb, group: string): VfioContainer {
+  connect(bus: PciBus, group: string): VfioContainer {
     this.groupNumber(group);
-    const as = phb.dmaAddressSpace;
+    const as = bus.dmaAddressSpace;
     for (const c of this.containers) {
       if (c.as === as && c.groups.size > 0 && c.attachGroup(group)) return c;
     }
@@ -123,16 +116,21 @@ export class Vfio implements VfioConnector {
 
 export const VfioTokens = {
   Vfio: token<Vfio>('vfio-common', 'Vfio'),
+  /**
+   * The host kernel's IOMMU the containers talk to. vfio-common registers only a stand-in that
+   * fails, naming the fix: a host plugin registers the real one after vfio-common (hostLinux()
+   * from @ddw/host-linux, or another backend), which replaces it.
+   */
+  HostIommu: token<HostIommu>('vfio-common', 'HostIommu'),
+  /**
+   * The QEMU process's memory as the host kernel sees it: what a host pins, maps and lets devices
+   * read and write. vfio-common provides it (guest RAM is put in it at GUEST_RAM_HOST_BASE, on the
+   * host's RAM pages); a host plugin is given it.
+   */
+  HostMemory: token<HostVirtualMemory>('vfio-common', 'HostMemory'),
 } as const;
 
 export interface VfioCommonOptions {
-  /**
-   * Host capabilities, as the CLI's `--host` text or as data, over DEFAULT_HOST_CONFIG. The
-   * description's `host` section, when present, wins.
-   */
-  host?: string | Partial<HostIommuConfig>;
-  /** A host IOMMU other than the simulated Linux one (it is given the host process memory). */
-  hostIommu?: (config: HostIommuConfig, memory: HostVirtualMemory) => HostIommu;
   /**
    * The QEMU version whose VFIO side the machine reproduces: its hw/vfio/trace-events declarations
    * (names, arguments, formats), where each event fires, and its error texts. '7.2' (default) or
@@ -143,20 +141,18 @@ export interface VfioCommonOptions {
 }
 
 /**
- * VFIO passthrough for sPAPR: the `vfio-pci` device, its containers, and the host IOMMU it talks
- * to (by default a simulated Linux SPAPR TCE IOMMU). Description section `host` (see README).
+ * VFIO passthrough for sPAPR: the `vfio-pci` device and its containers. The host IOMMU they talk
+ * to comes from a host plugin registering VfioTokens.HostIommu after this one (hostLinux() from
+ * @ddw/host-linux: a simulated Linux SPAPR TCE IOMMU), given the host process memory
+ * (VfioTokens.HostMemory). The machine's VFIO state (VfioTokens.Vfio) is built once every plugin
+ * has registered, from whichever host was registered last.
  */
 export const vfioCommon = definePlugin((options: VfioCommonOptions = {}) => ({
   name: 'vfio-common',
+  // spapr-iommu provides the simulated KVM's TCE tables (KvmTceTablesToken); spapr-pci the
+  // PciTokens this plugin registers its driver in.
   requires: ['spapr-iommu', 'spapr-pci'],
-  sections: { host: hostConfigSchema.optional() },
   register(ctx) {
-    const described = ctx.description.host as HostIommuConfig | undefined;
-    const base =
-      typeof options.host === 'string'
-        ? parseHostOptions(options.host)
-        : { ...DEFAULT_HOST_CONFIG, ...(options.host ?? {}) };
-    const config: HostIommuConfig = described ?? base;
     const qemu = options.qemuVersion ?? '7.2';
     if (!VFIO_QEMU_VERSIONS.includes(qemu)) {
       throw new ConfigError(
@@ -165,30 +161,53 @@ export const vfioCommon = definePlugin((options: VfioCommonOptions = {}) => ({
         `use one of ${VFIO_QEMU_VERSIONS.join(', ')}`,
       );
     }
-    const hostMemory = new HostVirtualMemory();
-    const ram = ctx.memory.ram;
-    hostMemory.add({
-      name: ram.name,
-      vaddr: GUEST_RAM_HOST_BASE,
-      size: ram.size,
-      pageSize: config.ramPageSize,
-      hugetlb: config.ramPageSize > config.pageSize,
-      read: (offset, out) => ram.ram.read(Number(offset), out, 0, out.length),
-      write: (offset, data) => ram.ram.write(Number(offset), data, 0, data.length),
+    ctx.provide(VfioTokens.HostMemory, { useValue: new HostVirtualMemory() });
+    ctx.provide(VfioTokens.HostIommu, {
+      useFactory: () => {
+        throw new PluginError(
+          'vfio-common',
+          'missing-requirement',
+          'vfio-common has no host IOMMU to pass devices through: add hostLinux() from @ddw/host-linux, or a plugin that registers VfioTokens.HostIommu (requires: ["vfio-common"])',
+        );
+      },
     });
-    const host = options.hostIommu
-      ? options.hostIommu(config, hostMemory)
-      : new SimulatedSpaprTceHost(config, hostMemory);
-    const vfio = new Vfio(host, hostMemory, ctx.memory.addressSpace, ram, ctx.trace, ctx.events, qemu);
-    // The simulated KVM learns its host; under -accel kvm the containers get the KVM-VFIO device.
-    vfio.kvm = connectKvm(
-      resolve(ctx.container, KvmTceTablesToken),
-      config.kvmTceVfio === true,
-      ctx.memory.addressSpace,
-      (mr, offset) => vfio.hostPointer(mr, offset),
-      (group) => vfio.groupNumber(group),
-    );
-    provideValue(ctx.container, VfioTokens.Vfio, vfio);
-    resolve(ctx.container, SpaprPciTokens.Drivers).register(vfioPciDriver(vfio));
+    ctx.provide(VfioTokens.Vfio, {
+      useFactory: (get) => {
+        const host = get(VfioTokens.HostIommu);
+        const hostMemory = get(VfioTokens.HostMemory);
+        const ram = get(MachineTokens.GuestRam);
+        const systemMemory = get(MachineTokens.SystemAddressSpace);
+        const config = host.config;
+        // Guest RAM is backed as the host is set up: on its RAM pages (hugetlbfs above the host page).
+        hostMemory.add({
+          name: ram.name,
+          vaddr: GUEST_RAM_HOST_BASE,
+          size: ram.size,
+          pageSize: config.ramPageSize,
+          hugetlb: config.ramPageSize > config.pageSize,
+          read: (offset, out) => ram.ram.read(Number(offset), out, 0, out.length),
+          write: (offset, data) => ram.ram.write(Number(offset), data, 0, data.length),
+        });
+        const vfio = new Vfio(
+          host,
+          hostMemory,
+          systemMemory,
+          ram,
+          get(MachineTokens.Trace),
+          get(MachineTokens.Events),
+          qemu,
+        );
+        // The simulated KVM learns its host; under -accel kvm the containers get the KVM-VFIO device.
+        vfio.kvm = connectKvm(
+          get(KvmTceTablesToken),
+          config.kvmTceVfio === true,
+          systemMemory,
+          (mr, offset) => vfio.hostPointer(mr, offset),
+          (group) => vfio.groupNumber(group),
+        );
+        get(PciTokens.Drivers).register(vfioPciDriver(vfio));
+        return vfio;
+      },
+    });
   },
 }));

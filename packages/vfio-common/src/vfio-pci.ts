@@ -1,19 +1,14 @@
 import { ConfigError } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
-import {
-  type PciAddress,
-  PciDevice,
-  type PciDriver,
-  type PciDriverProperty,
-  type SpaprPhb,
-} from '@ddw/spapr-pci';
-import { type VfioContainer, VfioError } from './container.js';
+import { type PciAddress, type PciBus, PciDevice, type PciDriver, type PciDriverProperty } from '@ddw/pci';
+import type { VfioContainer } from './container.js';
 import type { HostVirtualMemory } from './host/host-memory.js';
+import { VfioError } from './vfio-error.js';
 
 /** What vfio-pci devices share in a machine: their containers, and the way to connect to one. */
 export interface VfioConnector {
-  /** Joins the container of `phb`'s address space (or makes one), as vfio_get_group does. */
-  connect(phb: SpaprPhb, group: string): VfioContainer;
+  /** Joins the container of `bus`'s DMA address space (or makes one), as vfio_get_group does. */
+  connect(bus: PciBus, group: string): VfioContainer;
   /** The IOMMU group number of a host device, for messages. */
   groupNumber(group: string): number;
   /**
@@ -96,7 +91,7 @@ export class VfioPciDevice extends PciDevice {
 
   constructor(
     id: string,
-    phb: SpaprPhb,
+    bus: PciBus,
     address: PciAddress,
     /** The host device, "0000:01:00.0"; also its IOMMU group here. */
     readonly host: string,
@@ -104,7 +99,7 @@ export class VfioPciDevice extends PciDevice {
     /** Where the device is in the description (`devices[2]`), for errors; default `devices.ID`. */
     private readonly field = `devices.${id}`,
   ) {
-    super(id, 'vfio-pci', phb, address, true, HOST_DEVICE_IDS);
+    super(id, 'vfio-pci', bus, address, true, HOST_DEVICE_IDS);
   }
 
   override realize(): void {
@@ -118,7 +113,7 @@ export class VfioPciDevice extends PciDevice {
       );
     }
     try {
-      this.container = this.connector.connect(this.phb, this.host);
+      this.container = this.connector.connect(this.bus, this.host);
     } catch (error) {
       this.connector.releaseHost?.(this.host, this.id);
       if (!(error instanceof VfioError)) throw error;
@@ -183,9 +178,9 @@ export function vfioPciDriver(connector: VfioConnector): PciDriver {
     description: 'VFIO-based PCI device assignment (a host function passed through its IOMMU)',
     properties: VFIO_PCI_PROPERTIES,
     dma64: true,
-    create: ({ id, phb, address, props, field = `devices.${id}` }) => {
+    create: ({ id, bus, address, props, field = `devices.${id}` }) => {
       const host = hostOf(props, field);
-      return new VfioPciDevice(id, phb, address, host, connector, field);
+      return new VfioPciDevice(id, bus, address, host, connector, field);
     },
   };
 }

@@ -6,6 +6,7 @@
  * never changes the host state or the messages.
  */
 
+import type { SimulatedSpaprTceHost } from '@ddw/host-linux';
 import { resolve } from '@ddw/machine';
 import {
   type AddressSpace,
@@ -19,13 +20,7 @@ import {
 } from '@ddw/memory';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  type HostIommuOp,
-  type SimulatedSpaprTceHost,
-  strerror,
-  type VfioContainer,
-  VfioTokens,
-} from '../src/index.js';
+import { type HostIommuOp, strerror, type VfioContainer, VfioTokens } from '../src/index.js';
 import { BUID, passthrough, rtas } from './helpers.js';
 
 const GiB = 1n << 30n;

@@ -1,3 +1,4 @@
+import { type HostLinuxOptions, hostLinux } from '@ddw/host-linux';
 import { type HostErrorEvent, type Machine, MachineBuilder, resolve, TraceBus } from '@ddw/machine';
 import { PSERIES_RAM_REGION, parseQemuArgs, pseriesDescription, pseriesPlugins } from '@ddw/pseries';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
@@ -22,13 +23,16 @@ export interface Rig {
   hostErrors: HostErrorEvent[];
 }
 
+/** How a rig's VFIO side is set up: vfio-common's options (QEMU version) and the host's. */
+export type PassthroughOptions = VfioCommonOptions & HostLinuxOptions;
+
 /**
- * A pseries machine with a passed-through function, the vfio-common plugin configured with
- * `vfio` (QEMU version, host), traced with `trace` from the start.
+ * A pseries machine with a passed-through function, the vfio-common and host-linux plugins
+ * configured with `vfio` (QEMU version; host), traced with `trace` from the start.
  */
 export async function passthrough(
   qemuArgs: string,
-  vfio: VfioCommonOptions,
+  vfio: PassthroughOptions,
   trace: string[] = ['vfio_*'],
 ): Promise<Rig> {
   const bus = new TraceBus();
@@ -36,7 +40,11 @@ export async function passthrough(
   const lines: string[] = [];
   bus.addSink({ write: (l) => void lines.push(l) });
   const args = parseQemuArgs(`${qemuArgs} -device vfio-pci,host=0000:01:00.0,id=hostnic`);
-  const plugins = pseriesPlugins(args).map((p) => (p.name === 'vfio-common' ? vfioCommon(vfio) : p));
+  const { host, hostIommu, ...common } = vfio;
+  const hostOptions = { ...(host !== undefined ? { host } : {}), ...(hostIommu ? { hostIommu } : {}) };
+  const plugins = pseriesPlugins(args).map((p) =>
+    p.name === 'vfio-common' ? vfioCommon(common) : p.name === 'host-linux' ? hostLinux(hostOptions) : p,
+  );
   const description = pseriesDescription(args);
   // The host comes from the plugin's options here, not from a description section.
   delete description.host;

@@ -1,3 +1,4 @@
+import { type SimulatedSpaprTceContainer, SimulatedSpaprTceHost } from '@ddw/host-linux';
 import { H_PUT_TCE, resolve } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { H_GET_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
@@ -6,8 +7,6 @@ import {
   GUEST_RAM_HOST_BASE,
   type HostIommuConfig,
   type HostVirtualMemory,
-  type SimulatedSpaprTceContainer,
-  SimulatedSpaprTceHost,
   type VfioQemuVersion,
   VfioTokens,
 } from '../src/index.js';

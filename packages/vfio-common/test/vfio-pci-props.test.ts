@@ -1,6 +1,8 @@
+import { hostLinux } from '@ddw/host-linux';
 import { ConfigError, createMachine, DeviceError, type Machine, resolve } from '@ddw/machine';
+import { PciTokens } from '@ddw/pci';
 import { spaprIommu } from '@ddw/spapr-iommu';
-import { SpaprPciTokens, spaprPci } from '@ddw/spapr-pci';
+import { spaprPci } from '@ddw/spapr-pci';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type VfioPciDevice, vfioCommon } from '../src/index.js';
 
@@ -11,7 +13,7 @@ afterEach(() => {
 
 /** A machine with these vfio-pci devices (a v1 host: no pre-registration needed). */
 async function build(devices: Record<string, unknown>[]): Promise<Machine> {
-  const m = await createMachine([spaprIommu(), spaprPci(), vfioCommon({ host: 'type=v1' })], {
+  const m = await createMachine([spaprIommu(), spaprPci(), vfioCommon(), hostLinux({ host: 'type=v1' })], {
     ram: '1G',
     devices: devices.map((d, i) => ({ id: `hostdev${i}`, driver: 'vfio-pci', ...d })),
   });
@@ -34,8 +36,8 @@ async function refusal(
 }
 
 const vfioDevice = (m: Machine, id: string) =>
-  resolve(m.container, SpaprPciTokens.Phbs)
-    .list.flatMap((p) => p.devices)
+  resolve(m.container, PciTokens.Buses)
+    .list.flatMap((b) => b.devices)
     .find((d) => d.id === id) as VfioPciDevice;
 
 describe('vfio-pci host', () => {
@@ -116,7 +118,7 @@ describe('vfio-pci properties', () => {
 
   it('is listed with its properties for -device help', async () => {
     const m = await build([{ props: { host: '0000:01:00.0' } }]);
-    const vfio = resolve(m.container, SpaprPciTokens.Drivers)
+    const vfio = resolve(m.container, PciTokens.Drivers)
       .list()
       .find((d) => d.name === 'vfio-pci');
     expect(vfio?.description).toMatch(/VFIO/);

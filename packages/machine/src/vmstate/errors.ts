@@ -1,3 +1,4 @@
+import { formatHex } from '@ddw/memory';
 import { DdwError, messageOf } from '../errors.js';
 
 /**
@@ -19,7 +20,7 @@ export class SnapshotError extends DdwError {
     const where =
       section === 'header'
         ? 'snapshot header'
-        : `snapshot section "${section}"${instanceId === undefined ? '' : ` (instance 0x${instanceId.toString(16)})`}`;
+        : `snapshot section "${section}"${instanceId === undefined ? '' : ` (instance ${formatHex(instanceId)})`}`;
     super('SNAPSHOT', `${where}: ${reason}`, options);
     this.section = section;
     this.instanceId = instanceId;
@@ -58,9 +59,9 @@ export function asSnapshotError(
 
 /** A value as an error message shows it: integers in hex, strings quoted. */
 export function describe(value: unknown): string {
-  if (typeof value === 'bigint') return `0x${value.toString(16)}`;
+  if (typeof value === 'bigint') return formatHex(value);
   if (typeof value === 'number')
-    return Number.isInteger(value) && value >= 0 ? `0x${value.toString(16)}` : String(value);
+    return Number.isInteger(value) && value >= 0 ? formatHex(value) : String(value);
   if (typeof value === 'string') return JSON.stringify(value);
   return String(value);
 }

@@ -1,13 +1,12 @@
 // Encoding and decoding a section's fields.
 
+import { formatHex, UINT64_MAX } from '@ddw/memory';
 import { messageOf } from '../errors.js';
 import type { VMStateField, VMStateScalarType } from './description.js';
 import { describe, Malformed } from './errors.js';
 import type { ByteReader, StreamWriter } from './streams.js';
 import { getVarray } from './varray/decode.js';
 import { putVarray } from './varray/encode.js';
-
-const U64_MAX = (1n << 64n) - 1n;
 
 function putScalar(w: StreamWriter, type: VMStateScalarType, value: unknown, name: string): void {
   const bad = () => new Malformed(`field ${name}: ${describe(value)} is not a ${type}`);
@@ -20,7 +19,7 @@ function putScalar(w: StreamWriter, type: VMStateScalarType, value: unknown, nam
     case 'int64': {
       const v = typeof value === 'number' && Number.isSafeInteger(value) ? BigInt(value) : value;
       if (typeof v !== 'bigint') throw bad();
-      if (type === 'uint64' ? v < 0n || v > U64_MAX : v < -(1n << 63n) || v >= 1n << 63n) throw bad();
+      if (type === 'uint64' ? v < 0n || v > UINT64_MAX : v < -(1n << 63n) || v >= 1n << 63n) throw bad();
       w.u64(v);
       return;
     }
@@ -53,7 +52,7 @@ function getScalar(r: ByteReader, type: VMStateScalarType, name: string): number
   switch (type) {
     case 'bool': {
       const b = r.u8(what);
-      if (b > 1) throw new Malformed(`field ${name}: bool byte 0x${b.toString(16)} is neither 0 nor 1`);
+      if (b > 1) throw new Malformed(`field ${name}: bool byte ${formatHex(b)} is neither 0 nor 1`);
       return b === 1;
     }
     case 'uint64':

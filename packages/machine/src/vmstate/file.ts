@@ -1,6 +1,7 @@
 // What both file formats share: the preamble, the stream markers, the JSON index (a version 1
 // file's "header") and the machine identity it carries.
 
+import { formatHex } from '@ddw/memory';
 import type { MachineDescription } from '../description.js';
 import { messageOf } from '../errors.js';
 import { headerError } from './errors.js';
@@ -14,7 +15,6 @@ export const QEMU_VM_EOF = 0x01;
 export const QEMU_VM_SECTION_FULL = 0x04;
 export const QEMU_VM_SUBSECTION = 0x05;
 export const QEMU_VM_SECTION_FOOTER = 0x7e;
-export const TWO_32 = 0x1_0000_0000;
 
 /** What snapshotInfo() reports. */
 export interface SnapshotInfo {
@@ -60,7 +60,7 @@ export function machineIdentity(d: IdentifyingDescription): SnapshotInfo['machin
 }
 
 export function hexOrNull(v: bigint | null): string | null {
-  return v === null ? null : `0x${v.toString(16)}`;
+  return v === null ? null : formatHex(v);
 }
 
 /** The JSON index of a machine's identity with `sections` (each { name, instanceId, version, size, crc }). */
@@ -88,7 +88,7 @@ function parseU32(v: unknown, what: string): number {
   return v;
 }
 
-function parseSize(v: unknown, what: string): number {
+function parseU53(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
     throw headerError(`${what} is not a size (an integer from 0 to 2^53 - 1)`);
   return v;
@@ -133,13 +133,13 @@ export function parseIndex(
       instanceId: parseU32(e.instanceId, `sections[${i}].instanceId`),
       version: parseU32(e.version, `sections[${i}].version`),
       size:
-        sizes === 'u32' ? parseU32(e.size, `sections[${i}].size`) : parseSize(e.size, `sections[${i}].size`),
+        sizes === 'u32' ? parseU32(e.size, `sections[${i}].size`) : parseU53(e.size, `sections[${i}].size`),
       crc: parseU32(e.crc, `sections[${i}].crc`),
       offset: 0,
     };
     const key = `${entry.instanceId} ${entry.name}`;
     if (seen.has(key))
-      throw headerError(`section "${entry.name}" instance 0x${entry.instanceId.toString(16)} appears twice`);
+      throw headerError(`section "${entry.name}" instance ${formatHex(entry.instanceId)} appears twice`);
     seen.add(key);
     list.push(entry);
   }

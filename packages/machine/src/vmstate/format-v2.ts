@@ -1,8 +1,9 @@
 // The version 2 file: streamed, its index after the payload (see the module comment of vmstate/index.ts).
 
+import { TWO_32 } from '@ddw/memory';
 import { crc32 } from './crc.js';
 import { headerError } from './errors.js';
-import { type ParsedFile, PREAMBLE_BYTES, parseIndex, QEMU_VM_EOF, TWO_32 } from './file.js';
+import { type ParsedFile, PREAMBLE_BYTES, parseIndex, QEMU_VM_EOF } from './file.js';
 import type { SourceReader } from './streams.js';
 
 /** u64 index offset, u32 index length, u32 index CRC32, u32 CRC32 of those 16 bytes, magic. */

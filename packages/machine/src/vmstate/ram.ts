@@ -1,8 +1,7 @@
 // Guest RAM as a section: "ram", QEMU's RAM stream over the sparse backing.
 
-import type { RamRegion, SparseRam } from '@ddw/memory';
+import { formatHex, type RamRegion, type SparseRam, TWO_32 } from '@ddw/memory';
 import { VMState, type VMStateDescription, type VMStateInfo } from './description.js';
-import { TWO_32 } from './file.js';
 import type { VmstateRegistry } from './registry.js';
 
 /** QEMU's RAM stream flags (migration/ram.c): a page record, and the end of the RAM stream. */
@@ -59,15 +58,14 @@ export const SPARSE_RAM_INFO: VMStateInfo<SparseRam, RamImage> = {
       const flags = low & (size - 1);
       const offset = high * TWO_32 + (low - flags);
       if (flags === RAM_SAVE_FLAG_EOS) {
-        if (offset !== 0) r.fail(`the end-of-RAM record carries offset 0x${offset.toString(16)}`);
+        if (offset !== 0) r.fail(`the end-of-RAM record carries offset ${formatHex(offset)}`);
         break;
       }
-      if (flags !== RAM_SAVE_FLAG_PAGE) r.fail(`unknown RAM record flags 0x${flags.toString(16)}`);
-      if (high >= 0x100000) r.fail(`RAM offset 0x${offset.toString(16)} is beyond 2^52`);
-      if (offset <= last) r.fail(`RAM chunk 0x${offset.toString(16)} is out of order`);
+      if (flags !== RAM_SAVE_FLAG_PAGE) r.fail(`unknown RAM record flags ${formatHex(flags)}`);
+      if (high >= 0x100000) r.fail(`RAM offset ${formatHex(offset)} is beyond 2^52`);
+      if (offset <= last) r.fail(`RAM chunk ${formatHex(offset)} is out of order`);
       last = offset;
-      if (offset % size !== 0)
-        r.fail(`RAM page 0x${offset.toString(16)} is not aligned to 0x${size.toString(16)}`);
+      if (offset % size !== 0) r.fail(`RAM page ${formatHex(offset)} is not aligned to ${formatHex(size)}`);
       chunks.push({ offset, data: r.bytes(size) });
     }
     return { chunks };
@@ -96,9 +94,7 @@ export const RAM_VMSTATE: VMStateDescription<RamOpaque, RamImage> = {
     const limit = opaque.region.ram.size;
     for (const { offset } of image.chunks) {
       if (offset >= limit)
-        throw new Error(
-          `RAM chunk at 0x${offset.toString(16)} lies beyond the RAM (0x${limit.toString(16)} bytes)`,
-        );
+        throw new Error(`RAM chunk at ${formatHex(offset)} lies beyond the RAM (${formatHex(limit)} bytes)`);
     }
     return image;
   },

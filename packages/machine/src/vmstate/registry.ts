@@ -1,5 +1,6 @@
 // The machine's vmstate sections (QEMU's savevm handlers list) and the checks of a description.
 
+import { formatHex } from '@ddw/memory';
 import { PluginError } from '../errors.js';
 import { ELEMENT_BYTES, type VMStateDescription, type VMStateField } from './description.js';
 
@@ -43,7 +44,7 @@ export class VmstateRegistry {
       throw new PluginError(
         owner,
         'conflict',
-        `vmstate section "${description.name}" instance 0x${instanceId.toString(16)} is registered twice`,
+        `vmstate section "${description.name}" instance ${formatHex(instanceId)} is registered twice`,
       );
     }
     const section: VMStateSection = {

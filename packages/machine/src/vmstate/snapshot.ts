@@ -1,5 +1,6 @@
 // Saving and loading a machine: writeSnapshot / saveSnapshot, loadSnapshot, snapshotInfo.
 
+import { formatHex } from '@ddw/memory';
 import { DdwError, messageOf } from '../errors.js';
 import { crc32 } from './crc.js';
 import type { VMStateLoaded } from './description.js';
@@ -276,7 +277,7 @@ function planLoad(machine: SnapshotMachine, src: SourceReader): PlannedSection[]
     );
   if (file.machine.ram !== mine.ram)
     throw headerError(
-      `the snapshot's machine has 0x${file.machine.ram.toString(16)} bytes of RAM, this one 0x${mine.ram.toString(16)}`,
+      `the snapshot's machine has ${formatHex(file.machine.ram)} bytes of RAM, this one ${formatHex(mine.ram)}`,
     );
   if (file.machine.maxmem !== mine.maxmem)
     throw headerError(
@@ -358,7 +359,7 @@ export function loadSnapshot(machine: SnapshotMachine, from: Uint8Array | Snapsh
       // the machine may be partly loaded, so it is not reported as a refused snapshot.
       throw new DdwError(
         'SNAPSHOT_APPLY',
-        `post_load of section "${d.name}" (instance 0x${p.section.instanceId.toString(16)}) failed after the snapshot was validated; the machine is partly loaded: ${messageOf(error)}`,
+        `post_load of section "${d.name}" (instance ${formatHex(p.section.instanceId)}) failed after the snapshot was validated; the machine is partly loaded: ${messageOf(error)}`,
         { cause: error },
       );
     }

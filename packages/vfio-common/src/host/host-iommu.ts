@@ -35,17 +35,6 @@ export const VFIO_IOMMU_SPAPR_INFO_DDW = 1;
 export const VFIO_DMA_MAP_FLAG_READ = 1;
 export const VFIO_DMA_MAP_FLAG_WRITE = 2;
 
-/** The structure sizes Linux checks argsz against. */
-export const ARGSZ = {
-  info: 32,
-  infoMin: 16,
-  registerMemory: 24,
-  tceCreate: 40,
-  tceRemove: 16,
-  dmaMap: 32,
-  dmaUnmap: 24,
-} as const;
-
 export type HostIommuType = 'v1' | 'v2';
 
 /** vfio_iommu_spapr_tce_info. */
@@ -271,17 +260,3 @@ export interface HostIommuConfig {
    */
   kvmTceVfio?: boolean;
 }
-
-/** A PowerNV (POWER9, IODA2) host with 64K pages and RAM on 64K pages. */
-export const DEFAULT_HOST_CONFIG: HostIommuConfig = {
-  type: 'v2',
-  pageSize: 0x10000n,
-  pgSizes: 0x1011000n,
-  maxWindows: 2,
-  levels: 5,
-  dma32WindowStart: 0n,
-  dma32WindowSize: 0x80000000n,
-  memlockLimit: undefined,
-  ramPageSize: 0x10000n,
-  unregisterWhileMapped: 'ebusy',
-};

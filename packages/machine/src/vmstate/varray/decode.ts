@@ -1,5 +1,6 @@
 // Decoding a VARRAY: its blocks read and checked, the elements left in place for the view.
 
+import { formatHex, TWO_32 } from '@ddw/memory';
 import { ELEMENT_BYTES, type VMStateVarrayField } from '../description.js';
 import { Malformed } from '../errors.js';
 import type { ByteReader } from '../streams.js';
@@ -10,7 +11,7 @@ import {
   VARRAY_LITERAL,
   VARRAY_ZERO_RUN,
 } from './format.js';
-import { big, TWO_32 } from './halves.js';
+import { big } from './halves.js';
 import { type AffineRecords, VarrayView } from './view.js';
 
 /** Reads a VARRAY of `count` elements; null for 0 (the ALLOC flag allocates only for a non-zero size). */
@@ -48,7 +49,7 @@ export function getVarray(r: ByteReader, field: VMStateVarrayField, count: numbe
       const strideLow = r.u32(`VARRAY ${name} affine stride`);
       if (strideHigh >= STRIDE_HIGH_LIMIT)
         throw new Malformed(
-          `VARRAY ${name}: affine blocks at block ${b} have stride 0x${big(strideHigh, strideLow).toString(16)}, 2^36 or more`,
+          `VARRAY ${name}: affine blocks at block ${b} have stride ${formatHex(big(strideHigh, strideLow))}, 2^36 or more`,
         );
       const index = records.block.length;
       records.block.push(b);
@@ -59,7 +60,7 @@ export function getVarray(r: ByteReader, field: VMStateVarrayField, count: numbe
       blocks.fill(-2 - index, b, b + run);
       b += run;
     } else {
-      throw new Malformed(`VARRAY ${name}: unknown block tag 0x${tag.toString(16)} at block ${b}`);
+      throw new Malformed(`VARRAY ${name}: unknown block tag ${formatHex(tag)} at block ${b}`);
     }
   }
   return new VarrayView(r.buf, r.view, field.element, count, blocks, records);

@@ -2,10 +2,8 @@
 // A progression's entry k is @ddw/memory's runEntryHalves; what differs from @ddw/memory is
 // named for how it differs (wrappingStrideBetween).
 
-import { runEntryHalves } from '@ddw/memory';
+import { runEntryHalves, TWO_32 } from '@ddw/memory';
 import { STRIDE_HIGH_LIMIT } from './format.js';
-
-export const TWO_32 = 0x1_0000_0000;
 
 /**
  * The stride from (lastHigh:lastLow) to (high:low) modulo 2^64 if it is a valid stride (< 2^36),

@@ -1,6 +1,6 @@
 // Encoding a uint64 VARRAY from runs and slots: affine records where blocks are progressions.
 
-import { runEntryHalves } from '@ddw/memory';
+import { runEntryHalves, TWO_32 } from '@ddw/memory';
 import { Malformed } from '../errors.js';
 import type { StreamWriter } from '../streams.js';
 import {
@@ -12,7 +12,7 @@ import {
   VARRAY_STRIDE_LIMIT,
   VARRAY_ZERO_RUN,
 } from './format.js';
-import { nonZeroStretches, TWO_32, wrappingStrideBetween } from './halves.js';
+import { nonZeroStretches, wrappingStrideBetween } from './halves.js';
 
 /** Runs whose values may reach 2^64 within this margin are checked exactly for a zero element. */
 const WRAP_MARGIN = 2 ** 64 - 2 ** 40;

@@ -1,6 +1,5 @@
+import { TWO_32 } from '@ddw/memory';
 // What a VARRAY is saved from.
-
-import { TWO_32 } from './halves.js';
 
 /**
  * What a VARRAY is saved from: its length and its non-zero elements in increasing index order,

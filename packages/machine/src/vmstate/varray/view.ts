@@ -1,8 +1,9 @@
 // A loaded VARRAY: the view a load gives of the snapshot's bytes.
 
+import { TWO_32 } from '@ddw/memory';
 import { ELEMENT_BYTES, type VMStateElementType } from '../description.js';
 import { BLOCK_MASK, BLOCK_SHIFT, VARRAY_BLOCK_ELEMENTS } from './format.js';
-import { big, nonZeroStretches, TWO_32 } from './halves.js';
+import { big, nonZeroStretches } from './halves.js';
 import { RunCoalescer } from './run-coalescer.js';
 import type { VarraySource } from './source.js';
 

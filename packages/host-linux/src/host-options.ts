@@ -7,8 +7,9 @@ import {
   parseSize,
   sizeSchema,
 } from '@ddw/machine';
+import type { HostIommuConfig, HostIommuType } from '@ddw/vfio-common';
 import * as z from 'zod';
-import { DEFAULT_HOST_CONFIG, type HostIommuConfig, type HostIommuType } from './host-iommu.js';
+import { isPowerOfTwo } from './bit-math.js';
 
 /**
  * The host IOMMU's capabilities as a user writes them: `--host "type=v2,page=64K,..."` on the
@@ -17,6 +18,20 @@ import { DEFAULT_HOST_CONFIG, type HostIommuConfig, type HostIommuType } from '.
  */
 
 const SUBJECT = 'host IOMMU options';
+
+/** A PowerNV (POWER9, IODA2) host with 64K pages and RAM on 64K pages. */
+export const DEFAULT_HOST_CONFIG: HostIommuConfig = {
+  type: 'v2',
+  pageSize: 0x10000n,
+  pgSizes: 0x1011000n,
+  maxWindows: 2,
+  levels: 5,
+  dma32WindowStart: 0n,
+  dma32WindowSize: 0x80000000n,
+  memlockLimit: undefined,
+  ramPageSize: 0x10000n,
+  unregisterWhileMapped: 'ebusy',
+};
 
 export const HOST_OPTION_KEYS = [
   'type',
@@ -72,10 +87,6 @@ class OptionValueError extends Error {
   ) {
     super(problem);
   }
-}
-
-function isPowerOfTwo(value: bigint): boolean {
-  return value > 0n && (value & (value - 1n)) === 0n;
 }
 
 function size(text: string): bigint {

@@ -1,12 +1,4 @@
-import { describe, expect, it } from 'vitest';
 import {
-  EBADF,
-  POWERNV_SLOT1_ADDR,
-  type SimulatedSpaprTceContainer,
-  SimulatedSpaprTceHost,
-} from '../src/host/simulated.js';
-import {
-  DEFAULT_HOST_CONFIG,
   Errno,
   type HostIommuConfig,
   type HostMemoryBlock,
@@ -18,6 +10,14 @@ import {
   VFIO_SPAPR_TCE_v2_IOMMU,
   VFIO_TYPE1_IOMMU,
   VFIO_TYPE1v2_IOMMU,
+} from '@ddw/vfio-common';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_HOST_CONFIG,
+  EBADF,
+  POWERNV_SLOT1_ADDR,
+  type SimulatedSpaprTceContainer,
+  SimulatedSpaprTceHost,
 } from '../src/index.js';
 
 const K64 = 0x10000n;

@@ -1,7 +1,7 @@
 import { ConfigError, DescriptionSchemaRegistry, parseDescription } from '@ddw/machine';
+import type { HostIommuConfig } from '@ddw/vfio-common';
 import { describe, expect, it } from 'vitest';
-import { formatHostConfig, hostConfigSchema, parseHostOptions } from '../src/host/options.js';
-import { DEFAULT_HOST_CONFIG, type HostIommuConfig } from '../src/index.js';
+import { DEFAULT_HOST_CONFIG, formatHostConfig, hostConfigSchema, parseHostOptions } from '../src/index.js';
 
 const K64 = 0x10000n;
 const GiB = 1n << 30n;
@@ -155,7 +155,7 @@ describe('formatHostConfig', () => {
 describe('hostConfigSchema (the "host" section of a machine description)', () => {
   function describeWith(host: unknown) {
     const registry = new DescriptionSchemaRegistry();
-    registry.registerSection('host', hostConfigSchema, 'vfio-common');
+    registry.registerSection('host', hostConfigSchema, 'host-linux');
     return parseDescription({ ram: '4G', ...(host === undefined ? {} : { host }) }, registry);
   }
 

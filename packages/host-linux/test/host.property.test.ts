@@ -1,16 +1,16 @@
-import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
 import {
-  POWERNV_SLOT1_ADDR,
-  type SimulatedSpaprTceContainer,
-  SimulatedSpaprTceHost,
-} from '../src/host/simulated.js';
-import {
-  DEFAULT_HOST_CONFIG,
   type HostMemoryBlock,
   HostVirtualMemory,
   VFIO_SPAPR_TCE_IOMMU,
   VFIO_SPAPR_TCE_v2_IOMMU,
+} from '@ddw/vfio-common';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_HOST_CONFIG,
+  POWERNV_SLOT1_ADDR,
+  type SimulatedSpaprTceContainer,
+  SimulatedSpaprTceHost,
 } from '../src/index.js';
 
 const K64 = 0x10000n;

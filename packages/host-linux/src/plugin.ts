@@ -1,0 +1,42 @@
+import { definePlugin } from '@ddw/machine';
+import { type HostIommu, type HostIommuConfig, type HostVirtualMemory, VfioTokens } from '@ddw/vfio-common';
+import { DEFAULT_HOST_CONFIG, hostConfigSchema, parseHostOptions } from './host-options.js';
+import { SimulatedSpaprTceHost } from './simulated-host.js';
+
+export interface HostLinuxOptions {
+  /**
+   * Host capabilities, as the CLI's `--host` text or as data, over DEFAULT_HOST_CONFIG. The
+   * description's `host` section, when present, wins.
+   */
+  host?: string | Partial<HostIommuConfig>;
+  /**
+   * Builds the host IOMMU from the resolved configuration and the host process memory instead of
+   * a plain SimulatedSpaprTceHost: one prepared with faults, or one wrapping it.
+   */
+  hostIommu?: (config: HostIommuConfig, memory: HostVirtualMemory) => HostIommu;
+}
+
+/**
+ * The simulated Linux host: a SimulatedSpaprTceHost over the host process memory vfio-common
+ * provides (VfioTokens.HostMemory), registered as the machine's VfioTokens.HostIommu. Description
+ * section `host` (see README). It registers after vfio-common: it is given vfio-common's host
+ * memory, and its host replaces the stand-in vfio-common registers for the token.
+ */
+export const hostLinux = definePlugin((options: HostLinuxOptions = {}) => ({
+  name: 'host-linux',
+  requires: ['vfio-common'],
+  sections: { host: hostConfigSchema.optional() },
+  register(ctx) {
+    const described = ctx.description.host as HostIommuConfig | undefined;
+    const base =
+      typeof options.host === 'string'
+        ? parseHostOptions(options.host)
+        : { ...DEFAULT_HOST_CONFIG, ...(options.host ?? {}) };
+    const config: HostIommuConfig = described ?? base;
+    const memory = ctx.get(VfioTokens.HostMemory);
+    const host = options.hostIommu
+      ? options.hostIommu(config, memory)
+      : new SimulatedSpaprTceHost(config, memory);
+    ctx.provide(VfioTokens.HostIommu, { useValue: host });
+  },
+}));
