@@ -1,4 +1,3 @@
-import { resolve } from '@ddw/machine';
 import { H_PUT_TCE_INDIRECT } from '@ddw/spapr-iommu';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import type { Benchmark } from './harness.js';
@@ -82,7 +81,7 @@ const ddw1t: Benchmark = {
         return entries / ((performance.now() - start) / 1000) / 1e6;
       },
       details: () => {
-        const table = resolve(ddw.m.container, SpaprPciTokens.Phbs).list[0]!.tableFor(liobn)!;
+        const table = ddw.m.get(SpaprPciTokens.Phbs).list[0]!.tableFor(liobn)!;
         // The last entry maps the guest's last 64K page: the run really populated everything.
         const probe = table.entry(entries - 1);
         if (probe !== ((BigInt(entries - 1) << 16n) | 3n))

@@ -1,4 +1,4 @@
-import { loadSnapshot, type Machine, resolve, saveSnapshot } from '@ddw/machine';
+import { loadSnapshot, type Machine, saveSnapshot } from '@ddw/machine';
 import { buildPseries } from '@ddw/pseries';
 import { VfioTokens } from '@ddw/vfio-common';
 import { type Benchmark, median } from './harness.js';
@@ -11,7 +11,7 @@ const ARGS = '-M pseries -m 1T -device vfio-pci,host=0000:01:00.0';
 
 /** The host IOMMU container the device's group is attached to. */
 function hostContainer(m: Machine) {
-  const c = resolve(m.container, VfioTokens.Vfio).containers.find((x) => x.groups.size > 0);
+  const c = m.get(VfioTokens.Vfio).containers.find((x) => x.groups.size > 0);
   if (!c) throw new Error('no VFIO container with a group attached');
   return c.fd;
 }

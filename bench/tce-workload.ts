@@ -3,7 +3,7 @@
  * through H_PUT_TCE_INDIRECT, and the tce-indirect-8g-4k workload (tce-indirect-8g-4k reports it;
  * ddw-64t-64k uses it as its baseline).
  */
-import { createMachine, H_SUCCESS, type Machine, resolve } from '@ddw/machine';
+import { createMachine, H_SUCCESS, type Machine } from '@ddw/machine';
 import { rtasDdw } from '@ddw/rtas-ddw';
 import { H_PUT_TCE_INDIRECT, spaprIommu } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, spaprPci } from '@ddw/spapr-pci';
@@ -30,7 +30,7 @@ export function createDdw(m: Machine, pageShift: number, windowShift: number): D
 
 /** The TCE table behind a LIOBN, on whichever PHB holds it. */
 export function tableOf(m: Machine, liobn: number) {
-  for (const phb of resolve(m.container, SpaprPciTokens.Phbs).list) {
+  for (const phb of m.get(SpaprPciTokens.Phbs).list) {
     const t = phb.tableFor(liobn);
     if (t) return t;
   }

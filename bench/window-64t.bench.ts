@@ -1,6 +1,6 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import type { Machine } from '@ddw/machine';
-import { buildPseries, parseQemuSize } from '@ddw/pseries';
+import { type Machine, parseQemuSize } from '@ddw/machine';
+import { buildPseries } from '@ddw/pseries';
 import { type Benchmark, collectGarbage, median } from './harness.js';
 import { indirect8g4k, tableOf } from './tce-workload.js';
 

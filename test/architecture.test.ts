@@ -36,7 +36,9 @@ describe('repository layout', () => {
   });
 
   it('re-exports nothing wholesale: no `export *` in package sources', () => {
-    const wholesale = files.filter(({ f }) => /^export \* from/m.test(readFileSync(f, 'utf8'))).map(({ f }) => rel(f));
+    const wholesale = files
+      .filter(({ f }) => /^export \* from/m.test(readFileSync(f, 'utf8')))
+      .map(({ f }) => rel(f));
     expect(wholesale).toEqual([]);
   });
 

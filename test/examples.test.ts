@@ -1,14 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { LinuxGuest } from '@ddw/guest-linux';
-import {
-  createMachine,
-  H_PARAMETER,
-  H_PUT_TCE,
-  H_SUCCESS,
-  type Machine,
-  resolve,
-  TraceBus,
-} from '@ddw/machine';
+import { createMachine, H_PARAMETER, H_PUT_TCE, H_SUCCESS, type Machine, TraceBus } from '@ddw/machine';
 import { buildPseries } from '@ddw/pseries';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
@@ -98,7 +90,7 @@ describe('example: the third-party dma-tracer plugin', () => {
       plugins: [dmaTracer()],
     });
     machines.push(m);
-    const tr0 = resolve(m.container, DmaTraceTokens.Tracers).get('tr0')!;
+    const tr0 = m.get(DmaTraceTokens.Tracers).get('tr0')!;
     expect(tr0.driver).toBe(DMA_TRACER_DRIVER);
     expect(lines.lines).toEqual(['dma_tracer_realize tr0 buid=0x800000020000000 addr=0x1800']);
     lines.clear();
@@ -148,7 +140,7 @@ describe('example: the third-party dma-tracer plugin', () => {
       plugins: [dmaTracer()],
     });
     machines.push(m);
-    const tr0 = resolve(m.container, DmaTraceTokens.Tracers).get('tr0')!;
+    const tr0 = m.get(DmaTraceTokens.Tracers).get('tr0')!;
     const guest = new LinuxGuest(m.guest);
     guest.boot();
     guest.probeAll();
@@ -179,7 +171,7 @@ describe('example: the third-party dma-tracer plugin', () => {
       },
     );
     machines.push(m);
-    const tracers = resolve(m.container, DmaTraceTokens.Tracers);
+    const tracers = m.get(DmaTraceTokens.Tracers);
     expect(tracers.list().map((t) => t.id)).toEqual(['a', 'b']);
     expect(m.guest.hcall(H_PUT_TCE, W0, 0n, 0x100000n | 3n).ret).toBe(H_SUCCESS);
     const a = tracers.get('a') as DmaTracerDevice;
@@ -244,9 +236,9 @@ describe('example: a machine composed in code (custom-machine)', () => {
     expect(m.guest.deviceTree.getPropU32Cells('/rtas', 'ibm,lrdr-capacity')).toEqual([
       0, 0, 0, 0x10000000, 1,
     ]);
-    const inventory = resolve(m.container, BoardTokens.Inventory);
+    const inventory = m.get(BoardTokens.Inventory);
     expect(inventory).toBeInstanceOf(WindowInventory);
-    expect(resolve(m.container, BoardTokens.Inventory)).toBe(inventory); // one per machine
+    expect(m.get(BoardTokens.Inventory)).toBe(inventory); // one per machine
     // Before the guest: each PHB's default window, with the board's defaults or the description's.
     expect(inventory.windows()).toEqual([
       { phb: 'pci', liobn: 0x80000000, busOffset: 0n, pageShift: 12, size: 0x20000000n, coversRam: false },
@@ -256,7 +248,7 @@ describe('example: a machine composed in code (custom-machine)', () => {
     // Another machine gets its own instance.
     const other = await buildCustomMachine({ ...CUSTOM_MACHINE_DESCRIPTION, ram: '1G' });
     machines.push(other);
-    expect(resolve(other.container, BoardTokens.Inventory)).not.toBe(inventory);
+    expect(other.get(BoardTokens.Inventory)).not.toBe(inventory);
     expect(other.guest.deviceTree.getPropU32Cells('/memory@0', 'reg')).toEqual([0, 0, 0, 0x40000000]);
   });
 

@@ -1,5 +1,5 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import { H_GET_TCE, type Machine, resolve, TraceBus } from '@ddw/machine';
+import { H_GET_TCE, type Machine, TraceBus } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { buildPseries, DRCONF_MEMORY_NODE, memoryHotplugOf, SPAPR_LMB_FLAGS_ASSIGNED } from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
@@ -60,7 +60,7 @@ const field = (line: string, name: string) =>
   BigInt(new RegExp(`${name}=(0x[0-9a-f]+|-?\\d+)`).exec(line)![1]!);
 
 function e1000e(machine: Machine) {
-  return resolve(machine.container, SpaprPciTokens.Phbs).list[0]!.devices.find((d) => d.id !== undefined)!;
+  return machine.get(SpaprPciTokens.Phbs).list[0]!.devices.find((d) => d.id !== undefined)!;
 }
 
 describe('system_reset', () => {
@@ -77,7 +77,7 @@ describe('system_reset', () => {
     expect(count(r.lines, 'spapr_iommu_ddw_query')).toBe(2 * queries);
     expect(count(r.lines, 'spapr_iommu_ddw_create')).toBe(2);
     expect(r.guest.decisions().map((d) => d.outcome)).toEqual(['direct']);
-    const ddw = resolve(r.machine.container, SpaprPciTokens.Phbs).list[0]!.windows[1]!;
+    const ddw = r.machine.get(SpaprPciTokens.Phbs).list[0]!.windows[1]!;
     expect(ddw.enabled).toBe(true);
     expect(r.out.join('')).toContain('(qemu) system_reset');
   });
@@ -100,7 +100,7 @@ describe('system_reset with DIMMs', () => {
     await r.run('system_reset');
     // The rebooted guest populates its direct window from every RAM range it booted with: boot
     // RAM and the DIMM's LMBs at 2 GiB, so the TCE for the DIMM's first 16M page maps it.
-    const ddw = resolve(r.machine.container, SpaprPciTokens.Phbs).list[0]!.windows[1]!;
+    const ddw = r.machine.get(SpaprPciTokens.Phbs).list[0]!.windows[1]!;
     const tce = r.machine.guest.hcall(H_GET_TCE, BigInt(ddw.liobn), ddw.busOffset + 0x80000000n);
     expect(tce.ret).toBe(0n);
     expect(tce.outputs![0]! & ~3n).toBe(0x80000000n);
@@ -112,7 +112,7 @@ describe('system_reset with DIMMs', () => {
 describe('memory hot-add', () => {
   it('plugs a 1G DIMM at the start of device memory and the guest maps its 4 LMBs into the DDW', async () => {
     const r = await rig();
-    const ddw = resolve(r.machine.container, SpaprPciTokens.Phbs).list[0]!.windows[1]!;
+    const ddw = r.machine.get(SpaprPciTokens.Phbs).list[0]!.windows[1]!;
     expect(ddw.enabled).toBe(true);
     const dev = e1000e(r.machine);
     const before = r.lines.length;
@@ -286,7 +286,7 @@ describe('device_del', () => {
   it('takes a DIMM away after the guest offlines its LMBs (H_STUFF_TCE clears them from the DDW)', async () => {
     const r = await rig();
     await r.run('object_add memory-backend-ram,id=m1,size=1G; device_add pc-dimm,id=d1,memdev=m1');
-    const ddw = resolve(r.machine.container, SpaprPciTokens.Phbs).list[0]!.windows[1]!;
+    const ddw = r.machine.get(SpaprPciTokens.Phbs).list[0]!.windows[1]!;
     const before = r.lines.length;
     const result = await r.run('device_del d1; info memory-devices');
     expect(result.ok).toBe(true);
@@ -315,7 +315,7 @@ describe('device_del', () => {
 
   it('unplugs a PCI device: info pci and the PHB node no longer show it', async () => {
     const r = await rig('-M pseries -m 2G,maxmem=6G,slots=2 -device e1000e,id=nic0 -device e1000e,id=nic1');
-    const phb = resolve(r.machine.container, SpaprPciTokens.Phbs).list[0]!;
+    const phb = r.machine.get(SpaprPciTokens.Phbs).list[0]!;
     const nodes = () => r.machine.deviceTree.nodes().filter((n) => n.startsWith(`${phb.nodePath}/`));
     expect(nodes()).toHaveLength(2);
     const result = await r.run('device_del nic0; info pci');

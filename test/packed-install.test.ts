@@ -803,10 +803,9 @@ function writeScratchFiles(project: string): void {
     [
       "import { buildPseries } from '@ddw/pseries';",
       "import { type DmaTraceCounters, type DmaTracerDevice, DmaTraceTokens, dmaTracer } from 'ddw-plugin-dma-trace';",
-      "import { resolve } from '@ddw/machine';",
       '',
       "const machine = await buildPseries('-device dma-tracer,id=tr0', { plugins: [dmaTracer()] });",
-      "const tr0: DmaTracerDevice | undefined = resolve(machine.container, DmaTraceTokens.Tracers).get('tr0');",
+      "const tr0: DmaTracerDevice | undefined = machine.get(DmaTraceTokens.Tracers).get('tr0');",
       'export const counters: DmaTraceCounters | undefined = tr0?.counters;',
       '// @ts-expect-error the counters are numbers',
       'export const wrong: string | undefined = tr0?.counters.bytesRead;',
@@ -843,7 +842,7 @@ function writeScratchFiles(project: string): void {
   write(
     'plugin-check.mjs',
     [
-      "import { H_PUT_TCE, resolve, TraceBus } from '@ddw/machine';",
+      "import { H_PUT_TCE, TraceBus } from '@ddw/machine';",
       "import { buildPseries } from '@ddw/pseries';",
       "import { DmaTraceTokens, dmaTracer } from 'ddw-plugin-dma-trace';",
       '',
@@ -853,7 +852,7 @@ function writeScratchFiles(project: string): void {
       "const m = await buildPseries('-M pseries -m 1G -device dma-tracer,id=tr0,addr=2', { trace, plugins: [dmaTracer()] });",
       'const put = m.guest.hcall(H_PUT_TCE, 0x80000000n, 0x1000n, 0x200000n | 3n);',
       "m.guest.memory.write(0x200000n, new TextEncoder().encode('packed'));",
-      "const tr0 = resolve(m.container, DmaTraceTokens.Tracers).get('tr0');",
+      "const tr0 = m.get(DmaTraceTokens.Tracers).get('tr0');",
       'const read = tr0.dmaRead(0x1000n, 6);',
       'const text = new TextDecoder().decode(read.data);',
       'console.log(JSON.stringify({ put: String(put.ret), text, lines: lines.lines, counters: tr0.counters }));',

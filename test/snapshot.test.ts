@@ -3,7 +3,6 @@ import {
   H_PUT_TCE,
   loadSnapshot,
   type Machine,
-  resolve,
   SnapshotError,
   saveSnapshot,
   snapshotInfo,
@@ -48,7 +47,8 @@ function digest(m: Machine): string {
   for (const [offset, chunk] of m.ram.ram.chunks()) {
     if (chunk.some((b) => b !== 0)) ram.push(`${offset.toString(16)}:${sha(chunk)}`);
   }
-  const tables = resolve(m.container, SpaprIommuTokens.Tables)
+  const tables = m
+    .get(SpaprIommuTokens.Tables)
     .list()
     .map((t) => {
       const entries: string[] = [];
@@ -81,7 +81,7 @@ function digest(m: Machine): string {
  */
 /** VFIO's expected and actual host mappings, unless the container stopped (QEMU's hw_error). */
 function vfioMappings(m: Machine) {
-  const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+  const container = m.get(VfioTokens.Vfio).containers[0]!;
   if (container.broken !== undefined) return undefined;
   return guestOpMappings(m);
 }
@@ -95,7 +95,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 /** The host IOMMU's mappings as they are, for before/after comparisons. */
 function hostMappings(m: Machine): string[] {
-  const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+  const container = m.get(VfioTokens.Vfio).containers[0]!;
   return container.fd.mappings().map((mp) => `${mp.iova}+${mp.size}=${mp.vaddr}:${mp.read}:${mp.write}`);
 }
 
@@ -141,7 +141,7 @@ describe('a whole machine round trip', () => {
     expect(after.actual).toEqual(vfioMappings(src)!.actual);
     // A device's DMA reads the same bytes through the restored window.
     const dev = (m: Machine) =>
-      resolve(m.container, SpaprPciTokens.Phbs).list[0]!.devices.find((d) => d.driver === 'e1000e')!;
+      m.get(SpaprPciTokens.Phbs).list[0]!.devices.find((d) => d.driver === 'e1000e')!;
     expect(dev(dst).dmaRead(0x5000n, 19)).toEqual(dev(src).dmaRead(0x5000n, 19));
     expect(new TextDecoder().decode(dev(dst).dmaRead(0x5000n, 19).data)).toBe('data a device reads');
     // Nothing was lost: saving the destination gives the same bytes.

@@ -1,4 +1,3 @@
-import { resolve } from '@ddw/machine';
 import { buildPseries } from '@ddw/pseries';
 import { VfioTokens } from '@ddw/vfio-common';
 import fc from 'fast-check';
@@ -11,7 +10,7 @@ describe('VFIO host mappings under random guest TCE traffic', () => {
       fc.asyncProperty(fc.array(guestOpArb(), { minLength: 1, maxLength: 25 }), async (ops) => {
         const m = await buildPseries('-M pseries -m 1G -device vfio-pci,host=0000:01:00.0');
         try {
-          const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+          const container = m.get(VfioTokens.Vfio).containers[0]!;
           applyGuestOps(m, ops);
           // Two guest windows at one bus address (T21) are refused by the host's overlap check, and
           // QEMU stops there (hw_error); nothing after that is comparable.

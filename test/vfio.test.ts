@@ -1,5 +1,5 @@
 import { SimulatedSpaprTceHost } from '@ddw/host-linux';
-import { H_PUT_TCE, type HostErrorEvent, type Machine, resolve, TraceBus } from '@ddw/machine';
+import { H_PUT_TCE, type HostErrorEvent, type Machine, TraceBus } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { buildPseries } from '@ddw/pseries';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
@@ -41,7 +41,7 @@ async function passthrough(
   machines.push(m);
   const hostErrors: HostErrorEvent[] = [];
   m.events.on('host-error', (e) => hostErrors.push(e));
-  const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+  const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
   const nic = phb.devices.find((d) => d.id === 'hostnic') as VfioPciDevice;
   return { m, phb, nic, lines, hostErrors };
 }
@@ -81,7 +81,7 @@ describe('passthrough end to end', () => {
     expect(liobn).toBe(W1);
     const busOffset = (BigInt(hi!) << 32n) | BigInt(lo!);
     mapDirect(m, W1, busOffset, 16, 0, 0x10000); // 4 GiB of 64K pages
-    const vfio = resolve(m.container, VfioTokens.Vfio);
+    const vfio = m.get(VfioTokens.Vfio);
     const container = vfio.containers[0]!;
     expect(container.fd.mappings()).toHaveLength(0x10000);
 
@@ -129,7 +129,7 @@ describe('passthrough end to end', () => {
   it('maps a write-only TCE read+write on the host (QEMU maps READ always)', async () => {
     const { m } = await passthrough('-M pseries -m 2G');
     m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x3000n, 0x400000n | 2n);
-    const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+    const container = m.get(VfioTokens.Vfio).containers[0]!;
     expect(container.fd.translate(0x3000n)).toMatchObject({
       read: true,
       write: true,
@@ -196,15 +196,15 @@ describe('need_vfio and in-kernel tables (T24)', () => {
     trace.addSink({ write: (l) => void lines.push(l) });
     const m = await buildPseries('-M pseries -m 2G -accel kvm', { trace });
     machines.push(m);
-    const table = resolve(m.container, SpaprIommuTokens.Tables).get(W0)!;
+    const table = m.get(SpaprIommuTokens.Tables).get(W0)!;
     expect(table.fd).toBeGreaterThanOrEqual(0);
     // A hypercall on an in-kernel table: handled, but QEMU never sees it (no trace line).
     lines.length = 0;
     expect(m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x1000n, 0xabc000n | 3n).ret).toBe(0n);
     expect(lines).toEqual([]);
     // A VFIO notifier appears: the table moves to userspace (fd -1) and keeps the entry.
-    const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
-    const vfio = resolve(m.container, VfioTokens.Vfio);
+    const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
+    const vfio = m.get(VfioTokens.Vfio);
     const container = vfio.connect(phb, '0000:01:00.0');
     expect(table.fd).toBe(-1);
     expect(table.needVfio).toBe(true);
@@ -224,7 +224,7 @@ describe('need_vfio and in-kernel tables (T24)', () => {
 describe('host failures surface as QEMU surfaces them', () => {
   it('refuses a DDW on a v1 host: the window cannot fit the 32-bit host window (T29)', async () => {
     const { m, hostErrors } = await passthrough('-M pseries -m 2G', { host: 'type=v1' });
-    const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+    const container = m.get(VfioTokens.Vfio).containers[0]!;
     expect(container.type).toBe('v1');
     expect(rtas(m, 'ibm,create-pe-dma-window', [0, ...BUID, 12, 31], 4)[0]).toBe(0);
     expect(hostErrors.map((e) => e.message)).toEqual([
@@ -245,7 +245,7 @@ describe('host failures surface as QEMU surfaces them', () => {
     const { m, hostErrors } = await passthrough(
       '-M pseries -m 2G -global spapr-pci-host-bridge.dma64_win_addr=0x10000000000',
     );
-    const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+    const container = m.get(VfioTokens.Vfio).containers[0]!;
     expect(rtas(m, 'ibm,create-pe-dma-window', [0, ...BUID, 16, 32], 4)).toEqual([0, W1, 0x100, 0]);
     expect(hostErrors.map((e) => e.message)).toEqual([
       "Host doesn't support DMA window at 10000000000, must be 800000000000000",
@@ -258,7 +258,7 @@ describe('host failures surface as QEMU surfaces them', () => {
 
   it('reports a failed map and keeps the guest-visible state', async () => {
     const { m, hostErrors } = await passthrough('-M pseries -m 2G');
-    const vfio = resolve(m.container, VfioTokens.Vfio);
+    const vfio = m.get(VfioTokens.Vfio);
     vfio.host.injectFault('mapDma', 12);
     expect(m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x2000n, 0x5000n | 3n).ret).toBe(0n);
     const container = vfio.containers[0]!;
@@ -268,7 +268,7 @@ describe('host failures surface as QEMU surfaces them', () => {
     ]);
     expect(container.fd.translate(0x2000n)).toBeUndefined();
     // The guest's TCE is stored regardless, and the next change maps normally.
-    expect(resolve(m.container, SpaprIommuTokens.Tables).get(W0)!.entry(2)).toBe(0x5003n);
+    expect(m.get(SpaprIommuTokens.Tables).get(W0)!.entry(2)).toBe(0x5003n);
     expect(m.guest.hcall(H_STUFF_TCE, BigInt(W0), 0x2000n, 0x6000n | 3n, 1n).ret).toBe(0n);
     expect(container.fd.translate(0x2000n)).toMatchObject({ vaddr: GUEST_RAM_HOST_BASE + 0x6000n });
   });
@@ -308,7 +308,7 @@ describe('fault injection at each host step', () => {
 
   it('a v2 SET_IOMMU refused falls back to v1, as QEMU does for sPAPR', async () => {
     const m = await faulty('setIommu', 22, '-M pseries -m 2G');
-    expect(resolve(m.container, VfioTokens.Vfio).containers[0]!.type).toBe('v1');
+    expect(m.get(VfioTokens.Vfio).containers[0]!.type).toBe('v1');
   });
 
   it('v1 ENABLE failing fails the realize', async () => {
@@ -326,14 +326,14 @@ describe('fault injection at each host step', () => {
   it('createWindow failing is retried with more levels, and after the last try stops VFIO', async () => {
     // Boot creates the default window's host window: 1 level first, up to (64 - 12) / 16 = 3.
     const retried = await faulty('createWindow', 22, '-M pseries -m 2G', 2);
-    const c1 = resolve(retried.container, VfioTokens.Vfio).containers[0]!;
+    const c1 = retried.get(VfioTokens.Vfio).containers[0]!;
     expect(c1.broken).toBeUndefined();
     expect(c1.fd.windows().map((w) => w.levels)).toEqual([3]);
 
     const errors: HostErrorEvent[] = [];
     const m = await faulty('createWindow', 22, '-M pseries -m 2G', 3);
     m.events.on('host-error', (e) => errors.push(e));
-    const c = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+    const c = m.get(VfioTokens.Vfio).containers[0]!;
     expect(c.broken).toBe('vfio: DMA mapping failed, unable to continue');
     // The guest side is untouched: the default window exists and takes TCEs.
     expect(m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x1000n, 0x1003n).ret).toBe(0n);
@@ -341,7 +341,7 @@ describe('fault injection at each host step', () => {
 
   it('unmapDma and TCE_REMOVE failing are reported, the guest state stays', async () => {
     const { m, hostErrors } = await passthrough('-M pseries -m 2G');
-    const vfio = resolve(m.container, VfioTokens.Vfio);
+    const vfio = m.get(VfioTokens.Vfio);
     m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x1000n, 0x1003n);
     vfio.host.injectFault('unmapDma', 22);
     expect(m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x1000n, 0n).ret).toBe(0n);

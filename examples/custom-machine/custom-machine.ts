@@ -16,9 +16,6 @@ import {
   injectable,
   type Machine,
   MachineTokens,
-  provideClass,
-  provideValue,
-  resolve,
   type TraceBus,
   token,
 } from '@ddw/machine';
@@ -54,25 +51,29 @@ const MEMORY_BLOCK_SIZE = 0x10000000;
 export const boardMemory = definePlugin(() => ({
   name: 'board-memory',
   register(ctx) {
-    const layout: BoardLayout = { ram: ctx.memory.ram.size, maxDeviceAddress: 0n };
-    provideValue(ctx.container, BoardTokens.Layout, layout);
-    const dt = ctx.deviceTree;
-    dt.ensureNode('/memory@0');
-    dt.setPropString('/memory@0', 'device_type', 'memory');
-    dt.setPropU32Cells('/memory@0', 'reg', [
-      0,
-      0,
-      Number(layout.ram >> 32n),
-      Number(layout.ram & 0xffffffffn),
-    ]);
-    dt.ensureNode('/rtas');
-    dt.setPropU32Cells('/rtas', 'ibm,lrdr-capacity', [
-      Number(layout.maxDeviceAddress >> 32n),
-      Number(layout.maxDeviceAddress & 0xffffffffn),
-      0,
-      MEMORY_BLOCK_SIZE,
-      1,
-    ]);
+    ctx.provide(BoardTokens.Layout, {
+      useFactory: (get) => {
+        const layout: BoardLayout = { ram: get(MachineTokens.GuestRam).size, maxDeviceAddress: 0n };
+        const dt = get(MachineTokens.DeviceTree);
+        dt.ensureNode('/memory@0');
+        dt.setPropString('/memory@0', 'device_type', 'memory');
+        dt.setPropU32Cells('/memory@0', 'reg', [
+          0,
+          0,
+          Number(layout.ram >> 32n),
+          Number(layout.ram & 0xffffffffn),
+        ]);
+        dt.ensureNode('/rtas');
+        dt.setPropU32Cells('/rtas', 'ibm,lrdr-capacity', [
+          Number(layout.maxDeviceAddress >> 32n),
+          Number(layout.maxDeviceAddress & 0xffffffffn),
+          0,
+          MEMORY_BLOCK_SIZE,
+          1,
+        ]);
+        return layout;
+      },
+    });
   },
 }));
 
@@ -130,7 +131,7 @@ export const windowInventory = definePlugin(() => ({
   name: 'window-inventory',
   requires: ['board-memory', 'spapr-pci'],
   register(ctx) {
-    provideClass(ctx.container, BoardTokens.Inventory, WindowInventory);
+    ctx.provide(BoardTokens.Inventory, { useClass: WindowInventory });
   },
 }));
 
@@ -195,7 +196,7 @@ export async function runCustomMachine(description?: unknown): Promise<CustomMac
     const guest = new LinuxGuest(machine.guest);
     guest.boot();
     guest.probeAll();
-    const phbs = resolve(machine.container, SpaprPciTokens.Phbs).list;
+    const phbs = machine.get(SpaprPciTokens.Phbs).list;
     const deviceOf = (fn: PciFunction) =>
       phbs.find((phb) => phb.buid === fn.buid)?.devices.find((d) => d.configAddress === fn.cfgAddr);
     const transfers: TransferResult[] = [];
@@ -203,7 +204,7 @@ export async function runCustomMachine(description?: unknown): Promise<CustomMac
       const device = deviceOf(fn);
       if (device) transfers.push(...roundTrip(machine, guest, fn, device, i));
     }
-    const inventory = resolve(machine.container, BoardTokens.Inventory);
+    const inventory = machine.get(BoardTokens.Inventory);
     return {
       decisions: guest.decisions().map(({ peNode, outcome, defaultWindowRemoved }) => ({
         peNode,

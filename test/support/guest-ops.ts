@@ -1,4 +1,4 @@
-import { H_PUT_TCE, type Machine, resolve } from '@ddw/machine';
+import { H_PUT_TCE, type Machine } from '@ddw/machine';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE } from '@ddw/spapr-iommu';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { GUEST_RAM_HOST_BASE, VfioTokens } from '@ddw/vfio-common';
@@ -89,7 +89,7 @@ export function guestOpArb(options: { ram?: boolean } = {}): fc.Arbitrary<GuestO
 
 /** The TCE tables of the machine's first PHB (window 0, the default, and window 1). */
 export function phbWindows(m: Machine) {
-  return resolve(m.container, SpaprPciTokens.Phbs).list[0]!.windows;
+  return m.get(SpaprPciTokens.Phbs).list[0]!.windows;
 }
 
 /** Performs the operations through the guest port, as a guest would. */
@@ -147,7 +147,7 @@ export function applyGuestOps(m: Machine, ops: readonly GuestOp[]): void {
 export function vfioMappings(
   m: Machine,
 ): { expected: Map<bigint, string>; actual: Map<bigint, string> } | undefined {
-  const container = resolve(m.container, VfioTokens.Vfio).containers[0]!;
+  const container = m.get(VfioTokens.Vfio).containers[0]!;
   const expected = new Map<bigint, string>();
   let outsideRam = false;
   for (const t of phbWindows(m)) {

@@ -6,7 +6,7 @@
  *
  * It imports only the packages' published entry points, as any third-party plugin must.
  */
-import { definePlugin, provideValue, resolve, type TraceEvent, token } from '@ddw/machine';
+import { definePlugin, MachineTokens, type TraceEvent, token } from '@ddw/machine';
 import { DMA_ENGINE_IDS, type PciAddress, type PciBus, PciDevice, type PciIds, PciTokens } from '@ddw/pci';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 
@@ -160,32 +160,41 @@ export const dmaTracer = definePlugin((options: DmaTracerOptions = {}) => ({
   name: 'dma-trace',
   requires: ['spapr-pci'],
   register(ctx) {
-    const declared = new Map(ctx.trace.defineAll(DMA_TRACE_EVENTS, 'dma_tracer').map((e) => [e.name, e]));
-    const events: DmaTraceEvents = {
-      realize: declared.get('dma_tracer_realize')!,
-      read: declared.get('dma_tracer_read')!,
-      write: declared.get('dma_tracer_write')!,
-    };
-    const tracers = new DmaTracers();
-    provideValue(ctx.container, DmaTraceTokens.Tracers, tracers);
     const ids = options.ids ?? DMA_ENGINE_IDS;
-    const phbs = resolve(ctx.container, SpaprPciTokens.Phbs);
-    resolve(ctx.container, PciTokens.Drivers).register({
-      name: DMA_TRACER_DRIVER,
-      dma64: true,
-      create: ({ id, bus, address }) => {
-        const buid = phbs.byBus(bus.name)?.buid ?? 0n;
-        return new DmaTracerDevice(
-          id,
-          DMA_TRACER_DRIVER,
-          bus,
-          address,
-          ids,
-          buid,
-          events,
-          tracers,
-          options.onTransfer,
+    // Built when the machine is assembled: the tracers, with the driver that makes them.
+    ctx.provide(DmaTraceTokens.Tracers, {
+      useFactory: (get) => {
+        const declared = new Map(
+          get(MachineTokens.Trace)
+            .defineAll(DMA_TRACE_EVENTS, 'dma_tracer')
+            .map((e) => [e.name, e]),
         );
+        const events: DmaTraceEvents = {
+          realize: declared.get('dma_tracer_realize')!,
+          read: declared.get('dma_tracer_read')!,
+          write: declared.get('dma_tracer_write')!,
+        };
+        const tracers = new DmaTracers();
+        const phbs = get(SpaprPciTokens.Phbs);
+        get(PciTokens.Drivers).register({
+          name: DMA_TRACER_DRIVER,
+          dma64: true,
+          create: ({ id, bus, address }) => {
+            const buid = phbs.byBus(bus.name)?.buid ?? 0n;
+            return new DmaTracerDevice(
+              id,
+              DMA_TRACER_DRIVER,
+              bus,
+              address,
+              ids,
+              buid,
+              events,
+              tracers,
+              options.onTransfer,
+            );
+          },
+        });
+        return tracers;
       },
     });
   },

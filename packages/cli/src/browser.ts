@@ -14,7 +14,6 @@ export {
   formatSize,
   loadSnapshot,
   type Machine,
-  resolve,
   SnapshotError,
   saveSnapshot,
   snapshotInfo,

@@ -1,4 +1,3 @@
-import { resolve } from '@ddw/machine';
 import { PciTokens } from '@ddw/pci';
 import {
   buildPseries,
@@ -61,7 +60,7 @@ function bareMachine() {
 async function deviceHelp(request: true | string): Promise<string> {
   const machine = await bareMachine();
   try {
-    const drivers = resolve(machine.container, PciTokens.Drivers).list();
+    const drivers = machine.get(PciTokens.Drivers).list();
     if (request === true) {
       const rows = [
         [PHB_DRIVER, 'sPAPR PCI host bridge (index=N mandatory)'],

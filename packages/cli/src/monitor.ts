@@ -1,7 +1,7 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import { ConfigError, type Machine, resolve } from '@ddw/machine';
+import { ConfigError, formatHex, type Machine, parseQemuSize } from '@ddw/machine';
 import type { PciDevice } from '@ddw/pci';
-import { HotplugError, memoryHotplugOf, parseOptionList, parseQemuSize } from '@ddw/pseries';
+import { HotplugError, memoryHotplugOf, parseOptionList } from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import type { CommandIO } from './io.js';
 import { nextTurn } from './turn.js';
@@ -408,7 +408,7 @@ function execute(
         // add the LMBs; each block coming online goes through the memory notifier.
         const online = guest.memoryAdded(dimm.addr, dimm.size);
         notes.push(
-          `guest: ${lmbs} LMB(s) at ${hex(dimm.addr)} ${online ? 'online' : 'refused by the memory notifier'}`,
+          `guest: ${lmbs} LMB(s) at ${formatHex(dimm.addr)} ${online ? 'online' : 'refused by the memory notifier'}`,
         );
       }
       return undefined;
@@ -441,14 +441,14 @@ function deviceDel(id: string, ctx: HmpContext, notes: string[]): undefined {
     }
     if (guest.memoryRemoved(dimm.addr, dimm.size)) {
       hotplug.completeUnplug(dimm);
-      notes.push(`guest: ${dimm.size >> 28n} LMB(s) at ${hex(dimm.addr)} offline; ${id} unplugged`);
+      notes.push(`guest: ${dimm.size >> 28n} LMB(s) at ${formatHex(dimm.addr)} offline; ${id} unplugged`);
     } else {
       hotplug.rollbackUnplug(dimm);
       notes.push(`Memory hotunplug rejected by the guest for device ${id}`);
     }
     return undefined;
   }
-  const phbs = resolve(machine.container, SpaprPciTokens.Phbs).list;
+  const phbs = machine.get(SpaprPciTokens.Phbs).list;
   if (phbs.some((phb) => phb.id === id)) {
     throw new HotplugError(`ddw does not model PHB hot unplug: '${id}' is a PCI host bridge`);
   }
@@ -481,7 +481,7 @@ const PCI_CLASS_DESCRIPTIONS: Readonly<Record<number, string>> = {
  */
 export function infoPci(machine: Machine): string {
   const lines: string[] = [];
-  for (const phb of resolve(machine.container, SpaprPciTokens.Phbs).list) {
+  for (const phb of machine.get(SpaprPciTokens.Phbs).list) {
     const devices = [...phb.devices].sort((a: PciDevice, b: PciDevice) => a.devfn - b.devfn);
     for (const d of devices) {
       const cls = d.ids.classCode >> 8;
@@ -501,7 +501,7 @@ export function infoMemoryDevices(machine: Machine): string {
   for (const d of memoryHotplugOf(machine).dimms()) {
     out.push(
       `Memory device [dimm]: "${d.id ?? ''}"`,
-      `  addr: ${hex(d.addr)}`,
+      `  addr: ${formatHex(d.addr)}`,
       `  slot: ${d.slot}`,
       `  node: ${d.node}`,
       `  size: ${d.size}`,
@@ -511,10 +511,6 @@ export function infoMemoryDevices(machine: Machine): string {
     );
   }
   return out.length ? `${out.join('\n')}\n` : '';
-}
-
-function hex(v: bigint): string {
-  return `0x${v.toString(16)}`;
 }
 
 function hex4(n: number): string {

@@ -2,7 +2,7 @@
  * The guest-visible operation a trace line stands for (an RTAS call, a TCE hypercall, a DMA
  * translation, a table allocation), its fields read and checked as QEMU prints them.
  */
-import type { ParsedTraceLine } from '@ddw/machine';
+import { formatHex, type ParsedTraceLine } from '@ddw/machine';
 import { TCE_LIST_MAX } from '@ddw/spapr-iommu';
 
 /** An input line with a field no QEMU would print: the line is skipped, naming the field. */
@@ -54,7 +54,7 @@ function unsigned(fields: Record<string, string>, field: string, bits: 32 | 64):
 function powerOfTwoShift(fields: Record<string, string>, field: string): number {
   const value = unsigned(fields, field, 64);
   if (value === 0n || (value & (value - 1n)) !== 0n) {
-    throw new ImpossibleField(field, `0x${value.toString(16)} is not a power of two`);
+    throw new ImpossibleField(field, `${formatHex(value)} is not a power of two`);
   }
   return value.toString(2).length - 1;
 }
@@ -116,7 +116,7 @@ export function readOperation(short: string, p: ParsedTraceLine): Operation {
       if (last >= BigInt(TCE_LIST_MAX)) {
         throw new ImpossibleField(
           'iobaN',
-          `0x${last.toString(16)} is above 0x${(TCE_LIST_MAX - 1).toString(16)}: H_PUT_TCE_INDIRECT takes at most ${TCE_LIST_MAX} TCEs (QEMU returns H_PARAMETER without tracing)`,
+          `${formatHex(last)} is above ${formatHex(TCE_LIST_MAX - 1)}: H_PUT_TCE_INDIRECT takes at most ${TCE_LIST_MAX} TCEs (QEMU returns H_PARAMETER without tracing)`,
         );
       }
       return {

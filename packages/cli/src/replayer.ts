@@ -5,16 +5,18 @@
  */
 import {
   ConfigError,
+  formatHex,
   H_GET_TCE,
   H_PUT_TCE,
+  H_PUT_TCE_INDIRECT,
+  H_STUFF_TCE,
   type Machine,
   type ParsedTraceLine,
   parseTraceLine,
-  resolve,
   TraceBus,
   TraceSelection,
 } from '@ddw/machine';
-import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
+import { SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
 import {
   eventName,
@@ -405,7 +407,7 @@ export class Replayer {
         if (table?.enabled && op.npages > BigInt(table.nbTable)) {
           throw new ImpossibleField(
             'npages',
-            `${op.npages} is more than the ${table.nbTable} entries of LIOBN 0x${table.liobn.toString(16)}'s window in this model (QEMU returns H_PARAMETER without tracing); not replayed, but compared: the diff shows it`,
+            `${op.npages} is more than the ${table.nbTable} entries of LIOBN ${formatHex(table.liobn)}'s window in this model (QEMU returns H_PARAMETER without tracing); not replayed, but compared: the diff shows it`,
           );
         }
         // The trace prints where the loop ended: the start is npages pages before it.
@@ -431,7 +433,7 @@ export class Replayer {
         const liobn = Number(op.liobn & 0xffffffffn);
         const table = op.liobn >> 32n === 0n ? tables.get(liobn) : undefined;
         const phb = phbs.list.find((b) => b.tableFor(liobn));
-        if (!table || !phb) throw new Error(`no PHB window has LIOBN 0x${op.liobn.toString(16)}`);
+        if (!table || !phb) throw new Error(`no PHB window has LIOBN ${formatHex(op.liobn)}`);
         if (!table.enabled) break; // nothing is mapped there: no device access reaches the IOMMU
         phb.dmaAddressSpace.translate(table.busOffset + op.addr, false);
         break;
@@ -471,11 +473,11 @@ export async function replayTrace(
 }
 
 function phbsOf(machine: Machine) {
-  return resolve(machine.container, SpaprPciTokens.Phbs);
+  return machine.get(SpaprPciTokens.Phbs);
 }
 
 function tablesOf(machine: Machine) {
-  return resolve(machine.container, SpaprIommuTokens.Tables);
+  return machine.get(SpaprIommuTokens.Tables);
 }
 
 function buidCells(buid: bigint): [number, number] {

@@ -1,4 +1,4 @@
-import { formatPageShift, formatSize } from '@ddw/machine';
+import { formatHex, formatPageShift, formatSize } from '@ddw/machine';
 import type { RunReport } from './run.js';
 
 /** A page size for people ("16M"), or "-" where there is none. */
@@ -40,7 +40,7 @@ export function formatReport(r: RunReport): string {
       const end = start + (BigInt(w.entries) << BigInt(w.pageShift)) - 1n;
       rows.push([
         w.liobn,
-        `${w.busOffset} - 0x${end.toString(16)}`,
+        `${w.busOffset} - ${formatHex(end)}`,
         pageName(w.pageShift),
         String(w.entries),
         String(w.mapped),

@@ -8,7 +8,7 @@ import {
   type PeDecision,
 } from '@ddw/guest-linux';
 import { formatHostConfig } from '@ddw/host-linux';
-import { formatHex, type HostErrorEvent, type Machine, resolve, type TraceBus } from '@ddw/machine';
+import { formatHex, type HostErrorEvent, type Machine, type TraceBus } from '@ddw/machine';
 import type { PciDevice } from '@ddw/pci';
 import { buildResolved, type ResolvedDescription } from '@ddw/pseries';
 import { mappedTces } from '@ddw/spapr-iommu';
@@ -134,7 +134,7 @@ export async function runResolved(
   const hostErrors: HostErrorEvent[] = [];
   machine.events.on('host-error', (e) => hostErrors.push(e));
   try {
-    let devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
+    let devices = machine.get(SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
     const generation = guestOf(machine.description).generation;
     const states = new Map<PciDevice, DeviceDmaState>();
     const transfers: TransferReport[] = [];
@@ -152,7 +152,7 @@ export async function runResolved(
       });
       // system_reset boots a new guest; device_del takes devices away.
       guest = done.guest;
-      devices = resolve(machine.container, SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
+      devices = machine.get(SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
       monitor = done.results.map((r) => ({
         command: r.command.text,
         ok: r.ok,
@@ -161,7 +161,7 @@ export async function runResolved(
       await stageBoundary();
     }
     if (guest) {
-      const phbs = resolve(machine.container, SpaprPciTokens.Phbs);
+      const phbs = machine.get(SpaprPciTokens.Phbs);
       for (const device of devices) {
         const buid = phbs.byBus(device.bus.name)?.buid;
         const fn = guest.functions.find((f) => f.buid === buid && f.cfgAddr === device.configAddress);
@@ -182,7 +182,7 @@ export async function runResolved(
       schemaVersion: 1,
       kind: 'run',
       machine: machineReport(machine, devices),
-      phbs: resolve(machine.container, SpaprPciTokens.Phbs).list.map((phb) => ({
+      phbs: machine.get(SpaprPciTokens.Phbs).list.map((phb) => ({
         index: phb.index,
         id: phb.id,
         buid: formatHex(phb.buid),
@@ -383,7 +383,7 @@ function machineReport(machine: Machine, devices: PciDevice[]): RunReport['machi
 
 function hostReport(machine: Machine, devices: PciDevice[], errors: HostErrorEvent[]): RunReport['host'] {
   if (!devices.some((d) => d.driver === 'vfio-pci')) return null;
-  const vfio = resolve(machine.container, VfioTokens.Vfio);
+  const vfio = machine.get(VfioTokens.Vfio);
   const containers = vfio.containers.filter((c) => c.groups.size > 0);
   return {
     config: formatHostConfig(vfio.host.config),

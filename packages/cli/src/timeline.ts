@@ -1,4 +1,5 @@
 import {
+  formatHex,
   type HypercallResult,
   hcallReturnName,
   type MachineEventBus,
@@ -355,17 +356,13 @@ function rtasRetNames(name: string, nret: number): readonly string[] {
 /** Counts and shifts read better in decimal; addresses, ids and masks stay hexadecimal. */
 const DECIMAL = new Set(['npages', 'page_shift', 'window_shift', 'windows_available', 'migration_capable']);
 
-function hex(value: bigint | number): string {
-  return `0x${value.toString(16)}`;
-}
-
 function cell(name: string, value: number): string | number {
   if (name === 'status') return value | 0;
-  return DECIMAL.has(name) ? value : hex(value >>> 0);
+  return DECIMAL.has(name) ? value : formatHex(value >>> 0);
 }
 
 function register(name: string, value: bigint): string | number {
-  return DECIMAL.has(name) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : hex(value);
+  return DECIMAL.has(name) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : formatHex(value);
 }
 
 type Args = Record<string, unknown>;
@@ -392,7 +389,7 @@ function traceValue(event: TraceEvent, index: number, value: TraceValue): unknow
   if (typeof value !== 'bigint') return value;
   const param = event.params[index];
   if (param?.signed) return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
-  return hex(value);
+  return formatHex(value);
 }
 
 function eventJson(entry: Entry): object {
@@ -423,7 +420,7 @@ function eventJson(entry: Entry): object {
       };
     }
     case 'hcall': {
-      const name = entry.name ?? `hcall ${hex(entry.opcode)}`;
+      const name = entry.name ?? `hcall ${formatHex(entry.opcode)}`;
       const ret = BigInt.asIntN(64, entry.result.ret);
       return {
         name,
@@ -434,7 +431,7 @@ function eventJson(entry: Entry): object {
         pid: PID,
         tid: TRACKS.hypercalls.tid,
         args: {
-          opcode: hex(entry.opcode),
+          opcode: formatHex(entry.opcode),
           ...named(HCALL_ARGS[name], entry.args, register, 'args'),
           ret: Number(ret),
           ret_name: hcallReturnName(ret),
@@ -443,7 +440,7 @@ function eventJson(entry: Entry): object {
       };
     }
     case 'rtas': {
-      const name = entry.name === '' ? `rtas token ${hex(entry.token)}` : entry.name;
+      const name = entry.name === '' ? `rtas token ${formatHex(entry.token)}` : entry.name;
       return {
         name,
         cat: 'rtas',
@@ -453,7 +450,7 @@ function eventJson(entry: Entry): object {
         pid: PID,
         tid: TRACKS.rtas.tid,
         args: {
-          token: hex(entry.token),
+          token: formatHex(entry.token),
           nargs: entry.nargs,
           nret: entry.nret,
           ...named(RTAS_ARGS[name], entry.args, cell, 'args'),

@@ -1,4 +1,4 @@
-import { formatHex, type Machine, resolve } from '@ddw/machine';
+import { formatHex, type Machine } from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { pageName } from './report.js';
 import { mappedEntries } from './run.js';
@@ -6,7 +6,7 @@ import { mappedEntries } from './run.js';
 /** The DMA windows of every PHB, one line each: what a snapshot carries and a load restores. */
 export function describeWindows(machine: Machine): string[] {
   const lines: string[] = [];
-  for (const phb of resolve(machine.container, SpaprPciTokens.Phbs).list) {
+  for (const phb of machine.get(SpaprPciTokens.Phbs).list) {
     for (const t of phb.windows) {
       if (!t.enabled) continue;
       const mapped = mappedEntries(t.storage);

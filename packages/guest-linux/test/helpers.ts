@@ -8,7 +8,6 @@ import {
   MachineBuilder,
   type Plugin,
   type RtasCallResult,
-  resolve,
   TraceBus,
 } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
@@ -80,7 +79,7 @@ export async function machine(qemuArgs: string, options: RigOptions = {}): Promi
   machines.push(m);
   const guestErrors: string[] = [];
   m.events.on('guest-error', (e) => void guestErrors.push(e.message));
-  const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+  const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
   return { m, phb, lines, guestErrors };
 }
 
@@ -173,9 +172,11 @@ export const virtioNet = definePlugin(() => ({
   name: 'test-virtio-net',
   requires: ['spapr-pci'],
   register(ctx) {
-    resolve(ctx.container, PciTokens.Drivers).register(
-      emulatedDmaDriver('virtio-net-pci', { vendorId: 0x1af4, deviceId: 0x1000, classCode: 0x020000 }),
-    );
+    ctx
+      .get(PciTokens.Drivers)
+      .register(
+        emulatedDmaDriver('virtio-net-pci', { vendorId: 0x1af4, deviceId: 0x1000, classCode: 0x020000 }),
+      );
   },
 }));
 

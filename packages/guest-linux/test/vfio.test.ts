@@ -1,5 +1,4 @@
 import type { HostErrorEvent } from '@ddw/machine';
-import { resolve } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { GUEST_RAM_HOST_BASE, VfioTokens } from '@ddw/vfio-common';
 import { describe, expect, it } from 'vitest';
@@ -41,7 +40,7 @@ describe.each([
     expect(rig.lines.at(-1)).toBe(
       `vfio_spapr_create_window pageshift=0x${hostShift.toString(16)} levels=1 winsize=0x100000000 offset=0x800000000000000`,
     );
-    const container = resolve(rig.m.container, VfioTokens.Vfio).containers[0]!;
+    const container = rig.m.get(VfioTokens.Vfio).containers[0]!;
     const hostWindow = container.fd.windows().find((w) => w.startAddr === DDW_BASE)!;
     expect(hostWindow).toMatchObject({ pageShift: hostShift, size: 1n << 32n });
     const page = container.fd.translate(DDW_BASE + 0x1234000n)!;

@@ -200,15 +200,5 @@ function contextFor(machine: Machine, plugin: Plugin): PluginContext {
           : provider,
       ),
     get,
-    machine,
-    container: machine.container,
-    hypercalls: get(MachineTokens.Hypercalls),
-    rtas: get(MachineTokens.Rtas),
-    vmstate: get(MachineTokens.Vmstate),
-    trace: machine.trace,
-    events: machine.events,
-    deviceTree: machine.deviceTree,
-    devices: get(MachineTokens.Devices),
-    memory: { system: machine.systemMemory, ram: machine.ram, addressSpace: machine.memory },
   };
 }

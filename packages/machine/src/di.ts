@@ -154,18 +154,6 @@ export function classesProvidedToContainers(): ReadonlySet<Constructor> {
   return constructedByContainer;
 }
 
-// TRANSITION (removed once every plugin provides through its context): the two old helpers.
-export function provideValue<T>(machineContainer: DependencyContainer, key: Token<T>, value: T): void {
-  provide(machineContainer, key, { useValue: value });
-}
-export function provideClass<T>(
-  machineContainer: DependencyContainer,
-  key: Token<T>,
-  cls: Constructor<T>,
-): void {
-  provide(machineContainer, key, { useClass: cls });
-}
-
 /** Resolves `key`, with the type the token carries. */
 export function resolve<T>(machineContainer: DependencyContainer, key: Token<T>): T {
   if (!machineContainer.isRegistered(key, true)) {

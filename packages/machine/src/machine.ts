@@ -164,10 +164,7 @@ export class Machine {
     return this.get(MachineTokens.Trace);
   }
 
-  // TRANSITION: shorthands removed once their users reach the services by token.
-  get container(): DependencyContainer {
-    return this.#container;
-  }
+  // Named shorthands for services users of a machine touch often; each is get(MachineTokens.X).
   get systemMemory(): ContainerRegion {
     return this.get(MachineTokens.SystemMemory);
   }
@@ -191,9 +188,6 @@ export class Machine {
   }
   get devices(): DeviceRegistry {
     return this.get(MachineTokens.Devices);
-  }
-  addAddressSpace(as: AddressSpace): AddressSpace {
-    return this.get(MachineTokens.AddressSpaces).add(as);
   }
 
   get state(): MachineState {

@@ -32,21 +32,6 @@ export interface PluginContext {
    * registers there is owned by it, so a clash names it.
    */
   get<T>(key: Token<T>): T;
-  // TRANSITION: the fields below go once every plugin reaches services by token.
-  readonly machine: Machine;
-  readonly container: DependencyContainer;
-  readonly hypercalls: HypercallRegistry;
-  readonly rtas: RtasRegistry;
-  readonly vmstate: VmstateRegistry;
-  readonly trace: TraceBus;
-  readonly events: MachineEventBus;
-  readonly deviceTree: DeviceTree;
-  readonly devices: DeviceRegistry;
-  readonly memory: {
-    readonly system: ContainerRegion;
-    readonly ram: RamRegion;
-    readonly addressSpace: AddressSpace;
-  };
 }
 
 export interface Plugin {

@@ -25,6 +25,7 @@ const UNIT_SHIFT: Readonly<Record<string, bigint>> = Object.fromEntries(
 /** Page sizes are named up to G: the units past it would name no page size anyone uses. */
 const PAGE_UNITS = BINARY_UNITS.filter(({ shift }) => shift <= 30);
 
+/** Hexadecimal as sizes and description values take it: 0x, any case, no suffix. */
 export const HEX_PATTERN = /^0x[0-9a-f]+$/i;
 const SIZE_FIX = 'write a number with an optional K/M/G/T/P/E suffix, e.g. "2G"';
 const SIZE_PATTERN = /^(\d+)\s*(?:([kmgtpe])(i?b)?|(b))?$/i;
@@ -41,6 +42,7 @@ export function describeInput(input: unknown): string {
       : String(input);
 }
 
+/** `value` when it fits in a uint64, else the problem with `input` and `fix`. */
 export function checkU64(value: bigint, input: unknown, fix: string): ParsedU64 {
   if (value < 0n) return { problem: `${describeInput(input)} is negative`, fix };
   if (value > UINT64_MAX) return { problem: `${describeInput(input)} does not fit in 64 bits`, fix };

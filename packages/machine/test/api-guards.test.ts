@@ -8,6 +8,7 @@ import {
   InvalidArgumentError,
   Machine,
   MachineBuilder,
+  MachineTokens,
   type Plugin,
   type PluginContext,
   PluginError,
@@ -96,8 +97,12 @@ describe('createMachine validates like the CLI', () => {
 
 describe('a duplicate registration names both plugins', () => {
   it('hypercalls', async () => {
-    const a = registering('first', (ctx) => ctx.hypercalls.register(0x1f0, 'H_TOY', () => ({ ret: 0n })));
-    const b = registering('second', (ctx) => ctx.hypercalls.register(0x1f0, 'H_TOY2', () => ({ ret: 0n })));
+    const a = registering('first', (ctx) =>
+      ctx.get(MachineTokens.Hypercalls).register(0x1f0, 'H_TOY', () => ({ ret: 0n })),
+    );
+    const b = registering('second', (ctx) =>
+      ctx.get(MachineTokens.Hypercalls).register(0x1f0, 'H_TOY2', () => ({ ret: 0n })),
+    );
     const error = await rejection(build([a, b]));
     expect(error).toBeInstanceOf(PluginError);
     expect((error as PluginError).plugin).toBe('second');
@@ -107,14 +112,20 @@ describe('a duplicate registration names both plugins', () => {
   });
 
   it('RTAS calls, by name and by token', async () => {
-    const a = registering('first', (ctx) => void ctx.rtas.register('toy,call', () => {}, { token: 0x3000 }));
-    const sameName = registering('second', (ctx) => void ctx.rtas.register('toy,call', () => {}));
+    const a = registering(
+      'first',
+      (ctx) => void ctx.get(MachineTokens.Rtas).register('toy,call', () => {}, { token: 0x3000 }),
+    );
+    const sameName = registering(
+      'second',
+      (ctx) => void ctx.get(MachineTokens.Rtas).register('toy,call', () => {}),
+    );
     expect((await rejection(build([a, sameName]))).message).toBe(
       'plugin "second" registers RTAS call "toy,call", which plugin "first" already registered',
     );
     const sameToken = registering(
       'second',
-      (ctx) => void ctx.rtas.register('toy,other', () => {}, { token: 0x3000 }),
+      (ctx) => void ctx.get(MachineTokens.Rtas).register('toy,other', () => {}, { token: 0x3000 }),
     );
     expect((await rejection(build([a, sameToken]))).message).toMatch(
       /^plugin "second" gives RTAS call "toy,other" token 0x3000, which "toy,call" \(plugin "first"\) already has/,
@@ -131,8 +142,14 @@ describe('a duplicate registration names both plugins', () => {
       minimumVersion: 1,
       fields: [VMState.uint32('value')],
     };
-    const a = registering('first', (ctx) => void ctx.vmstate.register(section, 0, new Box()));
-    const b = registering('second', (ctx) => void ctx.vmstate.register(section, 0, new Box()));
+    const a = registering(
+      'first',
+      (ctx) => void ctx.get(MachineTokens.Vmstate).register(section, 0, new Box()),
+    );
+    const b = registering(
+      'second',
+      (ctx) => void ctx.get(MachineTokens.Vmstate).register(section, 0, new Box()),
+    );
     const error = await rejection(build([a, b]));
     expect(error).toBeInstanceOf(PluginError);
     expect(error.message).toBe(
@@ -141,8 +158,8 @@ describe('a duplicate registration names both plugins', () => {
   });
 
   it('device ids', async () => {
-    const a = registering('first', (ctx) => void ctx.devices.add({ id: 'dev0' }));
-    const b = registering('second', (ctx) => void ctx.devices.add({ id: 'dev0' }));
+    const a = registering('first', (ctx) => void ctx.get(MachineTokens.Devices).add({ id: 'dev0' }));
+    const b = registering('second', (ctx) => void ctx.get(MachineTokens.Devices).add({ id: 'dev0' }));
     const error = await rejection(build([a, b]));
     expect(error.message).toContain(
       'device "dev0": the id is already taken by another device (plugin "first" added it; plugin "second" adds this one)',
@@ -151,15 +168,19 @@ describe('a duplicate registration names both plugins', () => {
 
   it('an owner the plugin passes itself still wins', async () => {
     const a = registering('first', (ctx) =>
-      ctx.hypercalls.register(0x1f0, 'H_TOY', () => ({ ret: 0n }), 'custom'),
+      ctx.get(MachineTokens.Hypercalls).register(0x1f0, 'H_TOY', () => ({ ret: 0n }), 'custom'),
     );
-    const b = registering('second', (ctx) => ctx.hypercalls.register(0x1f0, 'H_TOY2', () => ({ ret: 0n })));
+    const b = registering('second', (ctx) =>
+      ctx.get(MachineTokens.Hypercalls).register(0x1f0, 'H_TOY2', () => ({ ret: 0n })),
+    );
     expect((await rejection(build([a, b]))).message).toContain('which plugin "custom" already registered');
   });
 
   it('the plugin view is the same registry: what a plugin registers, the machine has', async () => {
     const m = await build([
-      registering('toy', (ctx) => ctx.hypercalls.register(0x1f0, 'H_TOY', () => ({ ret: 7n }))),
+      registering('toy', (ctx) =>
+        ctx.get(MachineTokens.Hypercalls).register(0x1f0, 'H_TOY', () => ({ ret: 7n })),
+      ),
     ]);
     expect(m.hypercalls.list()).toContainEqual({ opcode: 0x1f0, name: 'H_TOY', owner: 'toy' });
     expect(m.guest.hcall(0x1f0).ret).toBe(7n);
@@ -170,7 +191,7 @@ describe('other entry points', () => {
   it('orderPlugins and Machine.addAddressSpace refuse what they cannot use', async () => {
     expect(() => orderPlugins(undefined as never)).toThrow(InvalidArgumentError);
     const m = await build([]);
-    expect(() => m.addAddressSpace({} as never)).toThrow(/as must be an AddressSpace/);
+    expect(() => m.get(MachineTokens.AddressSpaces).add({} as never)).toThrow(/as must be an AddressSpace/);
   });
 });
 

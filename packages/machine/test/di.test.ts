@@ -5,8 +5,7 @@ import {
   inject,
   injectable,
   injectableClasses,
-  provideClass,
-  provideValue,
+  provide,
   resolve,
   token,
 } from '../src/di.js';
@@ -44,7 +43,7 @@ describe('containers', () => {
   it('gives each machine its own child container and leaves the root alone', () => {
     const a = createMachineContainer();
     const b = createMachineContainer();
-    provideValue(a, Greeting, 'hello');
+    provide(a, Greeting, { useValue: 'hello' });
     expect(resolve(a, Greeting)).toBe('hello');
     expect(b.isRegistered(Greeting, true)).toBe(false);
     expect(() => resolve(b, Greeting)).toThrow(/nothing is registered for @ddw\/di-test:Greeting/);
@@ -52,18 +51,18 @@ describe('containers', () => {
 
   it('nests a container under a given parent', () => {
     const parent = createMachineContainer();
-    provideValue(parent, Greeting, 'from parent');
+    provide(parent, Greeting, { useValue: 'from parent' });
     const child = createMachineContainer(parent);
     expect(resolve(child, Greeting)).toBe('from parent');
   });
 
-  it('provideClass builds one instance per machine, injecting by token', () => {
+  it('provide with useClass builds one instance per machine, injecting by token', () => {
     const build = () => {
       const c = createMachineContainer();
       const counter = { count: 0 };
-      provideValue(c, Greeting, 'hi');
-      provideValue(c, Counter, counter);
-      provideClass(c, Greeter, GreeterImpl);
+      provide(c, Greeting, { useValue: 'hi' });
+      provide(c, Counter, { useValue: counter });
+      provide(c, Greeter, { useClass: GreeterImpl });
       return { c, counter };
     };
     const first = build();
@@ -94,9 +93,9 @@ describe('assertAllParametersInjected', () => {
     expect(() => assertAllParametersInjected(HalfInjected)).toThrow(
       /HalfInjected: constructor parameter 1 has no @inject\(token\)/,
     );
-    // provideClass checks before registering, so the mistake cannot reach a resolve.
-    expect(() => provideClass(createMachineContainer(), token('di-test', 'Half'), HalfInjected)).toThrow(
-      DdwError,
-    );
+    // provide checks before registering, so the mistake cannot reach a resolve.
+    expect(() =>
+      provide(createMachineContainer(), token('di-test', 'Half'), { useClass: HalfInjected }),
+    ).toThrow(DdwError);
   });
 });

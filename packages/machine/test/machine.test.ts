@@ -17,10 +17,8 @@ import {
   MachineTokens,
   type Plugin,
   PluginError,
-  provideClass,
   RTAS_OUT_PARAM_ERROR,
   RTAS_OUT_SUCCESS,
-  resolve,
   token,
 } from '../src/index.js';
 
@@ -38,7 +36,7 @@ afterEach(() => {
 const adder = definePlugin((options: { token?: number } = {}) => ({
   name: 'adder',
   register(ctx) {
-    ctx.rtas.register(
+    ctx.get(MachineTokens.Rtas).register(
       'test,add',
       (call) => {
         if (call.nargs < 1 || call.nret !== 2) {
@@ -108,12 +106,12 @@ describe('building a machine from plugins', () => {
     const devices: Plugin = {
       name: 'devices',
       register(ctx) {
-        ctx.devices.add({
+        ctx.get(MachineTokens.Devices).add({
           id: 'good',
           realize: () => void log.push('realize good'),
           unrealize: () => void log.push('unrealize good'),
         });
-        ctx.devices.add({
+        ctx.get(MachineTokens.Devices).add({
           id: 'vfio0',
           realize: () => {
             throw new Error('host window 0x800000000000000 not available');
@@ -133,8 +131,10 @@ describe('building a machine from plugins', () => {
     const dev: Plugin = {
       name: 'dev',
       register(ctx) {
-        ctx.events.on('lifecycle', (e) => phases.push(e.device ? `${e.phase}:${e.device}` : e.phase));
-        ctx.devices.add({ id: 'd0', reset: () => void phases.push('d0 reset') });
+        ctx
+          .get(MachineTokens.Events)
+          .on('lifecycle', (e) => phases.push(e.device ? `${e.phase}:${e.device}` : e.phase));
+        ctx.get(MachineTokens.Devices).add({ id: 'd0', reset: () => void phases.push('d0 reset') });
       },
     };
     const m = await new MachineBuilder().use(dev).describe({ ram: '256M' }).build();
@@ -225,11 +225,11 @@ describe('dependency injection per machine', () => {
   const counterPlugin = definePlugin(() => ({
     name: 'counter',
     register(ctx) {
-      provideClass(ctx.container, CounterToken, Counter);
-      ctx.machine.systemMemory.addSubregion(
+      ctx.provide(CounterToken, { useClass: Counter });
+      ctx.get(MachineTokens.SystemMemory).addSubregion(
         0x1_0000_0000n,
         new MmioRegion('counter', 0x1000n, {
-          read: () => BigInt(++resolve(ctx.container, CounterToken).count),
+          read: () => BigInt(++ctx.get(CounterToken).count),
         }),
       );
     },
@@ -238,14 +238,14 @@ describe('dependency injection per machine', () => {
   it('gives each machine its own instances, injected by explicit tokens', async () => {
     const a = await build([counterPlugin()]);
     const b = await build([counterPlugin()]);
-    const ca = resolve(a.container, CounterToken);
+    const ca = a.get(CounterToken);
     expect(ca.machine).toBe(a);
-    expect(resolve(a.container, CounterToken)).toBe(ca);
-    expect(resolve(b.container, CounterToken)).not.toBe(ca);
+    expect(a.get(CounterToken)).toBe(ca);
+    expect(b.get(CounterToken)).not.toBe(ca);
     a.memory.load(0x1_0000_0000n, 4);
     a.memory.load(0x1_0000_0000n, 4);
     expect(ca.count).toBe(2);
-    expect(resolve(b.container, CounterToken).count).toBe(0);
+    expect(b.get(CounterToken).count).toBe(0);
     expect(a.mtree()).toContain('(prio 0, i/o): counter');
   });
 });

@@ -4,6 +4,7 @@ import {
   createMachine,
   loadSnapshot,
   type Machine,
+  MachineTokens,
   SNAPSHOT_FORMAT_VERSION,
   SnapshotError,
   type SnapshotSource,
@@ -60,7 +61,8 @@ async function devMachine(devs: Dev[], ram = '1G'): Promise<Machine> {
       {
         name: 'devs',
         register(ctx) {
-          for (const [i, d] of devs.entries()) ctx.vmstate.register(devDescription, i, d, ctx.plugin);
+          for (const [i, d] of devs.entries())
+            ctx.get(MachineTokens.Vmstate).register(devDescription, i, d, ctx.plugin);
         },
       },
     ],

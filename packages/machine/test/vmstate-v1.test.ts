@@ -5,6 +5,7 @@ import {
   createMachine,
   loadSnapshot,
   type Machine,
+  MachineTokens,
   SnapshotError,
   type SnapshotSource,
   saveSnapshot,
@@ -76,8 +77,8 @@ async function oldMachine(devices: Old[]): Promise<Machine> {
       {
         name: 'old',
         register(ctx) {
-          ctx.vmstate.register(description, 0, devices[0]!, ctx.plugin);
-          ctx.vmstate.register(description, 5, devices[1]!, ctx.plugin);
+          ctx.get(MachineTokens.Vmstate).register(description, 0, devices[0]!, ctx.plugin);
+          ctx.get(MachineTokens.Vmstate).register(description, 5, devices[1]!, ctx.plugin);
         },
       },
     ],

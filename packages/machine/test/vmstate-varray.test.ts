@@ -4,6 +4,7 @@ import {
   createMachine,
   loadSnapshot,
   type Machine,
+  MachineTokens,
   SnapshotError,
   saveSnapshot,
   snapshotInfo,
@@ -43,7 +44,8 @@ async function holderMachine(holder: Holder, element: VMStateElementType = 'uint
     [
       {
         name: 'holder',
-        register: (ctx) => void ctx.vmstate.register(holderDescription(element), 0, holder, ctx.plugin),
+        register: (ctx) =>
+          void ctx.get(MachineTokens.Vmstate).register(holderDescription(element), 0, holder, ctx.plugin),
       },
     ],
     { ram: '256M' },

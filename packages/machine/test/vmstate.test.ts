@@ -3,6 +3,7 @@ import {
   createMachine,
   loadSnapshot,
   type Machine,
+  MachineTokens,
   type Plugin,
   PluginError,
   SNAPSHOT_FORMAT_VERSION,
@@ -98,7 +99,8 @@ function toyPlugin(
   return {
     name: 'toys',
     register(ctx) {
-      for (const [i, toy] of toys.entries()) ctx.vmstate.register(description(), i, toy, ctx.plugin);
+      for (const [i, toy] of toys.entries())
+        ctx.get(MachineTokens.Vmstate).register(description(), i, toy, ctx.plugin);
     },
   };
 }
@@ -155,7 +157,7 @@ describe('VmstateRegistry', () => {
     expect(() => registry.register(toyDescription(), -1, new Toy(), 'toys')).toThrow(/not a u32/);
   });
 
-  it('every machine has the guest RAM section, and plugins add theirs through ctx.vmstate', async () => {
+  it('every machine has the guest RAM section, and plugins add theirs through ctx.get(MachineTokens.Vmstate)', async () => {
     const m = await machineWith([new Toy()]);
     expect(m.vmstate.list().map((s) => [s.description.name, s.instanceId, s.owner])).toEqual([
       ['ram', 0, '@ddw/machine'],

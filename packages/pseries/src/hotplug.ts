@@ -1,7 +1,7 @@
-import { DdwError, type DeviceTree, formatHex, type Machine, resolve, token } from '@ddw/machine';
-import { type MemoryRegion, RamRegion } from '@ddw/memory';
+import { DdwError, type DeviceRegistry, type DeviceTree, formatHex, type Machine } from '@ddw/machine';
+import { type ContainerRegion, type MemoryRegion, RamRegion } from '@ddw/memory';
 import { type PseriesMemoryLayout, SPAPR_MEMORY_BLOCK_SIZE } from './memory-layout.js';
-import { PseriesTokens } from './preset.js';
+import { HotplugTokens } from './tokens.js';
 
 /**
  * Memory hotplug on a pseries machine, as QEMU's `object_add memory-backend-ram` and `device_add
@@ -87,11 +87,22 @@ export class PseriesMemoryHotplug {
   readonly #regions = new Map<PluggedDimm, RamRegion>();
   readonly #container: MemoryRegion | undefined;
 
+  #published = false;
+
   constructor(
-    private readonly machine: Machine,
     readonly layout: PseriesMemoryLayout,
+    systemMemory: ContainerRegion,
+    private readonly devices: DeviceRegistry,
+    private readonly deviceTree: DeviceTree,
   ) {
-    this.#container = machine.systemMemory.subregions.find((r) => r.name === 'device-memory');
+    this.#container = systemMemory.subregions.find((r) => r.name === 'device-memory');
+  }
+
+  /** Publishes /ibm,dynamic-reconfiguration-memory the first time hotplug is used, as QEMU's first plug does. */
+  publish(): void {
+    if (this.#published) return;
+    this.#published = true;
+    this.writeDeviceTree();
   }
 
   backends(): MemoryBackend[] {
@@ -144,7 +155,7 @@ export class PseriesMemoryHotplug {
    * device tree updated. Throws a HotplugError with QEMU's message; nothing changes then.
    */
   plugDimm(options: DimmOptions): PluggedDimm {
-    if (options.id !== undefined && (this.machine.devices.get(options.id) || this.dimm(options.id))) {
+    if (options.id !== undefined && (this.devices.get(options.id) || this.dimm(options.id))) {
       throw new HotplugError(`Duplicate device ID '${options.id}'`);
     }
     // spapr_memory_pre_plug: the size comes from the backend (pc_dimm_get_memory_region).
@@ -235,7 +246,7 @@ export class PseriesMemoryHotplug {
    * runs of LMBs up to the end of device memory. Nothing without device memory.
    */
   writeDeviceTree(): void {
-    writeDrconfMemory(this.machine.deviceTree, this.layout, this.dimms());
+    writeDrconfMemory(this.deviceTree, this.layout, this.dimms());
   }
 
   /** pc_dimm_get_free_slot. */
@@ -346,20 +357,12 @@ export function writeDrconfMemory(
   dt.setPropU32Cells(node, 'ibm,dynamic-memory-v2', [entries.length, ...entries.flat()]);
 }
 
-export const HotplugTokens = {
-  MemoryHotplug: token<PseriesMemoryHotplug>('pseries', 'MemoryHotplug'),
-} as const;
-
 /**
- * The memory-hotplug service of a pseries machine, created on first use and registered in its
- * container (HotplugTokens.MemoryHotplug). Creating it publishes
- * /ibm,dynamic-reconfiguration-memory when the machine has device memory.
+ * The memory-hotplug service of a pseries machine (HotplugTokens.MemoryHotplug). Its first use
+ * publishes /ibm,dynamic-reconfiguration-memory when the machine has device memory.
  */
 export function memoryHotplugOf(machine: Machine): PseriesMemoryHotplug {
-  const c = machine.container;
-  if (c.isRegistered(HotplugTokens.MemoryHotplug)) return resolve(c, HotplugTokens.MemoryHotplug);
-  const service = new PseriesMemoryHotplug(machine, resolve(c, PseriesTokens.MemoryLayout));
-  c.register(HotplugTokens.MemoryHotplug, { useValue: service });
-  service.writeDeviceTree();
+  const service = machine.get(HotplugTokens.MemoryHotplug);
+  service.publish();
   return service;
 }

@@ -20,7 +20,6 @@ export {
   type DimmOptions,
   DRCONF_MEMORY_NODE,
   HotplugError,
-  HotplugTokens,
   lmbDrcIndex,
   MEMORY_BACKEND_TYPES,
   type MemoryBackend,
@@ -66,7 +65,6 @@ export {
   PSERIES_RAM_REGION,
   type PseriesHostOptions,
   type PseriesMachineArgs,
-  PseriesTokens,
   pseriesDescription,
   pseriesMachine,
   pseriesPlugins,
@@ -86,4 +84,5 @@ export {
   SPAPR_MAX_PHB_INDEX,
   splitCommandLine,
 } from './qemu-args.js';
+export { HotplugTokens, PseriesTokens } from './tokens.js';
 export type { CompatStep, MachineCompat, QemuDdwBehaviour, QemuVersionPreset } from './versions.js';

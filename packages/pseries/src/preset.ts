@@ -6,10 +6,11 @@ import {
   isPlainObject,
   type Machine,
   MachineBuilder,
+  MachineTokens,
   mergeDescription,
   type Plugin,
   parseSize,
-  provideValue,
+  type ServiceGetter,
   type TraceBus,
   token,
 } from '@ddw/machine';
@@ -28,9 +29,11 @@ import {
   type ResolvedDescription,
   resolveDescription,
 } from './configuration.js';
+import { PseriesMemoryHotplug } from './hotplug.js';
 import { machineType, qemuVersionOf } from './machine-types.js';
 import { type PseriesMemoryLayout, pseriesMemoryLayout, SPAPR_MEMORY_BLOCK_SIZE } from './memory-layout.js';
 import { parseQemuArgs, type QemuArgs } from './qemu-args.js';
+import { HotplugTokens, PseriesTokens } from './tokens.js';
 import { QEMU_VERSIONS, type QemuVersion } from './versions.js';
 
 /** What a pseries machine's plugins are configured from (QemuArgs has all of it). */
@@ -64,11 +67,6 @@ const qemuSectionSchema = z.strictObject({
 /** QEMU names pseries guest RAM so in `info mtree`. */
 export const PSERIES_RAM_REGION = 'ppc_spapr.ram';
 
-export const PseriesTokens = {
-  /** Where RAM and hotpluggable memory live. */
-  MemoryLayout: token<PseriesMemoryLayout>('pseries', 'MemoryLayout'),
-} as const;
-
 /**
  * The machine-level part of pseries: the hotplug (device-memory) container QEMU places after RAM,
  * which is empty until memory is plugged but counts for the highest RAM address.
@@ -77,32 +75,41 @@ export const pseriesMachine = definePlugin((options: { layout: PseriesMemoryLayo
   name: 'pseries',
   sections: { pseries: pseriesSectionSchema.optional(), qemu: qemuSectionSchema.optional() },
   register(ctx) {
-    const layout = options.layout;
-    provideValue(ctx.container, PseriesTokens.MemoryLayout, layout);
-    const dm = layout.deviceMemory;
-    if (dm) ctx.memory.system.addSubregion(dm.base, new ContainerRegion('device-memory', dm.size));
-    // What a guest sizes its DMA windows from (spapr_dt_memory, spapr_dt_rtas): boot RAM, and
-    // the end of hotpluggable memory (0 when there is none, as QEMU 7.2 writes it).
-    const dt = ctx.deviceTree;
-    dt.ensureNode('/memory@0');
-    dt.setPropString('/memory@0', 'device_type', 'memory');
-    dt.setPropU32Cells('/memory@0', 'reg', [
-      0,
-      0,
-      Number(layout.ram >> 32n),
-      Number(layout.ram & 0xffffffffn),
-    ]);
-    const maxDeviceAddr = dm ? dm.base + dm.size : 0n;
-    dt.ensureNode('/rtas');
-    dt.setPropU32Cells('/rtas', 'ibm,lrdr-capacity', [
-      Number(maxDeviceAddr >> 32n),
-      Number(maxDeviceAddr & 0xffffffffn),
-      0,
-      Number(SPAPR_MEMORY_BLOCK_SIZE),
-      1,
-    ]);
+    ctx.provide(PseriesTokens.MemoryLayout, { useFactory: (get) => applyLayout(get, options.layout) });
+    ctx.provide(HotplugTokens.MemoryHotplug, {
+      useFactory: (get) =>
+        new PseriesMemoryHotplug(
+          get(PseriesTokens.MemoryLayout),
+          get(MachineTokens.SystemMemory),
+          get(MachineTokens.Devices),
+          get(MachineTokens.DeviceTree),
+        ),
+    });
   },
 }));
+
+/** Places the hotplug container and publishes the memory the guest sizes its windows from. */
+function applyLayout(get: ServiceGetter, layout: PseriesMemoryLayout): PseriesMemoryLayout {
+  const dm = layout.deviceMemory;
+  if (dm)
+    get(MachineTokens.SystemMemory).addSubregion(dm.base, new ContainerRegion('device-memory', dm.size));
+  // What a guest sizes its DMA windows from (spapr_dt_memory, spapr_dt_rtas): boot RAM, and
+  // the end of hotpluggable memory (0 when there is none, as QEMU 7.2 writes it).
+  const dt = get(MachineTokens.DeviceTree);
+  dt.ensureNode('/memory@0');
+  dt.setPropString('/memory@0', 'device_type', 'memory');
+  dt.setPropU32Cells('/memory@0', 'reg', [0, 0, Number(layout.ram >> 32n), Number(layout.ram & 0xffffffffn)]);
+  const maxDeviceAddr = dm ? dm.base + dm.size : 0n;
+  dt.ensureNode('/rtas');
+  dt.setPropU32Cells('/rtas', 'ibm,lrdr-capacity', [
+    Number(maxDeviceAddr >> 32n),
+    Number(maxDeviceAddr & 0xffffffffn),
+    0,
+    Number(SPAPR_MEMORY_BLOCK_SIZE),
+    1,
+  ]);
+  return layout;
+}
 
 /**
  * The plugins of a pseries machine of the given type, configured as that QEMU machine type

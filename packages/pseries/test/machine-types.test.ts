@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError, type Machine, resolve } from '@ddw/machine';
+import { ConfigError, type Machine } from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -158,7 +158,7 @@ describe('every machine type, built and asked through RTAS and the device tree',
             ...(want.htmOn ? { pseries: { 'cap-htm': false } } : {}),
           }),
         );
-        const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+        const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
         const dt = m.guest.deviceTree;
         const q5 = rtas(m, 'ibm,query-pe-dma-window', [0, ...BUID0], 5);
         const q6 = rtas(m, 'ibm,query-pe-dma-window', [0, ...BUID0], 6);
@@ -209,10 +209,10 @@ describe('the qemu section', () => {
   it('makes pseries the version’s newest type', async () => {
     const m = await keep(fromDescription({ qemu: { version: '10.0' } }));
     expect(m.description.type).toBeUndefined(); // the description names no type ...
-    const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+    const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
     expect(phb.props.pgsz).toBe(0x1211000n); // ... and gets pseries-10.0's defaults
     const older = await keep(fromDescription({ qemu: { version: '10.0' }, type: 'pseries-4.1' }));
-    expect(resolve(older.container, SpaprPciTokens.Phbs).list[0]!.props.pgsz).toBe(0x11000n);
+    expect(older.get(SpaprPciTokens.Phbs).list[0]!.props.pgsz).toBe(0x11000n);
   });
 
   it('refuses a version ddw does not model, and a type the version lacks, naming the field', async () => {

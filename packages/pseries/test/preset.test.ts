@@ -1,4 +1,4 @@
-import { type Machine, resolve } from '@ddw/machine';
+import type { Machine } from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildPseries, PseriesTokens } from '../src/index.js';
@@ -23,7 +23,7 @@ function rtas(m: Machine, name: string, args: number[], nret: number): number[] 
 describe('pseries-7.2 (the default)', () => {
   it('boots with the default window, QEMU 7.2 page sizes and the 6-output query', async () => {
     const m = await pseries('-M pseries -m 4G');
-    const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+    const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
     expect(phb.windows.map((t) => t.enabled)).toEqual([true, false]);
     expect(rtas(m, 'ibm,query-pe-dma-window', [0, ...BUID(0)], 5)).toEqual([0, 1, 0x80000000 | 0, 0x107, 0]);
     expect(rtas(m, 'ibm,query-pe-dma-window', [0, ...BUID(0)], 6)).toEqual([0, 1, 0x20, 0, 0x107, 0]);
@@ -36,13 +36,13 @@ describe('pseries-7.2 (the default)', () => {
     expect(rtas(m, 'ibm,create-pe-dma-window', [0, ...BUID(0), 16, 32], 4)[0]).toBe(0);
     expect(rtas(m, 'ibm,remove-pe-dma-window', [0x80000000], 1)).toEqual([0]);
     expect(rtas(m, 'ibm,remove-pe-dma-window', [0x80000001], 1)).toEqual([0]);
-    const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+    const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
     expect(phb.windows.map((t) => t.enabled)).toEqual([true, false]);
   });
 
   it('puts hotplug memory where QEMU does, visible in the memory tree', async () => {
     const m = await pseries('-m 2G,maxmem=8G,slots=4');
-    const layout = resolve(m.container, PseriesTokens.MemoryLayout);
+    const layout = m.get(PseriesTokens.MemoryLayout);
     expect(layout.deviceMemory).toEqual({ base: 0x80000000n, size: 0x180000000n });
     expect(m.mtree()).toMatch(/0000000080000000-00000001ffffffff \(prio 0, i\/o\): device-memory/);
   });
@@ -51,7 +51,7 @@ describe('pseries-7.2 (the default)', () => {
     const m = await pseries(
       '-m 2G -device spapr-pci-host-bridge,index=1,id=phb1,dma64_win_addr=0x10000000000000 -device spapr-pci-host-bridge,index=2,ddw=off -device e1000e,bus=phb1.0 -device dma-engine,bus=pci.1',
     );
-    const phbs = resolve(m.container, SpaprPciTokens.Phbs).list;
+    const phbs = m.get(SpaprPciTokens.Phbs).list;
     expect(phbs.map((p) => [p.index, p.name, p.windowsSupported, p.devices.length])).toEqual([
       [0, 'pci.0', 2, 0],
       [1, 'phb1.0', 2, 1],
@@ -80,7 +80,7 @@ describe('pseries-2.7 (the original patchset)', () => {
     const m = await pseries('-M pseries-2.7 -m 4G');
     expect(rtas(m, 'ibm,query-pe-dma-window', [0, ...BUID(0)], 5)).toEqual([0, 1, 0x100000, 0x03, 0]);
     expect(rtas(m, 'ibm,query-pe-dma-window', [0, ...BUID(0)], 6)[0]).toBe(-3);
-    const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+    const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
     expect(m.guest.deviceTree.getPropU32Cells(phb.nodePath, 'ibm,ddw-extensions')).toEqual([1, 0x2029]);
   });
 
@@ -101,7 +101,7 @@ describe('pseries-2.7 (the original patchset)', () => {
     expect(rtas(m, 'ibm,create-pe-dma-window', [0, ...BUID(0), 21, 32], 4)[0]).toBe(0);
     expect(rtas(m, 'ibm,remove-pe-dma-window', [0x80000000], 1)).toEqual([0]);
     expect(rtas(m, 'ibm,remove-pe-dma-window', [0x80000001], 1)).toEqual([0]);
-    const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+    const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
     expect(phb.windows.map((t) => t.enabled)).toEqual([false, false]);
   });
 });

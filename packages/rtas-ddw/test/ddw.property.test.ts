@@ -1,4 +1,4 @@
-import { createMachine, H_PARAMETER, H_RTAS, H_SUCCESS, resolve } from '@ddw/machine';
+import { createMachine, H_PARAMETER, H_RTAS, H_SUCCESS } from '@ddw/machine';
 import { IOMMUAccessFlags } from '@ddw/memory';
 import {
   H_GET_TCE,
@@ -79,7 +79,7 @@ describe('DDW under random and absurd guest input', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { maxLength: 40 }), async (ops) => {
         const m = await createMachine([spaprIommu(), spaprPci(), rtasDdw()], { ram: '2G' });
-        const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+        const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
         // What each enabled window's entries must be: index -> TCE.
         const shadow = new Map<SpaprTceTable, Map<number, bigint>>(phb.windows.map((t) => [t, new Map()]));
         const geometry = (t: SpaprTceTable) => `${t.nbTable}/${t.busOffset}/${t.pageShift}`;

@@ -1,4 +1,4 @@
-import { createMachine, H_GET_TCE, H_PUT_TCE, H_SUCCESS, type Machine, resolve } from '@ddw/machine';
+import { createMachine, H_GET_TCE, H_PUT_TCE, H_SUCCESS, type Machine } from '@ddw/machine';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { type PhbDmaProperties, SpaprPciTokens, spaprPci } from '@ddw/spapr-pci';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -42,7 +42,7 @@ async function pseries(
     { ram, phbs: [{ id: 'pci', index: 0, ...options.phb }] },
   );
   machines.push(m);
-  const phb = resolve(m.container, SpaprPciTokens.Phbs).list[0]!;
+  const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
   const rtas = (name: string, args: number[], nret: number) =>
     m.guest.rtasCall(name, args, nret).rets.map((r) => r | 0);
   return {

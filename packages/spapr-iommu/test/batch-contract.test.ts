@@ -5,7 +5,7 @@
  * whether it takes batches or single pages, and the table holds what a per-entry table would.
  * The model computes the expected events page by page; the implementation sends batches.
  */
-import { createMachine, type Machine, resolve } from '@ddw/machine';
+import { createMachine, type Machine } from '@ddw/machine';
 import {
   batchEvent,
   IOMMUAccessFlags,
@@ -45,7 +45,7 @@ async function tableOf(pageShift: number, entries: number): Promise<{ m: Machine
         name: 'test-phb',
         requires: ['spapr-iommu'],
         register(ctx) {
-          table = resolve(ctx.container, SpaprIommuTokens.Tables).create(LIOBN, 'test-phb');
+          table = ctx.get(SpaprIommuTokens.Tables).create(LIOBN, 'test-phb');
           table.enable(pageShift, BUS, entries);
         },
       },

@@ -1,4 +1,4 @@
-import { createMachine, type Machine, resolve } from '@ddw/machine';
+import { createMachine, type Machine } from '@ddw/machine';
 import { IOMMUNotifier, IOMMUNotifierFlag, type IOMMUTLBEntry } from '@ddw/memory';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -53,7 +53,7 @@ async function kvmMachine(spaprTceVfio: boolean) {
         name: 'test-phb',
         requires: ['spapr-iommu'],
         register(ctx) {
-          tables = resolve(ctx.container, SpaprIommuTokens.Tables);
+          tables = ctx.get(SpaprIommuTokens.Tables);
           // The host model (vfio-common in a pseries machine) describes KVM: RAM at UA_BASE.
           tables.kvmHost = { spaprTceVfio, gpaToUa: (gpa) => (gpa < 1n << 32n ? UA_BASE + gpa : undefined) };
           w0 = tables.create(W0, 'test-phb');

@@ -2,7 +2,6 @@ import {
   createMachine,
   loadSnapshot,
   type Machine,
-  resolve,
   SnapshotError,
   saveSnapshot,
   snapshotInfo,
@@ -35,7 +34,7 @@ async function machine(options: { window1?: boolean; migrationVersion?: number; 
         name: 'test-phb',
         requires: ['spapr-iommu'],
         register(ctx) {
-          const tables = resolve(ctx.container, SpaprIommuTokens.Tables);
+          const tables = ctx.get(SpaprIommuTokens.Tables);
           w0 = tables.create(W0, 'test-phb');
           w1 = tables.create(W1, 'test-phb');
           w0.enable(12, 0n, 0x40000);
@@ -341,7 +340,7 @@ describe('spapr_iommu post_load', () => {
   it('a deleted table takes its section with it', async () => {
     const { m, w1 } = await machine();
     expect(m.vmstate.find('spapr_iommu', W1)).toBeDefined();
-    resolve(m.container, SpaprIommuTokens.Tables).delete(w1);
+    m.get(SpaprIommuTokens.Tables).delete(w1);
     expect(m.vmstate.find('spapr_iommu', W1)).toBeUndefined();
   });
 });

@@ -1,4 +1,4 @@
-import { createMachine, H_PARAMETER, H_SUCCESS, type Machine, resolve } from '@ddw/machine';
+import { createMachine, H_PARAMETER, H_SUCCESS, type Machine } from '@ddw/machine';
 import {
   ContainerRegion,
   IOMMUNotifier,
@@ -37,7 +37,7 @@ async function machine(options: { window1?: boolean } = {}) {
         name: 'test-phb',
         requires: ['spapr-iommu'],
         register(ctx) {
-          const tables = resolve(ctx.container, SpaprIommuTokens.Tables);
+          const tables = ctx.get(SpaprIommuTokens.Tables);
           w0 = tables.create(W0, 'test-phb');
           w1 = tables.create(W1, 'test-phb');
           w0.enable(12, 0n, 0x40000);
@@ -160,7 +160,7 @@ describe('H_PUT_TCE_INDIRECT (T18)', () => {
   it('maps a whole list and traces as the real QEMU 7.2 sample does', async () => {
     // v1-basic.trace: one indirect of 128 16M pages mapping 2 GiB at 2^59.
     const { m } = await machine();
-    const tables = resolve(m.container, SpaprIommuTokens.Tables);
+    const tables = m.get(SpaprIommuTokens.Tables);
     const w1 = tables.get(W1)!;
     w1.enable(24, WINDOW1_BUS, 128);
     m.trace.enable('spapr_iommu_pci_indirect');
@@ -232,7 +232,7 @@ describe('translate and replay (T22, T23)', () => {
 
   it('replays exactly the mapped entries, MAP only, with relative iovas; not while skipping', async () => {
     const { m } = await machine();
-    const w1 = resolve(m.container, SpaprIommuTokens.Tables).get(W1)!;
+    const w1 = m.get(SpaprIommuTokens.Tables).get(W1)!;
     w1.enable(16, WINDOW1_BUS, 16);
     m.guest.hcall(H_PUT_TCE, W1, WINDOW1_BUS + 3n * 0x10000n, 0x30003);
     m.guest.hcall(H_PUT_TCE, W1, WINDOW1_BUS + 7n * 0x10000n, 0x70001);
@@ -298,14 +298,12 @@ describe('table lifecycle', () => {
       0,
       0n,
     ]);
-    expect(() => resolve(m.container, SpaprIommuTokens.Tables).create(W0, 'other')).toThrow(
-      /duplicate LIOBN 0x80000000/,
-    );
+    expect(() => m.get(SpaprIommuTokens.Tables).create(W0, 'other')).toThrow(/duplicate LIOBN 0x80000000/);
   });
 
   it('costs only what is written: a 2^31-entry window with two entries holds two runs', async () => {
     const { m } = await machine();
-    const w1 = resolve(m.container, SpaprIommuTokens.Tables).get(W1)!;
+    const w1 = m.get(SpaprIommuTokens.Tables).get(W1)!;
     w1.enable(12, WINDOW1_BUS, 0x80000000);
     m.guest.hcall(H_PUT_TCE, W1, WINDOW1_BUS, 0x1003);
     m.guest.hcall(H_PUT_TCE, W1, WINDOW1_BUS + (0x7fffffffn << 12n), 0x2003);

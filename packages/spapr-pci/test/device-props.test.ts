@@ -1,4 +1,4 @@
-import { ConfigError, createMachine, DeviceError, type Machine, PluginError, resolve } from '@ddw/machine';
+import { ConfigError, createMachine, DeviceError, type Machine, PluginError } from '@ddw/machine';
 import { PCI_DEVICE_PROPERTIES, PciTokens } from '@ddw/pci';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -149,7 +149,7 @@ describe('device properties', () => {
 describe('the PCI drivers spapr-pci provides', () => {
   it('lists every driver with its description and properties, for -device help', async () => {
     const m = await build({});
-    const list = resolve(m.container, PciTokens.Drivers).list();
+    const list = m.get(PciTokens.Drivers).list();
     expect(list.map((d) => d.name)).toEqual(['dma-engine', 'e1000e']);
     for (const d of list) expect(d.description).not.toBe('');
     const e1000e = list.find((d) => d.name === 'e1000e')!;

@@ -1,4 +1,4 @@
-import { createMachine, H_PUT_TCE, type Machine, resolve } from '@ddw/machine';
+import { createMachine, H_PUT_TCE, type Machine } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,7 +12,7 @@ afterEach(() => {
 async function build(description: Record<string, unknown>) {
   const m = await createMachine([spaprIommu(), spaprPci()], { ram: '2G', ...description });
   machines.push(m);
-  return { m, phbs: resolve(m.container, SpaprPciTokens.Phbs) };
+  return { m, phbs: m.get(SpaprPciTokens.Phbs) };
 }
 
 describe('the PHB', () => {

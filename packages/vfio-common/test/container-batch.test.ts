@@ -7,7 +7,6 @@
  */
 
 import type { SimulatedSpaprTceHost } from '@ddw/host-linux';
-import { resolve } from '@ddw/machine';
 import {
   type AddressSpace,
   batchEvent,
@@ -83,7 +82,7 @@ async function rig(trace: boolean) {
   const log: string[] = [];
   r.m.trace.addSink({ write: (l) => void log.push(l) });
   r.m.events.on('host-error', (e) => void log.push(`${e.fatal ? 'fatal: ' : ''}${e.message}`));
-  const vfio = resolve(r.m.container, VfioTokens.Vfio);
+  const vfio = r.m.get(VfioTokens.Vfio);
   const container = vfio.containers[0]!;
   // The default window (4K pages) and the DDW (64K pages), each with VFIO's notifier.
   const windows = container.guestIommus

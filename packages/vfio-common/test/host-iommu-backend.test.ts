@@ -3,7 +3,7 @@
  * VfioTokens.HostIommu, and the vfio-pci devices of the machine then talk to that backend only.
  */
 import { DEFAULT_HOST_CONFIG, hostLinux, SimulatedSpaprTceHost } from '@ddw/host-linux';
-import { createMachine, definePlugin, H_PUT_TCE, type Machine, PluginError, resolve } from '@ddw/machine';
+import { createMachine, definePlugin, H_PUT_TCE, type Machine, PluginError } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { PciTokens } from '@ddw/pci';
 import { spaprIommu } from '@ddw/spapr-iommu';
@@ -95,17 +95,18 @@ async function build(hostPlugins: ReturnType<typeof recordingHost>[]): Promise<M
 }
 
 const nicOf = (m: Machine) =>
-  resolve(m.container, PciTokens.Buses)
+  m
+    .get(PciTokens.Buses)
     .list.flatMap((b) => b.devices)
     .find((d) => d.id === 'hostnic') as VfioPciDevice;
 
 describe('a host IOMMU backend from another plugin', () => {
   it('is the host the vfio-pci device uses: a guest TCE becomes a map on it, DMA translates through it', async () => {
     const m = await build([recordingHost()]);
-    const host = resolve(m.container, VfioTokens.HostIommu);
+    const host = m.get(VfioTokens.HostIommu);
     expect(host).toBeInstanceOf(RecordingHost);
     const recording = host as RecordingHost;
-    expect(resolve(m.container, VfioTokens.Vfio).host).toBe(host);
+    expect(m.get(VfioTokens.Vfio).host).toBe(host);
     // The container was set up on this backend: a v1 one (attach, SET_IOMMU, ENABLE, GET_INFO).
     expect(recording.calls.map((c) => c.op).slice(0, 4)).toEqual([
       'attachGroup',
@@ -144,7 +145,7 @@ describe('a host IOMMU backend from another plugin', () => {
 
   it('replaces the simulated Linux host when it registers after host-linux', async () => {
     const m = await build([hostLinux(), recordingHost({ after: ['host-linux'] })]);
-    const host = resolve(m.container, VfioTokens.Vfio).host;
+    const host = m.get(VfioTokens.Vfio).host;
     expect(host).toBeInstanceOf(RecordingHost);
     expect((host as RecordingHost).calls.some((c) => c.op === 'attachGroup')).toBe(true);
   });

@@ -1,5 +1,5 @@
 import { type SimulatedSpaprTceContainer, SimulatedSpaprTceHost } from '@ddw/host-linux';
-import { H_PUT_TCE, resolve } from '@ddw/machine';
+import { H_PUT_TCE } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { H_GET_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
 import { describe, expect, it } from 'vitest';
@@ -27,8 +27,8 @@ async function kvmRig(kvmTceVfio: boolean, qemuVersion: VfioQemuVersion = '7.2',
     { qemuVersion, host: { kvmTceVfio }, ...(hostIommu ? { hostIommu } : {}) },
     TRACE,
   );
-  const tables = resolve(rig.m.container, SpaprIommuTokens.Tables);
-  const container = resolve(rig.m.container, VfioTokens.Vfio).containers[0];
+  const tables = rig.m.get(SpaprIommuTokens.Tables);
+  const container = rig.m.get(VfioTokens.Vfio).containers[0];
   return { ...rig, tables, container };
 }
 
@@ -233,8 +233,8 @@ describe('without KVM_CAP_SPAPR_TCE_VFIO, or when the attach fails', () => {
       { host: { type: 'v1', kvmTceVfio: true } },
       TRACE,
     );
-    const w0 = resolve(rig.m.container, SpaprIommuTokens.Tables).get(W0)!;
-    const container = resolve(rig.m.container, VfioTokens.Vfio).containers[0]!;
+    const w0 = rig.m.get(SpaprIommuTokens.Tables).get(W0)!;
+    const container = rig.m.get(VfioTokens.Vfio).containers[0]!;
     expect(container.type).toBe('v1');
     expect(w0.kvmAccelerated).toBe(true);
     expect(w0.kvmIommuTables).toEqual([]);
@@ -246,7 +246,7 @@ describe('without KVM_CAP_SPAPR_TCE_VFIO, or when the attach fails', () => {
 
   it('changes nothing under TCG', async () => {
     const rig = await passthrough('-M pseries-7.2 -m 2G', { host: { kvmTceVfio: true } }, TRACE);
-    const w0 = resolve(rig.m.container, SpaprIommuTokens.Tables).get(W0)!;
+    const w0 = rig.m.get(SpaprIommuTokens.Tables).get(W0)!;
     expect(w0.fd).toBe(-1);
     expect(w0.kvmIommuTables).toEqual([]);
     rig.lines.length = 0;

@@ -1,4 +1,4 @@
-import { H_PUT_TCE, resolve } from '@ddw/machine';
+import { H_PUT_TCE } from '@ddw/machine';
 import { describe, expect, it } from 'vitest';
 import {
   VFIO_TRACE_EVENTS_7_2,
@@ -25,7 +25,7 @@ async function traffic(qemuVersion: VfioQemuVersion): Promise<string[]> {
   expect(m.guest.hcall(H_PUT_TCE, BigInt(W0), 0x7000n, 0n).ret).toBe(0n);
   expect(rtas(m, 'ibm,create-pe-dma-window', [0, ...BUID, 16, 32], 4)).toEqual([0, W1, 0x08000000, 0]);
   expect(rtas(m, 'ibm,remove-pe-dma-window', [W1], 1)).toEqual([0]);
-  resolve(m.container, VfioTokens.Vfio).containers[0]!.detachGroup('0000:01:00.0');
+  m.get(VfioTokens.Vfio).containers[0]!.detachGroup('0000:01:00.0');
   return lines;
 }
 

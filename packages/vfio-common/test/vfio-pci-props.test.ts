@@ -1,5 +1,5 @@
 import { hostLinux } from '@ddw/host-linux';
-import { ConfigError, createMachine, DeviceError, type Machine, resolve } from '@ddw/machine';
+import { ConfigError, createMachine, DeviceError, type Machine } from '@ddw/machine';
 import { PciTokens } from '@ddw/pci';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
@@ -36,7 +36,8 @@ async function refusal(
 }
 
 const vfioDevice = (m: Machine, id: string) =>
-  resolve(m.container, PciTokens.Buses)
+  m
+    .get(PciTokens.Buses)
     .list.flatMap((b) => b.devices)
     .find((d) => d.id === id) as VfioPciDevice;
 
@@ -118,7 +119,8 @@ describe('vfio-pci properties', () => {
 
   it('is listed with its properties for -device help', async () => {
     const m = await build([{ props: { host: '0000:01:00.0' } }]);
-    const vfio = resolve(m.container, PciTokens.Drivers)
+    const vfio = m
+      .get(PciTokens.Drivers)
       .list()
       .find((d) => d.name === 'vfio-pci');
     expect(vfio?.description).toMatch(/VFIO/);

@@ -1,4 +1,5 @@
 import type { MtreeRegion, MtreeReport, RunReport } from '@ddw/cli/browser';
+import { formatHex } from '@ddw/memory';
 import type { PhbPicture } from './protocol.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -41,8 +42,6 @@ export function size(bytes: bigint): string {
   }
   return `${v}${units[u]}`;
 }
-
-const hex = (v: bigint) => `0x${v.toString(16)}`;
 
 /** x of a bus address on a log2 scale over 64 bits (0 at the left edge). */
 function logX(addr: bigint): number {
@@ -97,7 +96,7 @@ export function busPicture(report: RunReport, phbs: PhbPicture[]): SVGSVGElement
         el('text', { x: 4, y: y + 14, class: 'label' }, `LIOBN ${w.liobn}`),
         titled(
           el('rect', { x: x1, y: y + 2, width: x2 - x1, height: 16, class: `window ${kind}` }),
-          `${w.busOffset} - ${hex(start + bytes - 1n)}`,
+          `${w.busOffset} - ${formatHex(start + bytes - 1n)}`,
         ),
         el(
           'text',
@@ -142,12 +141,12 @@ export function ramPicture(report: RunReport, phbs: PhbPicture[]): SVGSVGElement
           height: 20,
           class: 'hotplug',
         }),
-        `hotplug space ${hex(hotplugBase)} + ${size(maxmem - ram)} (maxmem ${size(maxmem)})`,
+        `hotplug space ${formatHex(hotplugBase)} + ${size(maxmem - ram)} (maxmem ${size(maxmem)})`,
       ),
       el('text', { x: x(hotplugBase) + 4, y: 28, class: 'label' }, `hotplug (maxmem ${size(maxmem)})`),
     );
   }
-  root.append(el('text', { x: LEFT + PLOT, y: 48, class: 'tick', 'text-anchor': 'end' }, hex(top)));
+  root.append(el('text', { x: LEFT + PLOT, y: 48, class: 'tick', 'text-anchor': 'end' }, formatHex(top)));
   root.append(el('text', { x: LEFT, y: 48, class: 'tick' }, '0x0'));
   let y = 58;
   for (const { phb, w } of windows) {

@@ -21,7 +21,6 @@ import {
   QEMU_VERSIONS,
   qemuOptionsOf,
   replaySource,
-  resolve,
   runResolved,
   SnapshotError,
   SpaprPciTokens,
@@ -103,7 +102,7 @@ async function configure(id: number, m: MachineInput, guest: boolean, command: s
 }
 
 function windowsOf(machine: Machine): PhbPicture[] {
-  return resolve(machine.container, SpaprPciTokens.Phbs).list.map((phb) => ({
+  return machine.get(SpaprPciTokens.Phbs).list.map((phb) => ({
     index: phb.index,
     id: phb.id,
     buid: formatHex(phb.buid),
