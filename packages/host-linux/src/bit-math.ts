@@ -3,9 +3,6 @@
 /** `value` wrapped to a u64, as an ioctl argument reaches the kernel. */
 export const u64 = (value: bigint) => BigInt.asUintN(64, value);
 
-/** 2^64: a range ending above it wraps in the kernel's u64 arithmetic. */
-export const U64_LIMIT = 1n << 64n;
-
 /** floor(log2(value)) for value > 0. */
 export function log2(value: bigint): number {
   return value.toString(2).length - 1;

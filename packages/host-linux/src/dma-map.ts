@@ -1,6 +1,7 @@
+import { TWO_32 } from '@ddw/memory';
 import { Errno } from '@ddw/vfio-common';
 import type { HostState, RegisteredRegion } from './host-state.js';
-import { entryHalves, entryHalvesBig, halves, TWO_32 } from './tce-store.js';
+import { entryHalves, entryHalvesBig, halves } from './tce-store.js';
 import type { TceWindow } from './tce-window.js';
 
 /**

@@ -328,7 +328,7 @@ export function hostSectionOverlay(text: string): Record<string, unknown> {
   const section: Record<string, unknown> = {};
   const json = (v: unknown): unknown =>
     typeof v === 'bigint'
-      ? `0x${v.toString(16)}`
+      ? formatHex(v)
       : v !== null && typeof v === 'object'
         ? Object.fromEntries(Object.entries(v).map(([k, inner]) => [k, json(inner)]))
         : v;

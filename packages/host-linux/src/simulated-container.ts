@@ -1,3 +1,4 @@
+import { UINT64_SPAN } from '@ddw/memory';
 import {
   Errno,
   type HostIommuContainer,
@@ -15,7 +16,7 @@ import {
   VFIO_SPAPR_TCE_IOMMU,
   VFIO_SPAPR_TCE_v2_IOMMU,
 } from '@ddw/vfio-common';
-import { U64_LIMIT, u64 } from './bit-math.js';
+import { u64 } from './bit-math.js';
 import {
   blocksFit,
   type EntryListBuffer,
@@ -203,7 +204,7 @@ export class SimulatedSpaprTceContainer implements HostIommuContainer {
     const vaddr = u64(req.vaddr);
     const size = u64(req.size);
     const mask = host.hostPageSize - 1n;
-    if ((vaddr & mask) !== 0n || (size & mask) !== 0n || vaddr + size >= U64_LIMIT) return -Errno.EINVAL;
+    if ((vaddr & mask) !== 0n || (size & mask) !== 0n || vaddr + size >= UINT64_SPAN) return -Errno.EINVAL;
     // Linux would try to allocate an empty region; there is nothing sensible to register.
     if (size === 0n) return -Errno.EINVAL;
 

@@ -1,4 +1,4 @@
-import { ConfigError } from '@ddw/machine';
+import { ConfigError, formatHex } from '@ddw/machine';
 import {
   type HostIommu,
   type HostIommuConfig,
@@ -29,7 +29,7 @@ export class SimulatedSpaprTceHost implements HostIommu {
     if (!isPowerOfTwo(config.pageSize)) {
       throw new ConfigError(
         'pageSize',
-        `0x${config.pageSize.toString(16)} is not a power of two`,
+        `${formatHex(config.pageSize)} is not a power of two`,
         'use 4K or 64K, the ppc64 host page sizes',
         { subject: 'host IOMMU options' },
       );

@@ -1,9 +1,8 @@
-import { RunTable, runEntryHalves } from '@ddw/memory';
+import { RunTable, runEntryHalves, TWO_32 } from '@ddw/memory';
 
 /** Entries per RunTable of a window: a larger table (2^34 4K pages of a 64 TiB window) has several. */
 const PART_SHIFT = 30;
 const PART = 2 ** PART_SHIFT;
-export const TWO_32 = 0x1_0000_0000;
 
 /** Hardware TCE permission bits (TCE_PCI_READ, TCE_PCI_WRITE). */
 export const TCE_READ = 1;

@@ -1,3 +1,4 @@
+import { formatHex } from '@ddw/machine';
 import {
   IOMMUNotifier,
   IOMMUNotifierFlag,
@@ -33,8 +34,6 @@ function qemuRegionName(mr: { name: string }): string {
   const qemuName = (mr as { qemuName?: unknown }).qemuName;
   return typeof qemuName === 'string' ? qemuName : mr.name;
 }
-
-const hex = (v: bigint) => v.toString(16);
 
 /**
  * A container's listener on its address space (QEMU's vfio_memory_listener): a section that
@@ -97,7 +96,7 @@ export class VfioListener implements MemoryListener {
     }
     // 10.0 checks in vfio_listener_valid_section and says more.
     this.#container.report(
-      `vfio_listener_valid_section received unaligned region ${qemuRegionName(section.mr)} iova=0x${hex(section.offsetWithinAddressSpace)} offset_within_region=0x${hex(section.offsetWithinRegion)} qemu_real_host_page_size=0x${hex(this.#container.deps.hostPageSize)}`,
+      `vfio_listener_valid_section received unaligned region ${qemuRegionName(section.mr)} iova=${formatHex(section.offsetWithinAddressSpace)} offset_within_region=${formatHex(section.offsetWithinRegion)} qemu_real_host_page_size=${formatHex(this.#container.deps.hostPageSize)}`,
     );
   }
 
@@ -163,7 +162,7 @@ export class VfioListener implements MemoryListener {
     ) {
       this.#container.fail(
         regionName,
-        `Container 0x${hex(this.#container.pointer)} can't map guest IOVA region 0x${hex(start)}..0x${hex(last)}`,
+        `Container ${formatHex(this.#container.pointer)} can't map guest IOVA region ${formatHex(start)}..${formatHex(last)}`,
       );
       return;
     }
@@ -174,7 +173,7 @@ export class VfioListener implements MemoryListener {
         // QEMU's message lacks the space after "existing"; kept so logs compare.
         this.#container.fail(
           regionName,
-          `region [0x${hex(start)},0x${hex(last)}] overlaps with existinghost DMA window [0x${hex(clash.minIova)},0x${hex(clash.maxIova)}]`,
+          `region [${formatHex(start)},${formatHex(last)}] overlaps with existinghost DMA window [${formatHex(clash.minIova)},${formatHex(clash.maxIova)}]`,
         );
         return;
       }
@@ -190,7 +189,7 @@ export class VfioListener implements MemoryListener {
     if (!v10 && !this.#container.hostWindows.some((w) => w.minIova <= iova && end <= w.maxIova)) {
       this.#container.fail(
         section.mr.name,
-        `Container 0x${hex(this.#container.pointer)} can't map guest IOVA region 0x${hex(iova)}..0x${hex(end)}`,
+        `Container ${formatHex(this.#container.pointer)} can't map guest IOVA region ${formatHex(iova)}..${formatHex(end)}`,
       );
       return;
     }
@@ -238,7 +237,7 @@ export class VfioListener implements MemoryListener {
       if (ret !== 0) {
         this.#container.fail(
           mr.name,
-          `${this.#container.qemu === '10.0' ? 'vfio_container_dma_map' : 'vfio_dma_map'}(0x${hex(this.#container.pointer)}, 0x${hex(iova)}, 0x${hex(end - iova + 1n)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
+          `${this.#container.qemu === '10.0' ? 'vfio_container_dma_map' : 'vfio_dma_map'}(${formatHex(this.#container.pointer)}, ${formatHex(iova)}, ${formatHex(end - iova + 1n)}, ${formatHex(vaddr)}) = ${ret} (${strerror(ret)})`,
         );
       }
     }
@@ -277,7 +276,7 @@ export class VfioListener implements MemoryListener {
     const ret = this.#container.dmaUnmap(iova, size);
     if (ret !== 0)
       this.#container.report(
-        `${this.#container.qemu === '10.0' ? 'vfio_container_dma_unmap' : 'vfio_dma_unmap'}(0x${hex(this.#container.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
+        `${this.#container.qemu === '10.0' ? 'vfio_container_dma_unmap' : 'vfio_dma_unmap'}(${formatHex(this.#container.pointer)}, ${formatHex(iova)}, ${formatHex(size)}) = ${ret} (${strerror(ret)})`,
       );
     if (this.#container.type === 'v2') {
       removeHostWindow(this.#container, start);
@@ -288,7 +287,7 @@ export class VfioListener implements MemoryListener {
           this.#container.qemu === '10.0'
             ? 'vfio_spapr_container_del_section_window'
             : 'vfio_listener_region_del';
-        this.#container.abort(`${where}: Cannot delete missing window at ${hex(start)}`);
+        this.#container.abort(`${where}: Cannot delete missing window at ${start.toString(16)}`);
         return;
       }
       this.#container.hostWindows.splice(at, 1);

@@ -1,3 +1,4 @@
+import { formatHex } from '@ddw/machine';
 import {
   type AddressSpace,
   batchAddress,
@@ -18,8 +19,6 @@ import {
   VFIO_DMA_MAP_FLAG_WRITE,
 } from './host/host-iommu.js';
 import { strerror } from './traces.js';
-
-const hex = (v: bigint) => v.toString(16);
 
 /**
  * The container's side of its guest IOMMU notifiers (QEMU's vfio_iommu_map_notify): every MAP or
@@ -274,7 +273,7 @@ export class VfioMapNotifier {
       const writable = (perm & IOMMUAccessFlags.WO) !== 0;
       const x = this.#deps.systemMemory.translate(translatedAddr, writable, size);
       if (!(x.mr instanceof RamRegion)) {
-        this.#container.report(`iommu map to non memory area ${hex(x.xlat)}`);
+        this.#container.report(`iommu map to non memory area ${x.xlat.toString(16)}`);
         return;
       }
       if ((x.plen & addrMask) !== 0n) {
@@ -283,20 +282,20 @@ export class VfioMapNotifier {
       }
       const vaddr = this.#deps.hostPointer(x.mr, x.xlat);
       if (vaddr === undefined) {
-        this.#container.report(`iommu map to non memory area ${hex(x.xlat)}`);
+        this.#container.report(`iommu map to non memory area ${x.xlat.toString(16)}`);
         return;
       }
       const ret = this.#container.dmaMap(iova, size, vaddr, !writable || x.readonly);
       if (ret !== 0) {
         this.#container.report(
-          `${this.#container.qemu === '10.0' ? 'vfio_container_dma_map' : 'vfio_dma_map'}(0x${hex(this.#container.pointer)}, 0x${hex(iova)}, 0x${hex(size)}, 0x${hex(vaddr)}) = ${ret} (${strerror(ret)})`,
+          `${this.#container.qemu === '10.0' ? 'vfio_container_dma_map' : 'vfio_dma_map'}(${formatHex(this.#container.pointer)}, ${formatHex(iova)}, ${formatHex(size)}, ${formatHex(vaddr)}) = ${ret} (${strerror(ret)})`,
         );
       }
     } else {
       const ret = this.#container.dmaUnmap(iova, size);
       if (ret !== 0)
         this.#container.report(
-          `${this.#container.qemu === '10.0' ? 'vfio_container_dma_unmap' : 'vfio_dma_unmap'}(0x${hex(this.#container.pointer)}, 0x${hex(iova)}, 0x${hex(size)}) = ${ret} (${strerror(ret)})`,
+          `${this.#container.qemu === '10.0' ? 'vfio_container_dma_unmap' : 'vfio_dma_unmap'}(${formatHex(this.#container.pointer)}, ${formatHex(iova)}, ${formatHex(size)}) = ${ret} (${strerror(ret)})`,
         );
     }
   }

@@ -1,3 +1,4 @@
+import { formatHex } from '@ddw/machine';
 import { type IommuMemoryRegion, type MemoryRegionSection, UINT64_MAX } from '@ddw/memory';
 import type { VfioContainer } from './container.js';
 import { Errno } from './host/host-iommu.js';
@@ -9,8 +10,6 @@ export interface HostDmaWindow {
   maxIova: bigint;
   pgSizes: bigint;
 }
-
-const hex = (v: bigint) => v.toString(16);
 
 function ctz64(v: bigint): number {
   if (v === 0n) return 64;
@@ -44,7 +43,7 @@ export function createHostWindow(
   pageSize = usable === 0n ? 0n : highestBit(usable);
   if (pageSize === 0n) {
     container.report(
-      `Host doesn't support page size 0x${hex(minPage)}, the supported mask is 0x${hex(container.pgSizes)}`,
+      `Host doesn't support page size ${formatHex(minPage)}, the supported mask is ${formatHex(container.pgSizes)}`,
     );
     return { errno: -Errno.EINVAL };
   }
@@ -70,7 +69,7 @@ export function createHostWindow(
   if (startAddr !== section.offsetWithinAddressSpace) {
     removeHostWindow(container, startAddr);
     container.report(
-      `Host doesn't support DMA window at ${hex(section.offsetWithinAddressSpace)}, must be ${hex(startAddr)}`,
+      `Host doesn't support DMA window at ${section.offsetWithinAddressSpace.toString(16)}, must be ${startAddr.toString(16)}`,
     );
     return { errno: -Errno.EINVAL };
   }
@@ -83,7 +82,7 @@ export function createHostWindow(
 export function removeHostWindow(container: VfioContainer, startAddr: bigint): number {
   const ret = container.fd.removeWindow({ startAddr });
   if (ret !== 0) {
-    container.report(`Failed to remove window at ${hex(startAddr)}`);
+    container.report(`Failed to remove window at ${startAddr.toString(16)}`);
     return ret;
   }
   const t = container.deps.traces.removeWindow;
