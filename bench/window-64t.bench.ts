@@ -1,5 +1,5 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import { type Machine, parseQemuSize } from '@ddw/machine';
+import { type Machine, MachineTokens, parseQemuSize } from '@ddw/machine';
 import { buildPseries } from '@ddw/pseries';
 import { type Benchmark, collectGarbage, median } from './harness.js';
 import { indirect8g4k, tableOf } from './tce-workload.js';
@@ -49,7 +49,7 @@ async function bootAndPopulate(args: string): Promise<Round & { entries: number 
     guest.boot();
     const states = guest.probeAll();
     const t2 = performance.now();
-    const ram = m.ram.size;
+    const ram = m.get(MachineTokens.GuestRam).size;
     const entries = Number(ram >> BigInt(PAGE_SHIFT));
     const state = states[0];
     if (state?.mode !== 'direct' || state.window.pageShift !== PAGE_SHIFT) {

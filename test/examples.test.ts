@@ -1,6 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { LinuxGuest } from '@ddw/guest-linux';
-import { createMachine, H_PARAMETER, H_PUT_TCE, H_SUCCESS, type Machine, TraceBus } from '@ddw/machine';
+import {
+  createMachine,
+  H_PARAMETER,
+  H_PUT_TCE,
+  H_SUCCESS,
+  type Machine,
+  MachineTokens,
+  TraceBus,
+} from '@ddw/machine';
 import { buildPseries } from '@ddw/pseries';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
@@ -48,7 +56,7 @@ describe('example: the vty-console plugin', () => {
     const lines = m.trace.collect();
     expect(m.guest.hcall(H_PUT_TERM_CHAR, 0x30000000, ...pack('Linux version 6')).ret).toBe(H_SUCCESS);
     expect(m.guest.hcall(H_PUT_TERM_CHAR, 0x30000000, ...pack('.1\n')).ret).toBe(H_SUCCESS);
-    const vty = m.devices.get('hvc0') as VtyDevice;
+    const vty = m.get(MachineTokens.Devices).get('hvc0') as VtyDevice;
     expect(vty.output).toBe('Linux version 6.1\n');
     expect(lines.lines).toEqual([
       'spapr_vty_put reg=0x30000000 len=15',
@@ -67,7 +75,7 @@ describe('example: the vty-console plugin', () => {
     machines.push(m);
     expect(m.guest.hcall(H_PUT_TERM_CHAR, 0x1234, ...pack('x')).ret).toBe(H_PARAMETER);
     expect(m.guest.hcall(H_PUT_TERM_CHAR, 0x71000000, 17n, 0n, 0n).ret).toBe(H_PARAMETER);
-    expect((m.devices.get('vty0') as VtyDevice).output).toBe('');
+    expect((m.get(MachineTokens.Devices).get('vty0') as VtyDevice).output).toBe('');
   });
 
   it('names the field when the description is wrong', async () => {

@@ -1,5 +1,5 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import { H_GET_TCE, type Machine, TraceBus } from '@ddw/machine';
+import { H_GET_TCE, type Machine, MachineTokens, TraceBus } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { buildPseries, DRCONF_MEMORY_NODE, memoryHotplugOf, SPAPR_LMB_FLAGS_ASSIGNED } from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
@@ -90,7 +90,9 @@ describe('system_reset with DIMMs', () => {
     const result = await r.run('system_reset');
     expect(result.ok).toBe(true);
     expect(r.machine.mtree()).toMatch(/0000000080000000-00000000bfffffff \(prio 0, ram\): m1\n/);
-    const cells = r.machine.deviceTree.getPropU32Cells(DRCONF_MEMORY_NODE, 'ibm,dynamic-memory-v2')!;
+    const cells = r.machine
+      .get(MachineTokens.DeviceTree)
+      .getPropU32Cells(DRCONF_MEMORY_NODE, 'ibm,dynamic-memory-v2')!;
     expect(cells[1 + 6 + 5]! & SPAPR_LMB_FLAGS_ASSIGNED).toBe(SPAPR_LMB_FLAGS_ASSIGNED);
   });
 
@@ -152,7 +154,9 @@ describe('memory hot-add', () => {
     expect([...back]).toEqual([...probe]);
 
     // What the guest sees: the LMBs assigned in ibm,dynamic-memory-v2.
-    const cells = r.machine.deviceTree.getPropU32Cells(DRCONF_MEMORY_NODE, 'ibm,dynamic-memory-v2')!;
+    const cells = r.machine
+      .get(MachineTokens.DeviceTree)
+      .getPropU32Cells(DRCONF_MEMORY_NODE, 'ibm,dynamic-memory-v2')!;
     const entries = [];
     for (let i = 0; i < cells[0]!; i++) entries.push(cells.slice(1 + i * 6, 7 + i * 6));
     expect(entries.map((e) => [e[0], e[2], e[5]! & SPAPR_LMB_FLAGS_ASSIGNED])).toEqual([
@@ -316,7 +320,11 @@ describe('device_del', () => {
   it('unplugs a PCI device: info pci and the PHB node no longer show it', async () => {
     const r = await rig('-M pseries -m 2G,maxmem=6G,slots=2 -device e1000e,id=nic0 -device e1000e,id=nic1');
     const phb = r.machine.get(SpaprPciTokens.Phbs).list[0]!;
-    const nodes = () => r.machine.deviceTree.nodes().filter((n) => n.startsWith(`${phb.nodePath}/`));
+    const nodes = () =>
+      r.machine
+        .get(MachineTokens.DeviceTree)
+        .nodes()
+        .filter((n) => n.startsWith(`${phb.nodePath}/`));
     expect(nodes()).toHaveLength(2);
     const result = await r.run('device_del nic0; info pci');
     expect(result.ok).toBe(true);

@@ -3,6 +3,7 @@ import {
   H_PUT_TCE,
   loadSnapshot,
   type Machine,
+  MachineTokens,
   SnapshotError,
   saveSnapshot,
   snapshotInfo,
@@ -44,7 +45,7 @@ const sha = (data: Uint8Array | string) => createHash('sha256').update(data).dig
  */
 function digest(m: Machine): string {
   const ram: string[] = [];
-  for (const [offset, chunk] of m.ram.ram.chunks()) {
+  for (const [offset, chunk] of m.get(MachineTokens.GuestRam).ram.chunks()) {
     if (chunk.some((b) => b !== 0)) ram.push(`${offset.toString(16)}:${sha(chunk)}`);
   }
   const tables = m
@@ -64,12 +65,16 @@ function digest(m: Machine): string {
         entries: sha(entries.join(',')),
       };
     });
-  const dt = m.deviceTree.nodes().map((node) => ({
-    node,
-    props: m.deviceTree
-      .props(node)
-      .map((p) => `${p}=${Buffer.from(m.deviceTree.getProp(node, p)!).toString('hex')}`),
-  }));
+  const dt = m
+    .get(MachineTokens.DeviceTree)
+    .nodes()
+    .map((node) => ({
+      node,
+      props: m
+        .get(MachineTokens.DeviceTree)
+        .props(node)
+        .map((p) => `${p}=${Buffer.from(m.get(MachineTokens.DeviceTree).getProp(node, p)!).toString('hex')}`),
+    }));
   return JSON.stringify({ ram, tables, dt });
 }
 

@@ -1,5 +1,5 @@
 import { SimulatedSpaprTceHost } from '@ddw/host-linux';
-import { H_PUT_TCE, type HostErrorEvent, type Machine, TraceBus } from '@ddw/machine';
+import { H_PUT_TCE, type HostErrorEvent, type Machine, MachineTokens, TraceBus } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { buildPseries } from '@ddw/pseries';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE, SpaprIommuTokens } from '@ddw/spapr-iommu';
@@ -40,7 +40,7 @@ async function passthrough(
   });
   machines.push(m);
   const hostErrors: HostErrorEvent[] = [];
-  m.events.on('host-error', (e) => hostErrors.push(e));
+  m.get(MachineTokens.Events).on('host-error', (e) => hostErrors.push(e));
   const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
   const nic = phb.devices.find((d) => d.id === 'hostnic') as VfioPciDevice;
   return { m, phb, nic, lines, hostErrors };
@@ -332,7 +332,7 @@ describe('fault injection at each host step', () => {
 
     const errors: HostErrorEvent[] = [];
     const m = await faulty('createWindow', 22, '-M pseries -m 2G', 3);
-    m.events.on('host-error', (e) => errors.push(e));
+    m.get(MachineTokens.Events).on('host-error', (e) => errors.push(e));
     const c = m.get(VfioTokens.Vfio).containers[0]!;
     expect(c.broken).toBe('vfio: DMA mapping failed, unable to continue');
     // The guest side is untouched: the default window exists and takes TCEs.

@@ -230,7 +230,7 @@ function roundTrip(
   index: number,
 ): TransferResult[] {
   const length = 0x12345; // odd-sized and starting mid-page: it crosses IOMMU pages
-  const base = machine.ram.size - 0x4000000n - BigInt(index) * 0x400000n;
+  const base = machine.get(MachineTokens.GuestRam).size - 0x4000000n - BigInt(index) * 0x400000n;
   const results: TransferResult[] = [];
 
   const out = pattern(length, 2 * index + 1);

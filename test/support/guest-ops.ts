@@ -1,4 +1,4 @@
-import { H_PUT_TCE, type Machine } from '@ddw/machine';
+import { H_PUT_TCE, type Machine, MachineTokens } from '@ddw/machine';
 import { H_PUT_TCE_INDIRECT, H_STUFF_TCE } from '@ddw/spapr-iommu';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { GUEST_RAM_HOST_BASE, VfioTokens } from '@ddw/vfio-common';
@@ -158,7 +158,7 @@ export function vfioMappings(
       const p = Number(tce & 3n);
       if (p === 0) return;
       const gpa = tce & ~(size - 1n);
-      if (gpa + size > m.ram.size) outsideRam = true;
+      if (gpa + size > m.get(MachineTokens.GuestRam).size) outsideRam = true;
       const bus = t.busOffset + (BigInt(i) << BigInt(t.pageShift));
       for (let off = 0n; off < size; off += HOST_PAGE > size ? size : HOST_PAGE) {
         expected.set(bus + off, `${GUEST_RAM_HOST_BASE + gpa + off}:true:${(p & 2) !== 0}`);

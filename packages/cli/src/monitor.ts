@@ -1,5 +1,5 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import { ConfigError, formatHex, type Machine, parseQemuSize } from '@ddw/machine';
+import { ConfigError, formatHex, type Machine, MachineTokens, parseQemuSize } from '@ddw/machine';
 import type { PciDevice } from '@ddw/pci';
 import { HotplugError, memoryHotplugOf, parseOptionList } from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
@@ -456,7 +456,7 @@ function deviceDel(id: string, ctx: HmpContext, notes: string[]): undefined {
   if (!pci) throw new HotplugError(`Device '${id}' not found`);
   // spapr_pci_unplug_request -> the guest releases the function -> unrealize. The machine's device
   // unrealizes the model and takes it off its PHB; the PHB's node loses the function's child.
-  const device = machine.devices.get(id);
+  const device = machine.get(MachineTokens.Devices).get(id);
   if (!device?.unrealize) throw new HotplugError(`Device '${id}' does not support hotplugging`);
   device.unrealize();
   phbs.find((phb) => phb.name === pci.bus.name)?.writeDeviceTree();

@@ -1,5 +1,5 @@
 import { GUEST_CHOICES, type GuestChoice } from '@ddw/guest-linux';
-import { DdwError, type Machine } from '@ddw/machine';
+import { DdwError, type Machine, MachineTokens } from '@ddw/machine';
 import {
   buildPseries,
   DEFAULT_QEMU_VERSION,
@@ -541,7 +541,7 @@ function hostErrors(io: CommandIO): { watch: (machine: Machine) => Machine; chec
   let fatal = 0;
   return {
     watch: (machine) => {
-      machine.events.on('host-error', (e) => {
+      machine.get(MachineTokens.Events).on('host-error', (e) => {
         if (e.fatal) fatal++;
         io.err(`ddw: ${e.source}: ${e.fatal ? 'fatal: ' : ''}${e.message}\n`);
       });

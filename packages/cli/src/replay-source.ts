@@ -2,7 +2,7 @@
  * `ddw replay` on any source of trace lines, without files: browser-safe (replay.ts reads a file
  * in Node, the page a File).
  */
-import { ConfigError, type Machine, type TraceBus } from '@ddw/machine';
+import { ConfigError, type Machine, MachineTokens, type TraceBus } from '@ddw/machine';
 import type { CommandIO } from './io.js';
 import { eventName, MODELLED_EVENT } from './replay-events.js';
 import type { ReplayReport } from './replay-report.js';
@@ -110,7 +110,7 @@ export async function replaySource(
     async (trace) => {
       const machine = await options.build(trace);
       // QEMU's error_report goes to stderr; so do the model's host-side errors.
-      machine.events.on('host-error', (e) => io.err(`ddw: ${e.source}: ${e.message}\n`));
+      machine.get(MachineTokens.Events).on('host-error', (e) => io.err(`ddw: ${e.source}: ${e.message}\n`));
       return machine;
     },
     {

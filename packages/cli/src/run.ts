@@ -8,7 +8,7 @@ import {
   type PeDecision,
 } from '@ddw/guest-linux';
 import { formatHostConfig } from '@ddw/host-linux';
-import { formatHex, type HostErrorEvent, type Machine, type TraceBus } from '@ddw/machine';
+import { formatHex, type HostErrorEvent, type Machine, MachineTokens, type TraceBus } from '@ddw/machine';
 import type { PciDevice } from '@ddw/pci';
 import { buildResolved, type ResolvedDescription } from '@ddw/pseries';
 import { mappedTces } from '@ddw/spapr-iommu';
@@ -132,7 +132,7 @@ export async function runResolved(
   const started = performance.now();
   const machine = await buildConfigured(resolved, options.trace);
   const hostErrors: HostErrorEvent[] = [];
-  machine.events.on('host-error', (e) => hostErrors.push(e));
+  machine.get(MachineTokens.Events).on('host-error', (e) => hostErrors.push(e));
   try {
     let devices = machine.get(SpaprPciTokens.Phbs).list.flatMap((phb) => phb.devices);
     const generation = guestOf(machine.description).generation;
@@ -298,7 +298,7 @@ function exercise(
   state: DeviceDmaState,
   index: number,
 ): TransferReport[] {
-  const ram = machine.ram.size;
+  const ram = machine.get(MachineTokens.GuestRam).size;
   const base = ram - 0x2000000n - BigInt(index) * 0x400000n; // below the top of RAM, clear of the kernel
   const out: TransferReport[] = [];
   const length = 0x30000 + 0x1234;

@@ -3,6 +3,7 @@ import {
   type HypercallResult,
   hcallReturnName,
   type MachineEventBus,
+  MachineTokens,
   type RtasCall,
   type TraceArg,
   type TraceBus,
@@ -43,7 +44,8 @@ export interface TimelineOptions {
 /** Anything with a trace bus and machine events: a Machine. */
 export interface TimelineMachine {
   readonly trace: TraceBus;
-  readonly events: MachineEventBus;
+  /** The machine's services: the timeline listens to its events (MachineTokens.Events). */
+  get(key: typeof MachineTokens.Events): MachineEventBus;
 }
 
 export interface TimelineRecorder {
@@ -247,7 +249,7 @@ export function createTimelineRecorder(
 
   const attachMachine = (machine: TimelineMachine): (() => void) => {
     const busDetach = attachBus(machine.trace);
-    const events = machine.events;
+    const events = machine.get(MachineTokens.Events);
     const onLifecycle = (e: { phase: string; device?: string }) => {
       if (admit())
         entries.push({
@@ -314,7 +316,7 @@ export function createTimelineRecorder(
 }
 
 function isMachine(target: TraceBus | TimelineMachine): target is TimelineMachine {
-  return (target as Partial<TimelineMachine>).events !== undefined && 'trace' in target;
+  return typeof (target as Partial<TimelineMachine>).get === 'function' && 'trace' in target;
 }
 
 /** Known argument and return names of hypercalls (PAPR's registers from r4 on). */

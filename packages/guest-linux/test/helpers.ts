@@ -6,6 +6,7 @@ import {
   type HypercallResult,
   type Machine,
   MachineBuilder,
+  MachineTokens,
   type Plugin,
   type RtasCallResult,
   TraceBus,
@@ -78,7 +79,7 @@ export async function machine(qemuArgs: string, options: RigOptions = {}): Promi
   }
   machines.push(m);
   const guestErrors: string[] = [];
-  m.events.on('guest-error', (e) => void guestErrors.push(e.message));
+  m.get(MachineTokens.Events).on('guest-error', (e) => void guestErrors.push(e.message));
   const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
   return { m, phb, lines, guestErrors };
 }

@@ -1,4 +1,5 @@
 import type { HostErrorEvent } from '@ddw/machine';
+import { MachineTokens } from '@ddw/machine';
 import { MemTxResult } from '@ddw/memory';
 import { GUEST_RAM_HOST_BASE, VfioTokens } from '@ddw/vfio-common';
 import { describe, expect, it } from 'vitest';
@@ -29,7 +30,7 @@ describe.each([
   it('negotiates a 16M direct window and the device does DMA both ways through the host IOMMU', async () => {
     const rig = await machine(PASSTHROUGH, { host, trace: ['vfio_spapr_create_window'] });
     const hostErrors: HostErrorEvent[] = [];
-    rig.m.events.on('host-error', (e) => hostErrors.push(e));
+    rig.m.get(MachineTokens.Events).on('host-error', (e) => hostErrors.push(e));
     const { guest, states } = bootGuest(rig);
     expect(guest.functions[0]).toMatchObject({ vendorId: 0x15b3, deviceId: 0x1017, driver: 'mlx5_core' });
     expect(states[0]).toMatchObject({

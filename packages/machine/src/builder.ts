@@ -69,7 +69,7 @@ export class MachineBuilder {
         } catch (error) {
           throw error instanceof PluginError ? error : PluginError.registerFailed(plugin.name, error);
         }
-        machine.events.lifecycle('register', plugin.name);
+        machine.get(MachineTokens.Events).lifecycle('register', plugin.name);
       }
       machine.assemble();
       await machine.realize();

@@ -55,6 +55,9 @@ export class Machine {
   #state: MachineState = 'registering';
   /** Disconnects the registries from the trace bus's recorders. */
   readonly #disconnectTrace: () => void;
+  /** What the lifecycle drives and announces. */
+  readonly #devices: DeviceRegistry;
+  readonly #events: MachineEventBus;
 
   constructor(init: MachineInit) {
     const ram = (init as Partial<MachineInit> | null | undefined)?.description?.ram;
@@ -101,6 +104,8 @@ export class Machine {
 
     // What the machine's own services need from each other beyond their constructors.
     const events = this.get(T.Events);
+    this.#events = events;
+    this.#devices = this.get(T.Devices);
     const hypercalls = this.get(T.Hypercalls);
     const rtas = this.get(T.Rtas);
     hypercalls.onUnknown = (opcode) =>
@@ -164,32 +169,6 @@ export class Machine {
     return this.get(MachineTokens.Trace);
   }
 
-  // Named shorthands for services users of a machine touch often; each is get(MachineTokens.X).
-  get systemMemory(): ContainerRegion {
-    return this.get(MachineTokens.SystemMemory);
-  }
-  get ram(): RamRegion {
-    return this.get(MachineTokens.GuestRam);
-  }
-  get hypercalls(): HypercallRegistry {
-    return this.get(MachineTokens.Hypercalls);
-  }
-  get rtas(): RtasRegistry {
-    return this.get(MachineTokens.Rtas);
-  }
-  get vmstate(): VmstateRegistry {
-    return this.get(MachineTokens.Vmstate);
-  }
-  get events(): MachineEventBus {
-    return this.get(MachineTokens.Events);
-  }
-  get deviceTree(): DeviceTree {
-    return this.get(MachineTokens.DeviceTree);
-  }
-  get devices(): DeviceRegistry {
-    return this.get(MachineTokens.Devices);
-  }
-
   get state(): MachineState {
     return this.#state;
   }
@@ -206,9 +185,9 @@ export class Machine {
   async realize(): Promise<void> {
     this.expectState('registering', 'realize');
     this.publishRtasTokens();
-    await this.devices.realizeAll();
+    await this.#devices.realizeAll();
     this.#state = 'realized';
-    this.events.lifecycle('realize');
+    this.#events.lifecycle('realize');
     this.reset();
   }
 
@@ -217,34 +196,34 @@ export class Machine {
     if (this.#state !== 'realized' && this.#state !== 'running') {
       throw new DdwError('MACHINE_STATE', `cannot reset a machine that is ${this.#state}`);
     }
-    this.devices.resetAll();
-    this.events.lifecycle('reset');
+    this.#devices.resetAll();
+    this.#events.lifecycle('reset');
   }
 
   /** Marks the guest as started; the guest port is usable from here on. */
   run(): void {
     this.expectState('realized', 'run');
     this.#state = 'running';
-    this.events.lifecycle('run');
+    this.#events.lifecycle('run');
   }
 
   unrealize(): void {
     if (this.#state !== 'realized' && this.#state !== 'running') return;
-    this.devices.unrealizeAll();
+    this.#devices.unrealizeAll();
     this.#state = 'unrealized';
-    this.events.lifecycle('unrealize');
+    this.#events.lifecycle('unrealize');
   }
 
   /** Releases everything: devices, address spaces, listeners. Idempotent. */
   dispose(): void {
     if (this.#state === 'disposed') return;
     this.unrealize();
-    this.devices.disposeAll();
+    this.#devices.disposeAll();
     this.get(MachineTokens.AddressSpaces).destroyAll();
     this.#disconnectTrace();
     this.#state = 'disposed';
-    this.events.lifecycle('dispose');
-    this.events.removeAllListeners();
+    this.#events.lifecycle('dispose');
+    this.#events.removeAllListeners();
   }
 
   /** QEMU's `info mtree` (or `-f`) over this machine's address spaces. */
@@ -253,7 +232,9 @@ export class Machine {
   }
 
   private publishRtasTokens(): void {
-    for (const { name, token } of this.rtas.list()) this.deviceTree.setPropU32Cells('/rtas', name, [token]);
+    const deviceTree = this.get(MachineTokens.DeviceTree);
+    for (const { name, token } of this.get(MachineTokens.Rtas).list())
+      deviceTree.setPropU32Cells('/rtas', name, [token]);
   }
 
   private expectState(state: MachineState, action: string): void {

@@ -182,7 +182,11 @@ describe('a duplicate registration names both plugins', () => {
         ctx.get(MachineTokens.Hypercalls).register(0x1f0, 'H_TOY', () => ({ ret: 7n })),
       ),
     ]);
-    expect(m.hypercalls.list()).toContainEqual({ opcode: 0x1f0, name: 'H_TOY', owner: 'toy' });
+    expect(m.get(MachineTokens.Hypercalls).list()).toContainEqual({
+      opcode: 0x1f0,
+      name: 'H_TOY',
+      owner: 'toy',
+    });
     expect(m.guest.hcall(0x1f0).ret).toBe(7n);
   });
 });

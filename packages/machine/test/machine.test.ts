@@ -165,7 +165,7 @@ describe('the guest port', () => {
   it('builds the RTAS argument buffer in guest memory as PAPR lays it out', async () => {
     const m = await build([adder({})]);
     const tokenCell = m.guest.rtasToken('test,add');
-    expect(tokenCell).toBe(m.rtas.tokenOf('test,add'));
+    expect(tokenCell).toBe(m.get(MachineTokens.Rtas).tokenOf('test,add'));
     const r = m.guest.rtasCall('test,add', [1, 2, 0xffffffff], 2, { bufferAddress: 0x2000n });
     expect(r).toEqual({ status: 0, rets: [0, 2], hcallRet: H_SUCCESS });
     // token, nargs, nret, args, rets: big-endian 32-bit cells at the buffer address.
@@ -178,7 +178,7 @@ describe('the guest port', () => {
   it('answers an unknown token with PARAM_ERROR and H_PARAMETER, and reports a guest error', async () => {
     const m = await build([adder({})]);
     const errors: string[] = [];
-    m.events.on('guest-error', (e) => errors.push(`${e.source}: ${e.message}`));
+    m.get(MachineTokens.Events).on('guest-error', (e) => errors.push(`${e.source}: ${e.message}`));
     const r = m.guest.rtasCall(0x7777, [1], 1);
     expect(r.status).toBe(RTAS_OUT_PARAM_ERROR);
     expect(r.hcallRet).toBe(H_PARAMETER);
@@ -188,7 +188,11 @@ describe('the guest port', () => {
   it('survives absurd counts and buffers outside RAM written by a hostile guest', async () => {
     const m = await build([adder({})]);
     const buf = 0x3000n;
-    for (const [i, cell] of [m.rtas.tokenOf('test,add')!, 0xffffffff, 0xffffffff].entries()) {
+    for (const [i, cell] of [
+      m.get(MachineTokens.Rtas).tokenOf('test,add')!,
+      0xffffffff,
+      0xffffffff,
+    ].entries()) {
       m.memory.store(buf + BigInt(4 * i), 4, BigInt(cell));
     }
     expect(m.guest.hcall(H_RTAS, buf).ret).toBe(H_SUCCESS);
@@ -199,7 +203,7 @@ describe('the guest port', () => {
   it('gives H_FUNCTION for an unknown hypercall and reports it', async () => {
     const m = await build([]);
     const errors: string[] = [];
-    m.events.on('guest-error', (e) => errors.push(e.message));
+    m.get(MachineTokens.Events).on('guest-error', (e) => errors.push(e.message));
     expect(m.guest.hcall(0x1234, 1n, 2n).ret).toBe(H_FUNCTION);
     expect(errors).toEqual(['unknown hypercall opcode 0x1234']);
   });
@@ -209,7 +213,7 @@ describe('the guest port', () => {
     expect(m.guest.deviceTree.getPropU32Cells('/rtas', 'test,add')).toEqual([0x2100]);
     expect(m.guest.memory.store(0x100n, 8, 0xabcdefn)).toBe(MemTxResult.OK);
     const bytes = new Uint8Array(8);
-    m.ram.ram.read(0x100, bytes, 0, 8);
+    m.get(MachineTokens.GuestRam).ram.read(0x100, bytes, 0, 8);
     expect([...bytes]).toEqual([0, 0, 0, 0, 0, 0xab, 0xcd, 0xef]);
     expect(m.guest.memory.load(0x4000_0000n, 4).result).toBe(MemTxResult.DECODE_ERROR);
   });

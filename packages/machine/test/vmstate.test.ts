@@ -159,7 +159,12 @@ describe('VmstateRegistry', () => {
 
   it('every machine has the guest RAM section, and plugins add theirs through ctx.get(MachineTokens.Vmstate)', async () => {
     const m = await machineWith([new Toy()]);
-    expect(m.vmstate.list().map((s) => [s.description.name, s.instanceId, s.owner])).toEqual([
+    expect(
+      m
+        .get(MachineTokens.Vmstate)
+        .list()
+        .map((s) => [s.description.name, s.instanceId, s.owner]),
+    ).toEqual([
       ['ram', 0, '@ddw/machine'],
       ['toy', 0, 'toys'],
     ]);
@@ -451,7 +456,7 @@ describe('saveSnapshot / loadSnapshot', () => {
     expect(read(0x40_0000_0000n, 2)).toEqual([1, 0]);
     expect(read(0xff_ffff_fffen, 2)).toEqual([7, 7]);
     expect(read(0x1234n, 1)).toEqual([0]);
-    expect(dst.ram.ram.residentChunks).toBe(2);
+    expect(dst.get(MachineTokens.GuestRam).ram.residentChunks).toBe(2);
   });
 
   it('needs a live machine', async () => {

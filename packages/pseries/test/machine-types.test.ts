@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError, type Machine } from '@ddw/machine';
+import { ConfigError, type Machine, MachineTokens } from '@ddw/machine';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -177,8 +177,13 @@ describe('every machine type, built and asked through RTAS and the device tree',
           expect([q5[0], q6[0]]).toEqual([-3, -3]);
         }
         expect(dt.getPropU32Cells(phb.nodePath, 'ibm,dma-window')).toEqual([0x80000000, 0, 0, 0, 0x40000000]);
-        expect(m.vmstate.find('spapr_iommu', 0x80000000)?.description.version).toBe(want.iommuVersion);
-        const pciFields = m.vmstate.find('spapr_pci', 0)?.description.fields.map((f) => f.name);
+        expect(m.get(MachineTokens.Vmstate).find('spapr_iommu', 0x80000000)?.description.version).toBe(
+          want.iommuVersion,
+        );
+        const pciFields = m
+          .get(MachineTokens.Vmstate)
+          .find('spapr_pci', 0)
+          ?.description.fields.map((f) => f.name);
         expect(pciFields?.includes('mig_liobn')).toBe(want.pre28);
       });
     }

@@ -2,6 +2,7 @@ import {
   createMachine,
   loadSnapshot,
   type Machine,
+  MachineTokens,
   SnapshotError,
   saveSnapshot,
   snapshotInfo,
@@ -339,8 +340,8 @@ describe('spapr_iommu post_load', () => {
 
   it('a deleted table takes its section with it', async () => {
     const { m, w1 } = await machine();
-    expect(m.vmstate.find('spapr_iommu', W1)).toBeDefined();
+    expect(m.get(MachineTokens.Vmstate).find('spapr_iommu', W1)).toBeDefined();
     m.get(SpaprIommuTokens.Tables).delete(w1);
-    expect(m.vmstate.find('spapr_iommu', W1)).toBeUndefined();
+    expect(m.get(MachineTokens.Vmstate).find('spapr_iommu', W1)).toBeUndefined();
   });
 });

@@ -1,4 +1,4 @@
-import { createMachine, H_PARAMETER, H_SUCCESS, type Machine } from '@ddw/machine';
+import { createMachine, H_PARAMETER, H_SUCCESS, type Machine, MachineTokens } from '@ddw/machine';
 import {
   ContainerRegion,
   IOMMUNotifier,
@@ -49,7 +49,7 @@ async function machine(options: { window1?: boolean } = {}) {
   );
   machines.push(m);
   const events: string[] = [];
-  m.events.on('guest-error', (e) => events.push(e.message));
+  m.get(MachineTokens.Events).on('guest-error', (e) => events.push(e.message));
   return { m, w0, w1, trace: m.trace, errors: events };
 }
 

@@ -1,4 +1,11 @@
-import { ConfigError, createMachine, DeviceError, type Machine, PluginError } from '@ddw/machine';
+import {
+  ConfigError,
+  createMachine,
+  DeviceError,
+  type Machine,
+  MachineTokens,
+  PluginError,
+} from '@ddw/machine';
 import { PCI_DEVICE_PROPERTIES, PciTokens } from '@ddw/pci';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -52,7 +59,7 @@ describe('ids are QEMU identifiers', () => {
       phbs: [{ id: 'phb_0.a-b', index: 0 }],
       devices: [{ id: 'Nic-0.x_y', driver: 'e1000e', bus: 'phb_0.a-b.0' }],
     });
-    expect(m.devices.get('Nic-0.x_y')).toBeDefined();
+    expect(m.get(MachineTokens.Devices).get('Nic-0.x_y')).toBeDefined();
   });
 
   it('refuses the same id twice, and a device id that a PHB has', async () => {
@@ -116,7 +123,7 @@ describe('device properties', () => {
         },
       ],
     });
-    expect(m.devices.get('nic0')).toBeDefined();
+    expect(m.get(MachineTokens.Devices).get('nic0')).toBeDefined();
   });
 
   it('refuses a value the property cannot take', async () => {

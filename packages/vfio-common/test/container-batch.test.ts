@@ -7,6 +7,7 @@
  */
 
 import type { SimulatedSpaprTceHost } from '@ddw/host-linux';
+import { MachineTokens } from '@ddw/machine';
 import {
   type AddressSpace,
   batchEvent,
@@ -81,7 +82,9 @@ async function rig(trace: boolean) {
   expect(rtas(r.m, 'ibm,create-pe-dma-window', [0, ...BUID, 16, 32], 4)[0]).toBe(0);
   const log: string[] = [];
   r.m.trace.addSink({ write: (l) => void log.push(l) });
-  r.m.events.on('host-error', (e) => void log.push(`${e.fatal ? 'fatal: ' : ''}${e.message}`));
+  r.m
+    .get(MachineTokens.Events)
+    .on('host-error', (e) => void log.push(`${e.fatal ? 'fatal: ' : ''}${e.message}`));
   const vfio = r.m.get(VfioTokens.Vfio);
   const container = vfio.containers[0]!;
   // The default window (4K pages) and the DDW (64K pages), each with VFIO's notifier.

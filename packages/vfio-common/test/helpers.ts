@@ -1,5 +1,5 @@
 import { type HostLinuxOptions, hostLinux } from '@ddw/host-linux';
-import { type HostErrorEvent, type Machine, MachineBuilder, TraceBus } from '@ddw/machine';
+import { type HostErrorEvent, type Machine, MachineBuilder, MachineTokens, TraceBus } from '@ddw/machine';
 import { PSERIES_RAM_REGION, parseQemuArgs, pseriesDescription, pseriesPlugins } from '@ddw/pseries';
 import { SpaprPciTokens, type SpaprPhb } from '@ddw/spapr-pci';
 import { afterEach } from 'vitest';
@@ -54,7 +54,7 @@ export async function passthrough(
     .build();
   machines.push(m);
   const hostErrors: HostErrorEvent[] = [];
-  m.events.on('host-error', (e) => void hostErrors.push(e));
+  m.get(MachineTokens.Events).on('host-error', (e) => void hostErrors.push(e));
   const phb = m.get(SpaprPciTokens.Phbs).list[0]!;
   const nic = phb.devices.find((d) => d.id === 'hostnic') as VfioPciDevice;
   return { m, phb, nic, lines, hostErrors };

@@ -1,5 +1,5 @@
 import { hostLinux } from '@ddw/host-linux';
-import { ConfigError, createMachine, DeviceError, type Machine } from '@ddw/machine';
+import { ConfigError, createMachine, DeviceError, type Machine, MachineTokens } from '@ddw/machine';
 import { PciTokens } from '@ddw/pci';
 import { spaprIommu } from '@ddw/spapr-iommu';
 import { spaprPci } from '@ddw/spapr-pci';
@@ -85,10 +85,10 @@ describe('one host function per vfio-pci', () => {
   it('accepts different functions, and frees a function when its device unrealizes', async () => {
     const m = await build([{ props: { host: '0000:01:00.0' } }, { props: { host: '0000:01:00.1' } }]);
     expect(vfioDevice(m, 'hostdev1').host).toBe('0000:01:00.1');
-    m.devices.unrealizeAll();
-    await m.devices.realizeAll();
-    expect(m.devices.state('hostdev0')).toBe('realized');
-    expect(m.devices.state('hostdev1')).toBe('realized');
+    m.get(MachineTokens.Devices).unrealizeAll();
+    await m.get(MachineTokens.Devices).realizeAll();
+    expect(m.get(MachineTokens.Devices).state('hostdev0')).toBe('realized');
+    expect(m.get(MachineTokens.Devices).state('hostdev1')).toBe('realized');
   });
 });
 
@@ -108,7 +108,7 @@ describe('vfio-pci properties', () => {
         },
       },
     ]);
-    expect(m.devices.state('hostdev0')).toBe('realized');
+    expect(m.get(MachineTokens.Devices).state('hostdev0')).toBe('realized');
   });
 
   it("refuses a property vfio-pci does not have: Property 'vfio-pci.NAME' not found", async () => {

@@ -2,6 +2,7 @@
 
 import { formatHex } from '@ddw/memory';
 import { DdwError, messageOf } from '../errors.js';
+import { MachineTokens } from '../tokens.js';
 import { crc32 } from './crc.js';
 import type { VMStateLoaded } from './description.js';
 import { asSnapshotError, headerError, Malformed, PassThrough, SnapshotError } from './errors.js';
@@ -41,7 +42,8 @@ import {
 export interface SnapshotMachine {
   readonly state: string;
   readonly description: IdentifyingDescription;
-  readonly vmstate: VmstateRegistry;
+  /** The machine's services: saving and loading need its migration sections (MachineTokens.Vmstate). */
+  get(key: typeof MachineTokens.Vmstate): VmstateRegistry;
 }
 
 /** The layout version of the files writeSnapshot writes; loadSnapshot also reads version 1. */
@@ -67,7 +69,7 @@ function write(machine: SnapshotMachine, sink: SnapshotSink, sinkKeeps: boolean)
     w.u32(MAGIC);
     w.u32(SNAPSHOT_FORMAT_VERSION);
     const index: Record<string, unknown>[] = [];
-    for (const [i, section] of machine.vmstate.list().entries()) {
+    for (const [i, section] of machine.get(MachineTokens.Vmstate).list().entries()) {
       const d = section.description;
       const start = w.offset;
       w.beginCrc();
@@ -285,7 +287,7 @@ function planLoad(machine: SnapshotMachine, src: SourceReader): PlannedSection[]
     );
 
   // Every section of the snapshot exists here in a version this machine loads, and none is missing.
-  const registry = machine.vmstate;
+  const registry = machine.get(MachineTokens.Vmstate);
   const matched: VMStateSection[] = [];
   for (const entry of file.sections) {
     const section = registry.find(entry.name, entry.instanceId);
