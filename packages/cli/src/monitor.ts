@@ -1,5 +1,5 @@
 import { LinuxGuest } from '@ddw/guest-linux';
-import { ConfigError, formatHex, type Machine, MachineTokens, parseQemuSize } from '@ddw/machine';
+import { ConfigError, formatHex, hexDigits, type Machine, MachineTokens, parseQemuSize } from '@ddw/machine';
 import type { PciDevice } from '@ddw/pci';
 import { HotplugError, memoryHotplugOf, parseOptionList } from '@ddw/pseries';
 import { SpaprPciTokens } from '@ddw/spapr-pci';
@@ -487,7 +487,7 @@ export function infoPci(machine: Machine): string {
       const cls = d.ids.classCode >> 8;
       lines.push(
         `  Bus ${String(0).padStart(2)}, device ${String(d.address.slot).padStart(3)}, function ${d.address.fn}:`,
-        `    ${PCI_CLASS_DESCRIPTIONS[cls] ?? `Class ${hex4(cls)}`}: PCI device ${hex4(d.ids.vendorId)}:${hex4(d.ids.deviceId)}`,
+        `    ${PCI_CLASS_DESCRIPTIONS[cls] ?? `Class ${hexDigits(cls, 4)}`}: PCI device ${hexDigits(d.ids.vendorId, 4)}:${hexDigits(d.ids.deviceId, 4)}`,
         `      id "${d.id}"`,
       );
     }
@@ -511,8 +511,4 @@ export function infoMemoryDevices(machine: Machine): string {
     );
   }
   return out.length ? `${out.join('\n')}\n` : '';
-}
-
-function hex4(n: number): string {
-  return n.toString(16).padStart(4, '0');
 }

@@ -1,3 +1,4 @@
+import { hexDigits } from '@ddw/machine';
 import type { KnownDriver } from './api.js';
 
 /**
@@ -11,9 +12,5 @@ export const KNOWN_DRIVERS: ReadonlyMap<string, KnownDriver> = new Map([
 ]);
 
 export function knownDriver(vendorId: number, deviceId: number): KnownDriver | undefined {
-  return KNOWN_DRIVERS.get(`${hex4(vendorId)}:${hex4(deviceId)}`);
-}
-
-function hex4(id: number): string {
-  return id.toString(16).padStart(4, '0');
+  return KNOWN_DRIVERS.get(`${hexDigits(vendorId, 4)}:${hexDigits(deviceId, 4)}`);
 }

@@ -1,4 +1,4 @@
-import { formatHex } from '@ddw/machine';
+import { formatHex, hexDigits } from '@ddw/machine';
 import type {
   DeviceDmaState,
   DmaDirection,
@@ -465,7 +465,7 @@ export class LinuxGuest {
     const entries = Number(w.size >> BigInt(DEFAULT_WINDOW_PAGE_SHIFT));
     pe.defaultTable = new IommuTable(w.liobn, w.busOffset, DEFAULT_WINDOW_PAGE_SHIFT, entries);
     this.lines.push(
-      `pci ${hex4(pe.domain)}:00: default DMA window LIOBN ${formatHex(w.liobn)} at ${formatHex(w.busOffset)}, ` +
+      `pci ${hexDigits(pe.domain, 4)}:00: default DMA window LIOBN ${formatHex(w.liobn)} at ${formatHex(w.busOffset)}, ` +
         `${entries} x 4K TCEs: clearing`,
     );
     this.calls().freePages(w.liobn, w.busOffset, DEFAULT_WINDOW_PAGE_SHIFT, entries);
@@ -486,7 +486,7 @@ export class LinuxGuest {
     const pe = this.pes.get(fn.peNode);
     const bus = (fn.cfgAddr >>> 16) & 0xff;
     const devfn = (fn.cfgAddr >>> 8) & 0xff;
-    const name = `${hex4(pe?.domain ?? 0)}:${hex2(bus)}:${hex2(devfn >> 3)}.${devfn & 7}`;
+    const name = `${hexDigits(pe?.domain ?? 0, 4)}:${hexDigits(bus, 2)}:${hexDigits(devfn >> 3, 2)}.${devfn & 7}`;
     return `${driverName ?? 'pci'} ${name}`;
   }
 }
@@ -504,12 +504,4 @@ function describeMode(state: DeviceDmaState): string {
 
 function flag(value: boolean): string {
   return value ? '1' : '0';
-}
-
-function hex4(n: number): string {
-  return n.toString(16).padStart(4, '0');
-}
-
-function hex2(n: number): string {
-  return n.toString(16).padStart(2, '0');
 }

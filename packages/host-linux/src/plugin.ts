@@ -19,8 +19,9 @@ export interface HostLinuxOptions {
 /**
  * The simulated Linux host: a SimulatedSpaprTceHost over the host process memory vfio-common
  * provides (VfioTokens.HostMemory), registered as the machine's VfioTokens.HostIommu. Description
- * section `host` (see README). It registers after vfio-common: it is given vfio-common's host
- * memory, and its host replaces the stand-in vfio-common registers for the token.
+ * section `host` (see README). It registers after vfio-common, so its host replaces the stand-in
+ * vfio-common registers for the token; the host is built, over vfio-common's host memory, when the
+ * machine is assembled.
  */
 export const hostLinux = definePlugin((options: HostLinuxOptions = {}) => ({
   name: 'host-linux',
@@ -33,10 +34,13 @@ export const hostLinux = definePlugin((options: HostLinuxOptions = {}) => ({
         ? parseHostOptions(options.host)
         : { ...DEFAULT_HOST_CONFIG, ...(options.host ?? {}) };
     const config: HostIommuConfig = described ?? base;
-    const memory = ctx.get(VfioTokens.HostMemory);
-    const host = options.hostIommu
-      ? options.hostIommu(config, memory)
-      : new SimulatedSpaprTceHost(config, memory);
-    ctx.provide(VfioTokens.HostIommu, { useValue: host });
+    ctx.provide(VfioTokens.HostIommu, {
+      useFactory: (get) => {
+        const memory = get(VfioTokens.HostMemory);
+        return options.hostIommu
+          ? options.hostIommu(config, memory)
+          : new SimulatedSpaprTceHost(config, memory);
+      },
+    });
   },
 }));

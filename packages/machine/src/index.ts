@@ -5,8 +5,8 @@
  * and loaded as snapshots. Everything else in src/ is private.
  */
 
-// 64-bit values in hex: @ddw/memory's formatHex, importable from either package.
-export { formatHex } from '@ddw/memory';
+// Hex as ddw writes it: @ddw/memory's helpers, importable from either package.
+export { formatHex, hexDigits } from '@ddw/memory';
 export { AddressSpaceList } from './address-spaces.js';
 // The machine and how it is built.
 export { createMachine, MachineBuilder, type MachineBuilderOptions } from './builder.js';

@@ -1,16 +1,7 @@
-import type { AddressSpace, ContainerRegion, RamRegion } from '@ddw/memory';
 import type { ZodType } from 'zod';
 import type { MachineDescription } from './description.js';
-import type { DeviceTree } from './devicetree.js';
-import type { DependencyContainer, Provider, Token } from './di.js';
+import type { Provider, Token } from './di.js';
 import { InvalidArgumentError, PluginError } from './errors.js';
-import type { MachineEventBus } from './events.js';
-import type { HypercallRegistry } from './hcall.js';
-import type { DeviceRegistry } from './lifecycle.js';
-import type { Machine } from './machine.js';
-import type { RtasRegistry } from './rtas.js';
-import type { TraceBus } from './trace/index.js';
-import type { VmstateRegistry } from './vmstate/index.js';
 
 /**
  * What a plugin gets in register(): its name, the validated description, and the machine's

@@ -6,3 +6,11 @@
 export function formatHex(value: number | bigint): string {
   return `0x${value.toString(16)}`;
 }
+
+/**
+ * Lowercase hexadecimal padded with zeros to `digits`, without a prefix: how PCI IDs and addresses
+ * are written (`15b3:1017`, `0000:01:00.0`, lspci and QEMU's `info pci`).
+ */
+export function hexDigits(value: number | bigint, digits: number): string {
+  return value.toString(16).padStart(digits, '0');
+}

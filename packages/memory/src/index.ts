@@ -20,7 +20,7 @@ export {
   MemoryRangeError,
 } from './errors.js';
 export { type FlatRange, FlatView, renderFlatView, sameFlatRange } from './flatview.js';
-export { formatHex } from './format.js';
+export { formatHex, hexDigits } from './format.js';
 export {
   batchAddress,
   batchAddressNumber,

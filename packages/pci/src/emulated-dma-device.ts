@@ -1,3 +1,4 @@
+import { hexDigits } from '@ddw/memory';
 import { PciDevice, type PciIds } from './pci-device.js';
 import type { PciDriver, PciDriverProperty } from './pci-driver.js';
 
@@ -30,15 +31,11 @@ export function emulatedDmaDriver(
     name,
     description:
       about.description ??
-      `emulated PCI device doing 64-bit DMA (vendor ${hex4(ids.vendorId)}, device ${hex4(ids.deviceId)})`,
+      `emulated PCI device doing 64-bit DMA (vendor ${hexDigits(ids.vendorId, 4)}, device ${hexDigits(ids.deviceId, 4)})`,
     properties: about.properties ?? [],
     dma64: true,
     create: ({ id, bus, address }) => new PciDevice(id, name, bus, address, true, ids),
   };
-}
-
-function hex4(value: number): string {
-  return value.toString(16).padStart(4, '0');
 }
 
 /** ddw's DMA engine answers with QEMU's `edu` teaching device's IDs. */

@@ -12,7 +12,6 @@ import {
   parseSize,
   type ServiceGetter,
   type TraceBus,
-  token,
 } from '@ddw/machine';
 import { ContainerRegion } from '@ddw/memory';
 import { type RtasDdwCompat, rtasDdw } from '@ddw/rtas-ddw';
