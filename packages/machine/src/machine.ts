@@ -55,6 +55,14 @@ export class Machine {
   #state: MachineState = 'registering';
   /** Disconnects the registries from the trace bus's recorders. */
   readonly #disconnectTrace: () => void;
+  /**
+   * Shorthands for the services every user of a machine touches, resolved once here (a resolve
+   * per hypercall would cost on the guest's hot path): `get(MachineTokens.GuestPort)`,
+   * `get(MachineTokens.SystemAddressSpace)` ("memory"), `get(MachineTokens.Trace)`.
+   */
+  readonly guest: GuestPort;
+  readonly memory: AddressSpace;
+  readonly trace: TraceBus;
   /** What the lifecycle drives and announces. */
   readonly #devices: DeviceRegistry;
   readonly #events: MachineEventBus;
@@ -115,9 +123,12 @@ export class Machine {
     rtas.onUnknown = (token) => events.guestError('rtas', `unknown RTAS token ${formatHex(token)}`);
     rtas.onHandlerError = (token, name, error) =>
       events.guestError('rtas', `model error in ${name} (${formatHex(token)}): ${String(error)}`);
-    this.#disconnectTrace = this.get(T.Trace).connectCalls(hypercalls, rtas);
+    this.trace = this.get(T.Trace);
+    this.memory = this.get(T.SystemAddressSpace);
+    this.guest = this.get(T.GuestPort);
+    this.#disconnectTrace = this.trace.connectCalls(hypercalls, rtas);
     this.get(T.DeviceTree).addNode('/rtas');
-    const memory = this.get(T.SystemAddressSpace);
+    const memory = this.memory;
     hypercalls.register(
       H_RTAS,
       'H_RTAS',
@@ -152,21 +163,6 @@ export class Machine {
   assemble(): void {
     this.expectState('registering', 'assemble');
     for (const key of this.#provided) this.get(key);
-  }
-
-  /** The guest's side of the machine: `get(MachineTokens.GuestPort)`. */
-  get guest(): GuestPort {
-    return this.get(MachineTokens.GuestPort);
-  }
-
-  /** Guest physical memory ("memory"): `get(MachineTokens.SystemAddressSpace)`. */
-  get memory(): AddressSpace {
-    return this.get(MachineTokens.SystemAddressSpace);
-  }
-
-  /** The trace bus: `get(MachineTokens.Trace)`. */
-  get trace(): TraceBus {
-    return this.get(MachineTokens.Trace);
   }
 
   get state(): MachineState {
