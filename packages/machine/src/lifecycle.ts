@@ -42,7 +42,7 @@ export class DeviceRegistry {
   constructor(@inject(MachineTokens.Events) private readonly events?: MachineEventBus) {}
 
   /**
-   * Adds a device; `owner` is the plugin adding it (a plugin's `ctx.devices` passes its own name),
+   * Adds a device; `owner` is the plugin adding it (the registry a plugin gets with `get(MachineTokens.Devices)` passes its own name),
    * which messages about a clash of ids name.
    */
   add<D extends Device>(device: D, owner?: string): D {

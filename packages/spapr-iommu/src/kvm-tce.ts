@@ -44,7 +44,7 @@ export interface KvmHostIommuTable {
   unmap(iova: bigint): 0 | typeof H_TOO_HARD;
 }
 
-/** What the simulated KVM knows of its host (set by @ddw/vfio-common, which models the host). */
+/** What the simulated KVM knows of its host (set by @ddw/vfio-common from the host model). */
 export interface KvmHost {
   /** KVM_CAP_SPAPR_TCE_VFIO: in-kernel TCE tables can drive VFIO groups (kvmppc_has_cap_spapr_vfio). */
   spaprTceVfio: boolean;

@@ -43,8 +43,8 @@ export class SpaprTceTables {
   }
 
   /**
-   * The simulated KVM's host (capabilities, memslots), given by the plugin that models the host
-   * (@ddw/vfio-common); undefined means a host without KVM_CAP_SPAPR_TCE_VFIO.
+   * The simulated KVM's host (capabilities, memslots), given by the VFIO plugin from the host model
+   * (@ddw/vfio-common, over @ddw/host-linux); undefined means a host without KVM_CAP_SPAPR_TCE_VFIO.
    */
   get kvmHost(): KvmHost | undefined {
     return this.#kvmHost;

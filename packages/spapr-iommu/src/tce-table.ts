@@ -84,7 +84,7 @@ export class SpaprTceTable {
   /** The raw TCEs, kept as runs where the guest wrote progressions (null while disabled). */
   storage: RunTable | null = null;
   /**
-   * The simulated KVM's host, when a host model (@ddw/vfio-common) described one: its
+   * The simulated KVM's host, when the VFIO plugin (@ddw/vfio-common) described one from its host model: its
    * KVM_CAP_SPAPR_TCE_VFIO decides whether VFIO keeps this table in the kernel.
    */
   kvmHost: KvmHost | undefined;

@@ -15,8 +15,8 @@ export interface VMStateSection {
 
 /**
  * The machine's vmstate sections (QEMU's savevm handlers list), in registration order, which is
- * the order they are saved and loaded in. Plugins register theirs in `register(ctx)` through
- * `ctx.vmstate`, or when they create the object the section describes.
+ * the order they are saved and loaded in. Plugins' services register theirs (MachineTokens.Vmstate)
+ * when the machine is assembled, or when they create the object the section describes.
  */
 export class VmstateRegistry {
   readonly #sections: VMStateSection[] = [];
