@@ -191,13 +191,23 @@ function contextFor(machine: Machine, plugin: Plugin): PluginContext {
   return {
     plugin: name,
     description: machine.description,
-    // A factory builds its service with this plugin's view of the registries, as register() would.
+    // A factory builds its service with this plugin's view of the registries, as register() would,
+    // and what it throws names this plugin.
     provide: (key, provider) =>
       machine.provide(
         key,
         provider !== null && typeof provider === 'object' && 'useFactory' in provider
-          ? { useFactory: () => provider.useFactory(get) }
+          ? {
+              useFactory: () => {
+                try {
+                  return provider.useFactory(get);
+                } catch (error) {
+                  throw error instanceof PluginError ? error : PluginError.registerFailed(name, error);
+                }
+              },
+            }
           : provider,
+        name,
       ),
     get,
   };

@@ -18,7 +18,7 @@ import {
   resolve,
   type Token,
 } from './di.js';
-import { DdwError, InvalidArgumentError } from './errors.js';
+import { DdwError, InvalidArgumentError, PluginError } from './errors.js';
 import { MachineEventBus } from './events.js';
 import { GuestPort } from './guest-port.js';
 import { HypercallRegistry } from './hcall.js';
@@ -51,6 +51,10 @@ export class Machine {
   readonly #container: DependencyContainer;
   /** Tokens plugins provided, in order: what assemble() builds. */
   readonly #provided: Token<unknown>[] = [];
+  /** Who provided each token last. */
+  readonly #owners = new Map<symbol, string>();
+  /** Tokens something has got: their services exist and can no longer be replaced. */
+  readonly #built = new Set<symbol>();
   readonly description: MachineInit['description'];
   #state: MachineState = 'registering';
   /** Disconnects the registries from the trace bus's recorders. */
@@ -135,6 +139,8 @@ export class Machine {
       ([r3 = 0n]) => ({ ret: GuestPort.serveRtas(memory, rtas, r3) }),
       '@ddw/machine',
     );
+    // The machine's own services exist from here on: a plugin cannot replace them.
+    for (const key of Object.values(T)) this.#built.add(key);
   }
 
   /**
@@ -142,27 +148,49 @@ export class Machine {
    * naming the token when no plugin provides it.
    */
   get<T>(key: Token<T>): T {
+    this.#built.add(key);
     return resolve(this.#container, key);
   }
 
   /**
-   * Registers `key`'s service (see `provide` in the DI facade): what a plugin's `ctx.provide`
-   * does. A later registration of the same token replaces the earlier one until assemble().
+   * Registers `key`'s service for `owner` (a plugin name; see `provide` in the DI facade): what a
+   * plugin's `ctx.provide` does. A later registration of the same token replaces the earlier one,
+   * as long as nothing has got it yet: replacing a service already built would leave two of it
+   * live, so that is a PluginError naming both plugins.
    */
-  provide<T>(key: Token<T>, provider: Provider<T>): void {
+  provide<T>(key: Token<T>, provider: Provider<T>, owner = 'machine'): void {
     this.expectState('registering', 'provide a service to');
+    if (this.#built.has(key)) {
+      const first = this.#owners.get(key) ?? 'machine';
+      throw new PluginError(
+        owner,
+        'conflict',
+        `plugin "${owner}" provides ${String(key.description)}, which ${first === 'machine' ? 'the machine' : `plugin "${first}"`} provides and something already got; ` +
+          'a service can be replaced only before anything uses it (provide it earlier, or get it in a factory rather than in register)',
+      );
+    }
     provide(this.#container, key, provider);
+    this.#owners.set(key, owner);
     if (!this.#provided.includes(key)) this.#provided.push(key);
   }
 
   /**
    * Builds every service the plugins provided, in the order first provided: a service's
    * constructor or factory is where it joins the machine (registers its hypercalls, adds its
-   * devices). Run once, after every plugin registered and before realize.
+   * devices). Run once, after every plugin registered and before realize. What a service throws
+   * names the plugin that provided it, as a failing register() does.
    */
   assemble(): void {
     this.expectState('registering', 'assemble');
-    for (const key of this.#provided) this.get(key);
+    for (const key of this.#provided) {
+      try {
+        this.get(key);
+      } catch (error) {
+        throw error instanceof PluginError
+          ? error
+          : PluginError.registerFailed(this.#owners.get(key) ?? 'machine', error);
+      }
+    }
   }
 
   get state(): MachineState {

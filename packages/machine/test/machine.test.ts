@@ -19,6 +19,7 @@ import {
   PluginError,
   RTAS_OUT_PARAM_ERROR,
   RTAS_OUT_SUCCESS,
+  TraceBus,
   token,
 } from '../src/index.js';
 
@@ -251,5 +252,67 @@ describe('dependency injection per machine', () => {
     expect(ca.count).toBe(2);
     expect(b.get(CounterToken).count).toBe(0);
     expect(a.mtree()).toContain('(prio 0, i/o): counter');
+  });
+});
+
+describe('services provided by plugins', () => {
+  const Greeting = token<{ text: string }>('test', 'Greeting');
+  const provider = (name: string, text: string, requires: string[] = []) =>
+    definePlugin(() => ({
+      name,
+      requires,
+      register(ctx) {
+        ctx.provide(Greeting, { useFactory: () => ({ text }) });
+      },
+    }))();
+
+  it('lets a later plugin replace a service nothing has used yet', async () => {
+    const m = await build([provider('first', 'hello'), provider('second', 'bonjour', ['first'])]);
+    expect(m.get(Greeting).text).toBe('bonjour');
+  });
+
+  it('refuses to replace a service already built, naming both plugins', async () => {
+    const early = definePlugin(() => ({
+      name: 'early-user',
+      requires: ['first'],
+      register(ctx) {
+        ctx.get(Greeting);
+      },
+    }))();
+    await expect(
+      build([provider('first', 'hello'), early, provider('second', 'bonjour', ['early-user'])]),
+    ).rejects.toThrow(
+      /plugin "second" provides @ddw\/test:Greeting, which plugin "first" provides and something already got/,
+    );
+  });
+
+  it("refuses to replace the machine's own services", async () => {
+    const p = definePlugin(() => ({
+      name: 'own-port',
+      register(ctx) {
+        ctx.provide(MachineTokens.Trace, { useValue: new TraceBus() });
+      },
+    }))();
+    await expect(build([p])).rejects.toThrow(
+      /plugin "own-port" provides @ddw\/machine:Trace, which the machine provides/,
+    );
+  });
+
+  it('names the plugin whose service fails while the machine is assembled', async () => {
+    const broken = definePlugin(() => ({
+      name: 'broken-service',
+      register(ctx) {
+        ctx.provide(Greeting, {
+          useFactory: () => {
+            throw new Error('no greeting today');
+          },
+        });
+      },
+    }))();
+    const error = await build([broken]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PluginError);
+    expect(String((error as Error).message)).toBe(
+      'plugin "broken-service" failed to register: no greeting today',
+    );
   });
 });
